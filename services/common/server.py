@@ -1,0 +1,149 @@
+"""Run one skiff gRPC service: sockets, health, reflection, readiness, shutdown.
+
+Every service serves ``grpc.health.v1`` and server reflection so generic tools
+(grpcurl, grpc_cli) can list and call it, and tells systemd when it is ready
+(``Type=notify``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from skiff.common import address
+from skiff.common.tls import TLSFiles
+
+log = logging.getLogger(__name__)
+
+#: Deadline, in seconds, of an ordinary call between services.
+CALL_TIMEOUT = 30.0
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, default_socket: str) -> None:
+    parser.add_argument("-H", "--host", "--listen", dest="listen", action="append",
+                        help=f"address to serve on (repeatable; default {default_socket})")
+    parser.add_argument("--data-root", default="/var/lib/skiff", type=Path)
+    parser.add_argument("--exec-root", default="/run/skiff", type=Path)
+    parser.add_argument("-D", "--debug", action="store_true")
+    parser.add_argument("-l", "--log-level", default="info",
+                        choices=["debug", "info", "warn", "warning", "error", "fatal"])
+    parser.add_argument("--tlscacert", type=Path)
+    parser.add_argument("--tlscert", type=Path)
+    parser.add_argument("--tlskey", type=Path)
+
+
+def setup_logging(name: str, level: str, debug: bool = False) -> None:
+    lvl = "debug" if debug else level
+    lvl = {"warn": "warning", "fatal": "critical"}.get(lvl, lvl)
+    logging.basicConfig(
+        level=getattr(logging, lvl.upper()),
+        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _prepare_unix_socket(path: str) -> None:
+    parent = Path(path).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(parent, 0o700)  # root only: the socket is the engine
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # stale socket from a previous run
+    except FileNotFoundError:
+        pass
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    if target.startswith("@"):
+        target = "\0" + target[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(target)
+        sock.sendall(message.encode())
+
+
+class Service:
+    """A gRPC server with health and reflection, bound to unix and/or tcp addresses."""
+
+    def __init__(self, name: str, listen: Iterable[str], tls: TLSFiles | None = None, max_workers: int = 32):
+        self.name = name
+        self.addresses = [address.parse(a) for a in listen]
+        self.tls = tls or TLSFiles()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+
+    def add(self, register: Callable[[object, grpc.Server], None], servicer: object, full_name: str) -> None:
+        register(servicer, self.server)
+        self.service_names.append(full_name)
+
+    def start(self) -> None:
+        reflection.enable_server_reflection(self.service_names, self.server)
+        for addr in self.addresses:
+            if addr.scheme == "unix":
+                _prepare_unix_socket(addr.target)
+                self.server.add_insecure_port(addr.grpc_target())
+            else:
+                creds = self.tls.server_credentials()  # raises without mutual TLS
+                port = self.server.add_secure_port(addr.grpc_target(), creds)
+                if port == 0:
+                    raise OSError(f"cannot listen on {addr}")
+        self.server.start()
+        for addr in self.addresses:
+            if addr.scheme == "unix":
+                os.chmod(addr.target, 0o660)
+        for svc in ["", *self.service_names]:
+            self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s serving on %s", self.name, ", ".join(map(str, self.addresses)))
+        sd_notify("READY=1")
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for addr in self.addresses:
+            if addr.scheme == "unix":
+                try:
+                    os.unlink(addr.target)
+                except FileNotFoundError:
+                    pass
+
+    def run_until_signal(self) -> None:
+        done = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("%s: signal %d, stopping", self.name, signum)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        done.wait()
+        sd_notify("STOPPING=1")
+        self.stop()
+
+
+def channel(target: str, tls: TLSFiles | None = None) -> grpc.Channel:
+    """A channel to a skiff address (unix:// or tcp://; tcp always uses TLS)."""
+    addr = address.parse(target)
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if addr.scheme == "unix":
+        return grpc.insecure_channel(addr.grpc_target(), options=options)
+    return grpc.secure_channel(addr.grpc_target(), (tls or TLSFiles()).channel_credentials(), options=options)

@@ -1,0 +1,587 @@
+/*
+ * skiff-shim: starts one container and stays with it as a tiny monitor.
+ *
+ *   skiff-shim <bundle-dir> -- <init argv...>
+ *
+ * Containers must not depend on a Python process, and each one must cost
+ * little memory, so the process that holds a container's stdio, writes its
+ * log and records its exit status is this small C program, not Python.
+ *
+ * <bundle>/shim.conf holds one key=value per line (written by execsvc):
+ *   clone_flags=<number>   CLONE_NEW* flags for the container process
+ *   netns=<path>           optional: network namespace to join (setns)
+ *   log=<path>             json-file log (Docker's format)
+ *   oom=<path>             optional: cgroup file with an "oom_kill N" line
+ *
+ * Handshake (three processes; "caller" is execsvc):
+ *
+ *   caller          shim (original)        monitor (setsid)          init (PID 1)
+ *     | fork+exec ---> |                        |                         |
+ *     |                | fork -----------------> | clone(CLONE_NEW*) -----> |
+ *     |                |                        | write shim.pid,          | execve python init.py
+ *     |                |                        |  init.pid, start.json    | ... set-up ...
+ *     |                |                        | <--- sync pipe (fd 3) -- | execve(user cmd): CLOEXEC
+ *     |                |                        |   EOF = started           |   closes fd 3 (EOF)
+ *     |                |                        |   "kind\nmessage" = failed (init wrote it, exits)
+ *     |                | <-- report pipe ------ |                          |
+ *     | <-- exit code  |  '0' ok / 'n' not-found / 'x' not-executable / 'e' other + message
+ *                       (exits: 0 / 127 / 126 / 1; message on stderr)
+ *                                               | copy stdout/stderr -> log
+ *                                               | waitpid -> exit.json (tmp+fsync+rename)
+ *
+ * On failure the monitor also writes <bundle>/start-error.json and removes
+ * the pid files. The monitor is not a child of the caller after the original
+ * process exits, so it survives the caller being killed.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LINE_CAP 16384 /* like Docker: longer lines are split into partial entries */
+#define OUT_CAP (LINE_CAP * 6 + 512)
+#define SYNC_FD 3
+
+static const char *bundle;
+static char conf_log[PATH_MAX], conf_netns[PATH_MAX], conf_oom[PATH_MAX];
+static unsigned long conf_flags;
+
+struct stream {
+    int fd;
+    const char *name;
+    size_t len;
+    char buf[LINE_CAP];
+};
+
+static struct stream s_out = {.fd = -1, .name = "stdout"};
+static struct stream s_err = {.fd = -1, .name = "stderr"};
+static char out[OUT_CAP];
+static size_t out_len;
+static int log_fd = -1;
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("skiff-shim: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void bundle_path(char *dst, const char *name)
+{
+    snprintf(dst, PATH_MAX, "%s/%s", bundle, name);
+}
+
+/* tmp + fsync + rename, so readers never see a half-written file. */
+static int write_file_atomic(const char *name, const char *content)
+{
+    char tmp[PATH_MAX], dst[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", bundle, name);
+    bundle_path(dst, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = write_all(fd, content, strlen(content));
+    if (rc == 0)
+        rc = fsync(fd);
+    close(fd);
+    if (rc == 0)
+        rc = rename(tmp, dst);
+    return rc;
+}
+
+static void unlink_in_bundle(const char *name)
+{
+    char p[PATH_MAX];
+    bundle_path(p, name);
+    unlink(p);
+}
+
+static void now_rfc3339(char *dst, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t k = strftime(dst, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(dst + k, n - k, ".%09ldZ", ts.tv_nsec);
+}
+
+/* Field 22 of /proc/<pid>/stat: lets execsvc tell a live pid from a reused one. */
+static unsigned long long proc_starttime(pid_t pid)
+{
+    char p[64], buf[1024];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *s = strrchr(buf, ')');
+    if (!s)
+        return 0;
+    /* after ") " comes field 3 (state); starttime is field 22 */
+    int field = 2;
+    for (char *c = s + 1; *c; c++) {
+        if (*c == ' ' && ++field == 22)
+            return strtoull(c + 1, NULL, 10);
+    }
+    return 0;
+}
+
+/* Appends s to out as a JSON string body; invalid UTF-8 becomes U+FFFD. */
+static void json_escape(const unsigned char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') {
+                out[out_len++] = '\\';
+                out[out_len++] = (char)c;
+            } else if (c == '\n') {
+                out[out_len++] = '\\';
+                out[out_len++] = 'n';
+            } else if (c == '\r') {
+                out[out_len++] = '\\';
+                out[out_len++] = 'r';
+            } else if (c == '\t') {
+                out[out_len++] = '\\';
+                out[out_len++] = 't';
+            } else if (c < 0x20) {
+                memcpy(out + out_len, "\\u00", 4);
+                out_len += 4;
+                out[out_len++] = hex[c >> 4];
+                out[out_len++] = hex[c & 15];
+            } else {
+                out[out_len++] = (char)c;
+            }
+            i++;
+            continue;
+        }
+        size_t len = 0;
+        unsigned char lo = 0x80, hi = 0xbf;
+        if (c >= 0xc2 && c <= 0xdf)
+            len = 2;
+        else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            if (c == 0xe0)
+                lo = 0xa0;
+            if (c == 0xed)
+                hi = 0x9f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            if (c == 0xf0)
+                lo = 0x90;
+            if (c == 0xf4)
+                hi = 0x8f;
+        }
+        int ok = len > 0 && i + len <= n && s[i + 1] >= lo && s[i + 1] <= hi;
+        for (size_t k = 2; ok && k < len; k++)
+            ok = s[i + k] >= 0x80 && s[i + k] <= 0xbf;
+        if (ok) {
+            memcpy(out + out_len, s + i, len);
+            out_len += len;
+            i += len;
+        } else {
+            memcpy(out + out_len, "\\ufffd", 6);
+            out_len += 6;
+            i++;
+        }
+    }
+}
+
+static void flush_out(void)
+{
+    if (out_len > 0 && log_fd >= 0)
+        write_all(log_fd, out, out_len); /* nothing sensible to do on error */
+    out_len = 0;
+}
+
+/* One json-file entry: {"log":"...","stream":"stdout","time":"..."} */
+static void emit(struct stream *st, const char *p, size_t n, const char *ts)
+{
+    if (out_len + n * 6 + 128 > OUT_CAP)
+        flush_out();
+    static const char head[] = "{\"log\":\"";
+    memcpy(out + out_len, head, sizeof head - 1);
+    out_len += sizeof head - 1;
+    json_escape((const unsigned char *)p, n);
+    out_len += (size_t)snprintf(out + out_len, OUT_CAP - out_len, "\",\"stream\":\"%s\",\"time\":\"%s\"}\n",
+                                st->name, ts);
+}
+
+/* Reads what is available; emits complete lines. Returns 1 after data,
+ * -1 when nothing is ready (EINTR/EAGAIN), 0 at EOF (stream flushed and closed). */
+static int pump(struct stream *st)
+{
+    ssize_t n = read(st->fd, st->buf + st->len, LINE_CAP - st->len);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return -1;
+    char ts[64];
+    now_rfc3339(ts, sizeof ts);
+    if (n <= 0) { /* EOF or error: flush the partial line */
+        if (st->len > 0)
+            emit(st, st->buf, st->len, ts);
+        st->len = 0;
+        flush_out();
+        close(st->fd);
+        st->fd = -1;
+        return 0;
+    }
+    st->len += (size_t)n;
+    size_t start = 0;
+    for (size_t i = st->len - (size_t)n; i < st->len; i++) {
+        if (st->buf[i] == '\n') {
+            emit(st, st->buf + start, i + 1 - start, ts);
+            start = i + 1;
+        }
+    }
+    if (start == 0 && st->len == LINE_CAP) { /* buffer full, no newline */
+        emit(st, st->buf, st->len, ts);
+        start = st->len;
+    }
+    memmove(st->buf, st->buf + start, st->len - start);
+    st->len -= start;
+    flush_out();
+    return 1;
+}
+
+/* ---- configuration ---------------------------------------------------- */
+
+static void read_conf(void)
+{
+    char p[PATH_MAX], line[PATH_MAX + 32];
+    bundle_path(p, "shim.conf");
+    FILE *f = fopen(p, "re");
+    if (!f)
+        die("open %s: %s", p, strerror(errno));
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *eq = strchr(line, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        const char *v = eq + 1;
+        if (!strcmp(line, "clone_flags"))
+            conf_flags = strtoul(v, NULL, 0);
+        else if (!strcmp(line, "netns"))
+            snprintf(conf_netns, sizeof conf_netns, "%s", v);
+        else if (!strcmp(line, "log"))
+            snprintf(conf_log, sizeof conf_log, "%s", v);
+        else if (!strcmp(line, "oom"))
+            snprintf(conf_oom, sizeof conf_oom, "%s", v);
+    }
+    fclose(f);
+    if (!conf_log[0])
+        die("%s: no log= line", p);
+}
+
+static int read_oom_kills(void)
+{
+    if (!conf_oom[0])
+        return 0;
+    char buf[4096];
+    int fd = open(conf_oom, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strstr(buf, "oom_kill ");
+    return p ? atoi(p + 9) : 0;
+}
+
+/* ---- processes -------------------------------------------------------- */
+
+static void close_fds_except(int keep)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd > 2 && fd != keep && fd != dfd)
+            close(fd);
+    }
+    closedir(d);
+}
+
+static void move_fd(int from, int to)
+{
+    if (from == to)
+        fcntl(to, F_SETFD, 0); /* dup2 would keep CLOEXEC */
+    else
+        dup2(from, to);
+}
+
+/* Runs in the new namespaces; becomes the Python init (PID 1). */
+static void child(char **init_argv, int netns_fd, int out_w, int err_w, int sync_w)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0) {
+        dprintf(sync_w, "other\nsetns(%s): %s", conf_netns, strerror(errno));
+        _exit(1);
+    }
+    /* 0 is /dev/null already (the monitor's). Order: fds are all >= 3. */
+    move_fd(out_w, 1);
+    move_fd(err_w, 2);
+    move_fd(sync_w, SYNC_FD);
+    syscall(SYS_close_range, SYNC_FD + 1, ~0U, 0);
+    execv(init_argv[0], init_argv);
+    dprintf(SYNC_FD, "other\nexecve(%s): %s", init_argv[0], strerror(errno));
+    _exit(1);
+}
+
+/* After the container exited: read what is left without blocking, then close. */
+static void drain(struct stream *st)
+{
+    if (st->fd < 0)
+        return;
+    fcntl(st->fd, F_SETFL, O_NONBLOCK);
+    while (st->fd >= 0 && pump(st) > 0)
+        ;
+    if (st->fd >= 0) {
+        char ts[64];
+        now_rfc3339(ts, sizeof ts);
+        if (st->len > 0)
+            emit(st, st->buf, st->len, ts);
+        st->len = 0;
+        flush_out();
+        close(st->fd);
+        st->fd = -1;
+    }
+}
+
+static void report(int fd, char kind, const char *msg)
+{
+    char buf[PATH_MAX + 512];
+    snprintf(buf, sizeof buf, "%c%s", kind, msg);
+    write_all(fd, buf, strlen(buf));
+    close(fd);
+}
+
+static void fail(int report_fd, const char *kind, const char *msg)
+{
+    char json[6000];
+    out_len = 0;
+    json_escape((const unsigned char *)msg, strnlen(msg, 700));
+    snprintf(json, sizeof json, "{\"kind\": \"%s\", \"message\": \"%.*s\"}\n", kind, (int)out_len, out);
+    out_len = 0;
+    write_file_atomic("start-error.json", json);
+    unlink_in_bundle("init.pid");
+    unlink_in_bundle("shim.pid");
+    unlink_in_bundle("start.json");
+    char code = !strcmp(kind, "not-found") ? 'n' : !strcmp(kind, "not-executable") ? 'x' : 'e';
+    report(report_fd, code, msg);
+    _exit(1);
+}
+
+static void monitor(int report_fd, char **init_argv)
+{
+    char msg[PATH_MAX + 256], buf[512];
+    setsid();
+    if (chdir("/") < 0)
+        _exit(1);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull < 0)
+        _exit(1);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    close_fds_except(report_fd);
+
+    log_fd = open(conf_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (log_fd < 0) {
+        snprintf(msg, sizeof msg, "open log %s: %s", conf_log, strerror(errno));
+        fail(report_fd, "other", msg);
+    }
+    int netns_fd = -1;
+    if (conf_netns[0] && (netns_fd = open(conf_netns, O_RDONLY | O_CLOEXEC)) < 0) {
+        snprintf(msg, sizeof msg, "open netns %s: %s", conf_netns, strerror(errno));
+        fail(report_fd, "other", msg);
+    }
+    int po[2], pe[2], ps[2];
+    if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC) || pipe2(ps, O_CLOEXEC))
+        fail(report_fd, "other", "pipe2 failed");
+
+    /* Block SIGCHLD before clone so its arrival cannot be missed; the child unblocks. */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+
+    pid_t pid = (pid_t)syscall(SYS_clone, conf_flags | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid < 0) {
+        snprintf(msg, sizeof msg, "clone(0x%lx): %s", conf_flags, strerror(errno));
+        fail(report_fd, "other", msg);
+    }
+    if (pid == 0)
+        child(init_argv, netns_fd, po[1], pe[1], ps[1]);
+    close(po[1]);
+    close(pe[1]);
+    close(ps[1]);
+    if (netns_fd >= 0)
+        close(netns_fd);
+
+    char ts[64];
+    now_rfc3339(ts, sizeof ts);
+    snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+    write_file_atomic("shim.pid", buf);
+    snprintf(buf, sizeof buf, "%d\n", (int)pid);
+    write_file_atomic("init.pid", buf);
+    snprintf(buf, sizeof buf,
+             "{\"pid\": %d, \"pid_starttime\": %llu, \"shim_pid\": %d, \"shim_starttime\": %llu, "
+             "\"started_at\": \"%s\"}\n",
+             (int)pid, proc_starttime(pid), (int)getpid(), proc_starttime(getpid()), ts);
+    write_file_atomic("start.json", buf);
+
+    /* Wait for the init: EOF means it reached execve of the user command. */
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(ps[0], msg + got, sizeof msg - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got == sizeof msg - 1)
+            break;
+    }
+    msg[got] = 0;
+    close(ps[0]);
+    if (got > 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        char *nl = strchr(msg, '\n');
+        const char *text = nl ? nl + 1 : msg;
+        if (nl)
+            *nl = 0;
+        fail(report_fd, msg, text);
+    }
+    report(report_fd, '0', "");
+
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
+    s_out.fd = po[0];
+    s_err.fd = pe[0];
+    int status = 0, exited = 0;
+    while (!exited || s_out.fd >= 0 || s_err.fd >= 0) {
+        struct pollfd fds[3] = {{s_out.fd, POLLIN, 0}, {s_err.fd, POLLIN, 0}, {exited ? -1 : sfd, POLLIN, 0}};
+        if (poll(fds, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[0].revents)
+            pump(&s_out);
+        if (fds[1].revents)
+            pump(&s_err);
+        if (fds[2].revents) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) < 0) {
+                /* nothing: waitpid below decides */
+            }
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                exited = 1;
+                /* Drain what is buffered; don't wait for writers outside the pid ns. */
+                drain(&s_out);
+                drain(&s_err);
+                break;
+            }
+        }
+    }
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + sig;
+    now_rfc3339(ts, sizeof ts);
+    snprintf(buf, sizeof buf, "{\"exit_code\": %d, \"signal\": %d, \"finished_at\": \"%s\", \"oom_killed\": %s}\n",
+             code, sig, ts, read_oom_kills() > 0 ? "true" : "false");
+    write_file_atomic("exit.json", buf);
+    _exit(0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4 || strcmp(argv[2], "--") != 0)
+        die("usage: skiff-shim <bundle-dir> -- <init argv...>");
+    bundle = argv[1];
+    if (bundle[0] != '/')
+        die("bundle path must be absolute: %s", bundle);
+    read_conf();
+
+    int rp[2];
+    if (pipe2(rp, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    pid_t m = fork();
+    if (m < 0)
+        die("fork: %s", strerror(errno));
+    if (m == 0) {
+        close(rp[0]);
+        monitor(rp[1], &argv[3]);
+        _exit(1);
+    }
+    close(rp[1]);
+    char msg[PATH_MAX + 512];
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(rp[0], msg + got, sizeof msg - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got == sizeof msg - 1)
+            break;
+    }
+    msg[got] = 0;
+    if (got == 0)
+        die("monitor exited before reporting the start");
+    if (msg[0] == '0')
+        return 0;
+    fprintf(stderr, "%s\n", msg + 1);
+    return msg[0] == 'n' ? 127 : msg[0] == 'x' ? 126 : 1;
+}

@@ -1,0 +1,464 @@
+"""Safe extraction of layer tarballs.
+
+A layer tarball is untrusted input: it may come from any registry or any
+``skiff import``. Extraction therefore never trusts a member path and never
+follows a link that is already on disk:
+
+* every member path is normalised lexically; absolute paths and ``..`` that
+  climb above the layer root are rejected;
+* parents are opened one component at a time with ``O_NOFOLLOW |
+  O_DIRECTORY`` relative to the parent's descriptor (``openat`` walking), so a
+  member that goes *through* a symlink fails instead of escaping, whatever
+  earlier members planted;
+* symlink targets are checked as Docker does (``breakoutError``): an absolute
+  target is read against the layer root (that is how the kernel resolves it
+  inside the container), a relative one against the link's directory, and
+  either is rejected when it climbs above the root. The target is never
+  followed during extraction;
+* hardlinks must name a member already extracted from this archive;
+* char/block devices are rejected (except the 0:0 overlay whiteout), fifos
+  are allowed; ``trusted.*`` and ``security.*`` xattrs (other than
+  ``security.capability``) are rejected;
+* decompressed bytes and entry count are capped, so a decompression bomb fails
+  cleanly.
+
+Any violation raises :class:`InvalidArgument` with reason ``UNSAFE_ARCHIVE``
+naming the member. The caller extracts into a fresh temporary directory and
+removes it on failure; :func:`extract` itself writes nothing outside ``dest``.
+
+OCI whiteouts are translated to overlayfs' on-disk form while extracting:
+``.wh.<name>`` becomes a 0:0 char device ``<name>`` and ``.wh..wh..opq``
+becomes ``trusted.overlay.opaque=y`` on its directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from skiff.common.errors import UNSAFE_ARCHIVE, InvalidArgument
+
+#: Default caps; callers pass their own. 8 GiB of tar, 1M entries.
+DEFAULT_MAX_BYTES = 8 << 30
+DEFAULT_MAX_ENTRIES = 1_000_000
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_ALLOWED_SECURITY_XATTRS = {"security.capability"}
+_XATTR_PAX_PREFIX = "SCHILY.xattr."
+
+
+@dataclass(frozen=True)
+class ExtractStats:
+    """What an extraction produced.
+
+    ``diff_id`` is the sha256 of the *uncompressed* tar stream (the OCI
+    DiffID), computed while reading so the layer is hashed and unpacked in one
+    pass. ``size`` is the bytes of file content written.
+    """
+
+    diff_id: str
+    entries: int
+    tar_bytes: int
+    size: int
+
+
+def unsafe(member: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"unsafe layer archive: member {member!r}: {why}", reason=UNSAFE_ARCHIVE)
+
+
+class _Prefixed:
+    """A read-only stream that replays bytes already peeked from ``raw``.
+
+    Needed because magic-byte detection must work on non-seekable streams.
+    """
+
+    def __init__(self, prefix: bytes, raw: IO[bytes]):
+        self._prefix = prefix
+        self._raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n < 0:
+                data, self._prefix = self._prefix + self._raw.read(), b""
+                return data
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            if len(data) < n:
+                data += self._raw.read(n - len(data))
+            return data
+        return self._raw.read(n)
+
+
+class _TooBig(Exception):
+    """Raised inside tarfile's reads; turned into UNSAFE_ARCHIVE naming the member."""
+
+
+class _HashingCappedReader:
+    """Hashes and counts the uncompressed tar bytes; enforces ``max_bytes``.
+
+    Sits between the (de)compressor and :mod:`tarfile`, so the cap applies
+    to what a gzip bomb would expand to, not to the compressed input.
+    """
+
+    def __init__(self, raw: IO[bytes] | _Prefixed, max_bytes: int):
+        self._raw = raw
+        self._max = max_bytes
+        self.count = 0
+        self.digest = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        # Never ask for more than one byte past the cap: unbounded reads of a
+        # bomb would allocate the whole expansion before we could refuse it.
+        budget = self._max - self.count + 1
+        n = budget if n is None or n < 0 else min(n, budget)
+        data = self._raw.read(n)
+        self.count += len(data)
+        if self.count > self._max:
+            raise _TooBig(self._max)
+        self.digest.update(data)
+        return data
+
+    def drain(self) -> None:
+        """Read to EOF so the digest covers the tar's trailing padding too."""
+        while self.read(_CHUNK):
+            pass
+
+
+def _open_stream(src: BinaryIO | IO[bytes] | Path | str, max_bytes: int) -> tuple[_HashingCappedReader, list]:
+    """Return a capped, hashing reader of the uncompressed tar, plus things to close."""
+    closers: list = []
+    raw: IO[bytes]
+    if isinstance(src, (str, Path)):
+        raw = open(src, "rb")  # noqa: SIM115 - closed by the caller through closers
+        closers.append(raw)
+    else:
+        raw = src
+    magic = raw.read(2)
+    prefixed = _Prefixed(magic, raw)
+    if magic == _GZIP_MAGIC:
+        gz = gzip.GzipFile(fileobj=prefixed, mode="rb")  # type: ignore[arg-type]
+        closers.append(gz)
+        return _HashingCappedReader(gz, max_bytes), closers
+    return _HashingCappedReader(prefixed, max_bytes), closers
+
+
+def normalize_member_path(name: str) -> str:
+    """Lexically normalise a member name; ``"."`` is the layer root.
+
+    A leading ``./`` is ordinary (``tar -C root .`` produces it); a leading
+    ``/`` and any ``..`` that climbs above the root are refused.
+    """
+    if not name or "\x00" in name:
+        raise unsafe(name, "empty or NUL in path")
+    if name.startswith("/"):
+        raise unsafe(name, "absolute path")
+    norm = posixpath.normpath(name)
+    if norm == ".." or norm.startswith("../") or norm.startswith("/"):
+        raise unsafe(name, "path escapes the layer root")
+    return norm
+
+
+def check_symlink_target(member: str, path: str, target: str) -> None:
+    """Reject a symlink whose target climbs above the layer root.
+
+    An absolute target is resolved against the layer root (as the kernel
+    does inside the container's root), so ``/etc`` is fine and ``/../..``
+    normalises to ``/``. A relative target is joined to the link's directory.
+    """
+    if not target or "\x00" in target:
+        raise unsafe(member, "empty symlink target")
+    if target.startswith("/"):
+        return
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if joined == ".." or joined.startswith("../"):
+        raise unsafe(member, f"symlink target {target!r} points outside the layer")
+
+
+class _Extractor:
+    """Applies members one by one below ``root_fd`` without following links."""
+
+    def __init__(self, root_fd: int):
+        self.root_fd = root_fd
+        self.is_root = os.geteuid() == 0
+        self.extracted: set[str] = {"."}
+        self.dir_times: list[tuple[str, int]] = []
+        self.size = 0
+
+    # -- walking ---------------------------------------------------------
+
+    def open_dir(self, member: str, rel: str, *, create: bool) -> int:
+        """Open directory ``rel`` (relative to the root) without following links.
+
+        Missing parents are created (0755, like Docker) when ``create``;
+        a component that is a symlink or not a directory is refused.
+        """
+        fd = os.dup(self.root_fd)
+        if rel in ("", "."):
+            return fd
+        try:
+            for comp in rel.split("/"):
+                try:
+                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise unsafe(member, f"path goes through a symlink or non-directory at {comp!r}") from None
+                    raise
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    # -- members ----------------------------------------------------------
+
+    def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        path = normalize_member_path(m.name)
+        xattrs = self.xattrs(m)
+        parent_rel, base = posixpath.split(path) if path != "." else ("", ".")
+
+        if base == OPAQUE_WHITEOUT:
+            self.opaque(m.name, parent_rel)
+            return
+        if base.startswith(WHITEOUT_PREFIX):
+            self.whiteout(m.name, parent_rel, base[len(WHITEOUT_PREFIX):])
+            return
+        if path == ".":
+            if not m.isdir():
+                raise unsafe(m.name, "layer root must be a directory")
+            self.set_dir_meta(m, self.root_fd, xattrs)
+            self.dir_times.append((".", int(m.mtime)))
+            return
+
+        pfd = self.open_dir(m.name, parent_rel, create=True)
+        try:
+            if m.isdir():
+                self.make_dir(m, pfd, base, xattrs)
+                self.dir_times.append((path, int(m.mtime)))
+            elif m.isreg():
+                self.replace(pfd, base)
+                self.make_file(tf, m, pfd, base, xattrs)
+            elif m.issym():
+                check_symlink_target(m.name, path, m.linkname)
+                self.replace(pfd, base)
+                os.symlink(m.linkname, base, dir_fd=pfd)
+                self.set_link_meta(m, pfd, base)
+            elif m.islnk():
+                self.make_hardlink(m, pfd, base)
+            elif m.isfifo():
+                self.replace(pfd, base)
+                os.mkfifo(base, 0o600, dir_fd=pfd)
+                self.set_path_meta(m, pfd, base)
+            elif m.ischr() and m.devmajor == 0 and m.devminor == 0:
+                # An already-converted overlay whiteout (some exporters write these).
+                self.replace(pfd, base)
+                self.mknod_whiteout(m.name, pfd, base)
+            elif m.ischr() or m.isblk():
+                raise unsafe(m.name, "device nodes are not allowed in layers")
+            else:
+                raise unsafe(m.name, f"unsupported tar member type {m.type!r}")
+        finally:
+            os.close(pfd)
+        self.extracted.add(path)
+
+    def xattrs(self, m: tarfile.TarInfo) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for key, value in m.pax_headers.items():
+            if not key.startswith(_XATTR_PAX_PREFIX):
+                continue
+            name = key[len(_XATTR_PAX_PREFIX):]
+            if name.startswith("trusted.") or (
+                name.startswith("security.") and name not in _ALLOWED_SECURITY_XATTRS
+            ):
+                raise unsafe(m.name, f"xattr {name!r} is not allowed")
+            out[name] = value.encode("utf-8", "surrogateescape")
+        return out
+
+    def replace(self, pfd: int, base: str) -> None:
+        """Remove whatever is at ``base`` so a later member wins, as in tar."""
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(base, dir_fd=pfd)
+        else:
+            os.unlink(base, dir_fd=pfd)
+
+    def make_dir(self, m: tarfile.TarInfo, pfd: int, base: str, xattrs: dict[str, bytes]) -> None:
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                self.replace(pfd, base)
+                os.mkdir(base, 0o700, dir_fd=pfd)
+        except FileNotFoundError:
+            os.mkdir(base, 0o700, dir_fd=pfd)
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            self.set_dir_meta(m, fd, xattrs)
+        finally:
+            os.close(fd)
+
+    def make_file(
+        self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, base: str, xattrs: dict[str, bytes]
+    ) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(base, flags, 0o600, dir_fd=pfd)
+        try:
+            src = tf.extractfile(m)
+            if src is not None:
+                while chunk := src.read(_CHUNK):
+                    os.write(fd, chunk)
+                    self.size += len(chunk)
+            self.set_fd_meta(m, fd, xattrs)
+            os.utime(fd, ns=(int(m.mtime) * 10**9, int(m.mtime) * 10**9))
+        finally:
+            os.close(fd)
+
+    def make_hardlink(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+        target = normalize_member_path(m.linkname)
+        if target not in self.extracted or target == ".":
+            raise unsafe(m.name, f"hardlink target {m.linkname!r} is not an earlier member of this layer")
+        tparent, tbase = posixpath.split(target)
+        tfd = self.open_dir(m.name, tparent, create=False)
+        try:
+            st = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                raise unsafe(m.name, "hardlink to a directory")
+            self.replace(pfd, base)
+            os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+
+    def whiteout(self, member: str, parent_rel: str, name: str) -> None:
+        if not name or name in (".", "..") or "/" in name:
+            raise unsafe(member, "invalid whiteout name")
+        pfd = self.open_dir(member, parent_rel, create=True)
+        try:
+            self.replace(pfd, name)
+            self.mknod_whiteout(member, pfd, name)
+        finally:
+            os.close(pfd)
+        self.extracted.add(posixpath.join(parent_rel, name) if parent_rel else name)
+
+    def mknod_whiteout(self, member: str, pfd: int, name: str) -> None:
+        try:
+            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+        except PermissionError:
+            raise unsafe(member, "whiteouts need CAP_MKNOD (run as root)") from None
+
+    def opaque(self, member: str, parent_rel: str) -> None:
+        fd = self.open_dir(member, parent_rel, create=True)
+        try:
+            os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
+        except PermissionError:
+            raise unsafe(member, "opaque whiteouts need CAP_SYS_ADMIN (run as root)") from None
+        finally:
+            os.close(fd)
+
+    # -- metadata ---------------------------------------------------------
+
+    def set_fd_meta(self, m: tarfile.TarInfo, fd: int, xattrs: dict[str, bytes]) -> None:
+        # chown before chmod: chown clears setuid/setgid bits.
+        if self.is_root:
+            os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, m.mode & 0o7777)
+        for k, v in xattrs.items():
+            os.setxattr(fd, k, v)
+
+    def set_dir_meta(self, m: tarfile.TarInfo, fd: int, xattrs: dict[str, bytes]) -> None:
+        self.set_fd_meta(m, fd, xattrs)
+
+    def set_path_meta(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+        """Metadata for nodes we cannot open (fifos): by name, never following links."""
+        if self.is_root:
+            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(base, m.mode & 0o7777, dir_fd=pfd)
+        mt = int(m.mtime) * 10**9
+        os.utime(base, ns=(mt, mt), dir_fd=pfd, follow_symlinks=False)
+
+    def set_link_meta(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+        if self.is_root:
+            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        mt = int(m.mtime) * 10**9
+        os.utime(base, ns=(mt, mt), dir_fd=pfd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory mtimes last: creating children would bump them."""
+        for rel, mtime in reversed(self.dir_times):
+            try:
+                fd = self.open_dir(rel, rel, create=False)
+            except (OSError, InvalidArgument):
+                continue  # replaced by a later member
+            try:
+                os.utime(fd, ns=(mtime * 10**9, mtime * 10**9))
+            finally:
+                os.close(fd)
+
+
+def extract(
+    src: BinaryIO | IO[bytes] | Path | str,
+    dest: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+) -> ExtractStats:
+    """Unpack a plain or gzip tar (file path or stream) into the existing directory ``dest``.
+
+    Raises :class:`InvalidArgument` (reason ``UNSAFE_ARCHIVE``) on any unsafe
+    or malformed member; ``dest`` is then left partially filled and the caller
+    must remove it.
+    """
+    reader, closers = _open_stream(src, max_bytes)
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    ex = _Extractor(root_fd)
+    entries = 0
+    current = "<stream>"
+    try:
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tf:  # type: ignore[call-overload]
+                for member in tf:
+                    current = member.name
+                    entries += 1
+                    if entries > max_entries:
+                        raise unsafe(member.name, f"more than {max_entries} entries")
+                    ex.apply(tf, member)
+            reader.drain()
+        except _TooBig as e:
+            raise unsafe(current, f"uncompressed size exceeds the limit of {e.args[0]} bytes") from None
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise
+            raise unsafe(current, f"cannot extract: {e}") from e
+        ex.finish()
+    finally:
+        os.close(root_fd)
+        for c in reversed(closers):
+            c.close()
+    return ExtractStats(
+        diff_id="sha256:" + reader.digest.hexdigest(),
+        entries=entries,
+        tar_bytes=reader.count,
+        size=ex.size,
+    )
