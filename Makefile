@@ -56,8 +56,13 @@ shim: $(SHIM)
 lint: venv
 	$(VENV)/bin/ruff check services cli tests protos
 
+# mypy sees the installed layout (skiff.*) through a tree of links in build/mypy.
 typecheck: venv
-	$(VENV)/bin/mypy services cli
+	rm -rf build/mypy && mkdir -p build/mypy/skiff
+	for p in common apiserver graphsvc execsvc netsvc supervisor; do ln -s ../../../services/$$p build/mypy/skiff/$$p; done
+	ln -s ../../../cli build/mypy/skiff/cli
+	for a in types api graph exec net; do ln -s ../../gen/skiff/$$a build/mypy/skiff/$$a; done
+	cd build/mypy && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p skiff
 
 check: lint typecheck check-protos
 

@@ -57,6 +57,7 @@ OPAQUE_WHITEOUT = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 _CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ALLOWED_SECURITY_XATTRS = {"security.capability"}
 _XATTR_PAX_PREFIX = "SCHILY.xattr."
@@ -147,28 +148,35 @@ def _open_stream(src: BinaryIO | IO[bytes] | Path | str, max_bytes: int) -> tupl
         closers.append(raw)
     else:
         raw = src
-    magic = raw.read(2)
+    magic = b""
+    while len(magic) < 2:  # a pipe may return short reads
+        more = raw.read(2 - len(magic))
+        if not more:
+            break
+        magic += more
     prefixed = _Prefixed(magic, raw)
     if magic == _GZIP_MAGIC:
-        gz = gzip.GzipFile(fileobj=prefixed, mode="rb")  # type: ignore[arg-type]
+        gz = gzip.GzipFile(fileobj=prefixed, mode="rb")  # type: ignore[call-overload]
         closers.append(gz)
         return _HashingCappedReader(gz, max_bytes), closers
     return _HashingCappedReader(prefixed, max_bytes), closers
 
 
-def normalize_member_path(name: str) -> str:
+def normalize_member_path(name: str, member: str | None = None) -> str:
     """Lexically normalise a member name; ``"."`` is the layer root.
 
     A leading ``./`` is ordinary (``tar -C root .`` produces it); a leading
     ``/`` and any ``..`` that climbs above the root are refused.
     """
+    who = name if member is None else member
+    what = "path" if member is None else f"hardlink target {name!r}"
     if not name or "\x00" in name:
-        raise unsafe(name, "empty or NUL in path")
+        raise unsafe(who, f"{what}: empty or NUL in path")
     if name.startswith("/"):
-        raise unsafe(name, "absolute path")
+        raise unsafe(who, f"{what}: absolute path")
     norm = posixpath.normpath(name)
     if norm == ".." or norm.startswith("../") or norm.startswith("/"):
-        raise unsafe(name, "path escapes the layer root")
+        raise unsafe(who, f"{what}: escapes the layer root")
     return norm
 
 
@@ -212,15 +220,16 @@ class _Extractor:
         try:
             for comp in rel.split("/"):
                 try:
-                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
                         raise
                     os.mkdir(comp, 0o755, dir_fd=fd)
-                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise unsafe(member, f"path goes through a symlink or non-directory at {comp!r}") from None
+                        why = f"path goes through a symlink or non-directory at {comp!r}"
+                        raise unsafe(member, why) from None
                     raise
                 os.close(fd)
                 fd = nfd
@@ -312,7 +321,7 @@ class _Extractor:
                 os.mkdir(base, 0o700, dir_fd=pfd)
         except FileNotFoundError:
             os.mkdir(base, 0o700, dir_fd=pfd)
-        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
         try:
             self.set_dir_meta(m, fd, xattrs)
         finally:
@@ -335,7 +344,7 @@ class _Extractor:
             os.close(fd)
 
     def make_hardlink(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
-        target = normalize_member_path(m.linkname)
+        target = normalize_member_path(m.linkname, m.name)
         if target not in self.extracted or target == ".":
             raise unsafe(m.name, f"hardlink target {m.linkname!r} is not an earlier member of this layer")
         tparent, tbase = posixpath.split(target)
@@ -431,7 +440,7 @@ def extract(
     must remove it.
     """
     reader, closers = _open_stream(src, max_bytes)
-    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    root_fd = os.open(dest, _DIR_FLAGS)
     ex = _Extractor(root_fd)
     entries = 0
     current = "<stream>"

@@ -1,0 +1,38 @@
+"""``python -m skiff.graphsvc``: the image graph and the GraphDB."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from skiff.common import server
+from skiff.common.errors import SkiffError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skiff-graphsvc", description=__doc__)
+    server.add_common_arguments(parser, default_socket="unix://<exec-root>/graphsvc.sock")
+    args = parser.parse_args(argv)
+    server.setup_logging("graphsvc", args.log_level, args.debug)
+
+    from skiff.graph.v1 import graph_pb2_grpc
+    from skiff.graphsvc.graph import open_graph
+    from skiff.graphsvc.servicer import ContainerGraphServicer, ImageServicer
+
+    listen = args.listen or [f"unix://{args.exec_root}/graphsvc.sock"]
+    try:
+        graph = open_graph(args.data_root)
+        svc = server.Service("graphsvc", listen)
+        svc.add(graph_pb2_grpc.add_ImageServiceServicer_to_server, ImageServicer(graph),
+                "skiff.graph.v1.ImageService")
+        svc.add(graph_pb2_grpc.add_ContainerGraphServiceServicer_to_server, ContainerGraphServicer(graph),
+                "skiff.graph.v1.ContainerGraphService")
+        svc.run_until_signal()
+    except SkiffError as err:
+        print(f"graphsvc: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""``import --change`` instructions: the Dockerfile subset Docker accepts there."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from skiff.common.errors import InvalidArgument
+from skiff.graphsvc.images import ImageChanges
+
+SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER")
+
+
+def _command(keyword: str, value: str) -> list[str]:
+    value = value.strip()
+    if value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise InvalidArgument(f"{keyword}: invalid JSON array: {value}") from None
+        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+            raise InvalidArgument(f"{keyword}: expected a JSON array of strings: {value}")
+        return parsed
+    return ["/bin/sh", "-c", value]  # shell form, as in a Dockerfile
+
+
+def _env(value: str, env: list[str]) -> None:
+    words = shlex.split(value)
+    if len(words) >= 2 and "=" not in words[0]:  # legacy `ENV KEY value with spaces`
+        env.append(f"{words[0]}={value.split(None, 1)[1]}")
+        return
+    for word in words:
+        if "=" not in word or word.startswith("="):
+            raise InvalidArgument(f"ENV: expected KEY=value, got {word!r}")
+        env.append(word)
+
+
+def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
+    if not changes:
+        return None
+    cmd = entrypoint = None
+    env: list[str] | None = None
+    workdir = user = None
+    for change in changes:
+        keyword, _, value = change.strip().partition(" ")
+        keyword = keyword.upper()
+        if keyword not in SUPPORTED:
+            raise InvalidArgument(f"{keyword or change!r} is not a valid change command "
+                                  f"(supported: {', '.join(SUPPORTED)})")
+        if keyword == "CMD":
+            cmd = _command(keyword, value)
+        elif keyword == "ENTRYPOINT":
+            entrypoint = _command(keyword, value)
+        elif keyword == "ENV":
+            env = env if env is not None else list(default_env)
+            _env(value, env)
+        elif keyword == "WORKDIR":
+            workdir = value.strip()
+            if not workdir.startswith("/"):
+                raise InvalidArgument(f"WORKDIR must be absolute: {workdir!r}")
+        else:
+            user = value.strip()
+    return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user)

@@ -1,0 +1,188 @@
+"""graphsvc's domain facade: containers as the GraphDB records them, over the image store.
+
+Creating a container is one unit here: resolve the image, merge its defaults
+into the user's configuration (Docker's rules), store the record under a unique
+name with its links, and prepare its writable layer. If a later step fails the
+earlier ones are undone, so a failed create leaves nothing behind.
+
+The container's configuration is stored as the JSON form of the public
+``ContainerConfig``/``HostConfig`` messages, so nothing the user asked for is
+lost between versions of the engine.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from skiff.common.errors import InvalidArgument, NotFound
+from skiff.graphsvc.graphdb import ContainerRecord, GraphDB, Link
+from skiff.graphsvc.images import ImageStore
+from skiff.graphsvc.layers import LayerStore, Mount
+from skiff.types.v1 import types_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Container:
+    record: ContainerRecord
+    config: types_pb2.ContainerConfig
+    host_config: types_pb2.HostConfig
+    path: str
+    args: list[str]
+    links: list[Link]
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+def _env_merge(image_env: list[str], user_env: list[str]) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in [*image_env, *user_env]:
+        key = item.split("=", 1)[0]
+        merged.pop(key, None)  # a later value wins and moves to the end, as Docker does
+        merged[key] = item
+    return list(merged.values())
+
+
+def merge_image_defaults(user: types_pb2.ContainerConfig, image_config: dict[str, Any]) -> tuple[
+        types_pb2.ContainerConfig, list[str]]:
+    """Docker's create-time merge; returns the stored config and the command line."""
+    img = image_config.get("config") or {}
+    cfg = types_pb2.ContainerConfig()
+    cfg.CopyFrom(user)
+    if user.HasField("entrypoint"):
+        entrypoint = list(user.entrypoint.values)
+        # --entrypoint resets the image's CMD too; the user's own command still applies
+        cmd = list(user.cmd.values) if user.HasField("cmd") else []
+    else:
+        entrypoint = list(img.get("Entrypoint") or [])
+        cmd = list(user.cmd.values) if user.HasField("cmd") and user.cmd.values else list(img.get("Cmd") or [])
+    cfg.entrypoint.values[:] = entrypoint
+    cfg.cmd.values[:] = cmd
+    cfg.env[:] = _env_merge(list(img.get("Env") or []), list(user.env))
+    cfg.working_dir = user.working_dir or img.get("WorkingDir") or ""
+    cfg.user = user.user or img.get("User") or ""
+    argv = entrypoint + cmd
+    if not argv:
+        raise InvalidArgument("No command specified", reason="NO_COMMAND")
+    return cfg, argv
+
+
+def _parse_link(spec: str) -> tuple[str, str]:
+    name, _, alias = spec.partition(":")
+    name = name.lstrip("/")
+    if not name:
+        raise InvalidArgument(f"invalid link {spec!r}: expected name[:alias]")
+    return name, alias or name
+
+
+class Graph:
+    """Containers over the GraphDB, images over the ImageStore, layers over the LayerStore."""
+
+    def __init__(self, db: GraphDB, images: ImageStore, layers: LayerStore, driver_name: str,
+                 data_root: Path | None = None):
+        self.data_root = data_root
+        self.db = db
+        self.images = images
+        self.layers = layers
+        self.driver_name = driver_name
+
+    # -- containers ---------------------------------------------------------
+
+    def create(self, name: str, config: types_pb2.ContainerConfig, host_config: types_pb2.HostConfig,
+               ) -> tuple[Container, Mount]:
+        if not config.image:
+            raise InvalidArgument("an image is required")
+        links = [_parse_link(s) for s in host_config.links]
+        image = self.images.get(config.image)
+        merged, argv = merge_image_defaults(config, image.config)
+        stored = {
+            "config": json_format.MessageToDict(merged, preserving_proto_field_name=True),
+            "host_config": json_format.MessageToDict(host_config, preserving_proto_field_name=True),
+            "path": argv[0],
+            "args": argv[1:],
+        }
+        record = self.db.create_container(
+            ContainerRecord(image_id=image.id, config=stored, name=name, labels=dict(config.labels)))
+        try:
+            for child, alias in links:
+                self.db.link(record.id, child, alias)
+            mount = self.layers.prepare(record.id, list(reversed(image.layers)))
+            # The description is deterministic: keep it with the record for every later start.
+            stored["rootfs"] = {"type": mount.type, "source": mount.source, "options": list(mount.options)}
+            record = self.db.update_config(record.id, stored)
+        except BaseException:
+            self.db.delete(record.id, force=True)
+            self.layers.release(record.id)
+            raise
+        return self._container(record), mount
+
+    def _container(self, record: ContainerRecord) -> Container:
+        stored = record.config
+        cfg = json_format.ParseDict(stored.get("config", {}), types_pb2.ContainerConfig(),
+                                    ignore_unknown_fields=True)
+        host = json_format.ParseDict(stored.get("host_config", {}), types_pb2.HostConfig(),
+                                     ignore_unknown_fields=True)
+        return Container(record, cfg, host, stored.get("path", ""), list(stored.get("args", [])),
+                         self.db.children(record.id))
+
+    def get(self, ref: str) -> Container:
+        return self._container(self.db.get(ref))
+
+    def list(self) -> list[Container]:
+        return [self._container(r) for r in self.db.list()]
+
+    def rootfs(self, container_id: str) -> tuple[Mount, str]:
+        """The prepared root filesystem, and the host path of the writable layer."""
+        record = self.db.get(container_id)
+        desc = record.config.get("rootfs")
+        if not desc:
+            raise NotFound(f"no root filesystem prepared for container {record.id}")
+        mount = Mount(type=desc["type"], source=desc["source"], options=list(desc["options"]))
+        upper = next((o.split("=", 1)[1] for o in mount.options if o.startswith("upperdir=")), mount.source)
+        return mount, upper
+
+    def rename(self, ref: str, new_name: str) -> Container:
+        return self._container(self.db.rename(ref, new_name))
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        """Record and links first (the check that may refuse), then the writable layer."""
+        record = self.db.delete(container_id, force=force)
+        try:
+            self.layers.release(record.id)
+        except Exception:  # the record is gone; a stale layer is only disk space
+            log.exception("releasing the layer of %s", record.id)
+
+    def links(self, ref: str, parents: bool) -> builtins.list[Link]:
+        return self.db.parents(ref) if parents else self.db.children(ref)
+
+
+def overlay_supported() -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+def open_graph(data_root: Path) -> Graph:
+    """The store under ``<data-root>``: overlay where the kernel has it, else vfs."""
+    from skiff.graphsvc import layers as layers_mod
+
+    root = data_root / "graph"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = GraphDB(root / "graph.db")
+    driver: LayerStore
+    if overlay_supported():
+        driver, name = layers_mod.OverlayDriver(root), "overlay"
+    else:
+        driver, name = layers_mod.VfsDriver(root), "vfs"
+    return Graph(db, ImageStore(root, driver, db), driver, name, data_root)

@@ -1,0 +1,150 @@
+"""gRPC adapters for graphsvc: proto in, domain call, proto out. No logic here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from skiff.common import grpcerr, streams
+from skiff.common.errors import InvalidArgument
+from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
+from skiff.graphsvc import changes as changes_mod
+from skiff.graphsvc import images as images_mod
+from skiff.graphsvc.graph import Container, Graph
+from skiff.graphsvc.layers import Mount
+from skiff.types.v1 import types_pb2
+
+
+def timestamp(rfc3339: str) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    if rfc3339:
+        ts.FromDatetime(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")))
+    return ts
+
+
+def image_to_proto(image: images_mod.Image) -> graph_pb2.Image:
+    cfg: dict[str, Any] = image.config.get("config") or {}
+    run = types_pb2.ContainerConfig(env=cfg.get("Env") or [], working_dir=cfg.get("WorkingDir") or "",
+                                    user=cfg.get("User") or "", labels=cfg.get("Labels") or {})
+    if cfg.get("Cmd") is not None:
+        run.cmd.values[:] = cfg["Cmd"]
+    if cfg.get("Entrypoint") is not None:
+        run.entrypoint.values[:] = cfg["Entrypoint"]
+    history = image.config.get("history") or [{}]
+    return graph_pb2.Image(
+        id=image.id, repo_tags=image.repo_tags, created=timestamp(image.created), size=image.size,
+        layers=image.layers, config=run, comment=history[-1].get("comment", ""),
+        architecture=image.config.get("architecture", ""), os=image.config.get("os", ""),
+    )
+
+
+def mount_to_proto(mount: Mount) -> types_pb2.Mount:
+    return types_pb2.Mount(type=mount.type, source=mount.source, options=mount.options)
+
+
+def container_to_proto(c: Container) -> graph_pb2.Container:
+    return graph_pb2.Container(
+        id=c.id, name=c.record.name, image_id=c.record.image_id, created=timestamp(c.record.created),
+        config=c.config, host_config=c.host_config, path=c.path, args=c.args,
+        links=[types_pb2.Link(parent_id=lk.parent_id, child_id=lk.child_id, name=lk.name) for lk in c.links],
+    )
+
+
+class ImageServicer(graph_pb2_grpc.ImageServiceServicer):
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    def ImportImage(self, request_iterator: Iterator[graph_pb2.ImportImageRequest],
+                    context: grpc.ServicerContext) -> graph_pb2.ImportImageResponse:
+        with grpcerr.handle(context):
+            first = next(request_iterator, None)
+            if first is None or not first.HasField("metadata"):
+                raise InvalidArgument("the first ImportImage message must carry the metadata")
+            meta = first.metadata
+            changes = changes_mod.parse(list(meta.changes), images_mod.DEFAULT_ENV)
+            chunks = (req.chunk for req in request_iterator if req.HasField("chunk"))
+            with streams.reader(chunks) as stream:
+                image = self.graph.images.import_archive(stream, meta.reference or None, changes, meta.message)
+            return graph_pb2.ImportImageResponse(image=image_to_proto(image))
+
+    def ListImages(self, request: graph_pb2.ListImagesRequest,
+                   context: grpc.ServicerContext) -> graph_pb2.ListImagesResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.ListImagesResponse(images=[image_to_proto(i) for i in self.graph.images.list()])
+
+    def GetImage(self, request: graph_pb2.GetImageRequest,
+                 context: grpc.ServicerContext) -> graph_pb2.GetImageResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.GetImageResponse(image=image_to_proto(self.graph.images.get(request.image)))
+
+    def RemoveImage(self, request: graph_pb2.RemoveImageRequest,
+                    context: grpc.ServicerContext) -> graph_pb2.RemoveImageResponse:
+        with grpcerr.handle(context):
+            items = []
+            for kind, value in self.graph.images.remove(request.image, force=request.force):
+                if kind == "Untagged":
+                    items.append(graph_pb2.ImageDeleteItem(untagged=value))
+                else:
+                    items.append(graph_pb2.ImageDeleteItem(deleted=value))
+            return graph_pb2.RemoveImageResponse(items=items)
+
+    def GetStoreInfo(self, request: graph_pb2.GetStoreInfoRequest,
+                     context: grpc.ServicerContext) -> graph_pb2.GetStoreInfoResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.GetStoreInfoResponse(
+                storage_driver=self.graph.driver_name, images=len(self.graph.images.list()),
+                containers=len(self.graph.db.list()), data_root=str(self.graph.data_root))
+
+
+class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    def CreateContainer(self, request: graph_pb2.CreateContainerRequest,
+                        context: grpc.ServicerContext) -> graph_pb2.CreateContainerResponse:
+        with grpcerr.handle(context):
+            container, mount = self.graph.create(request.name, request.config, request.host_config)
+            return graph_pb2.CreateContainerResponse(container=container_to_proto(container),
+                                                     rootfs=mount_to_proto(mount))
+
+    def GetContainer(self, request: graph_pb2.GetContainerRequest,
+                     context: grpc.ServicerContext) -> graph_pb2.GetContainerResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.GetContainerResponse(container=container_to_proto(self.graph.get(request.container)))
+
+    def ListContainers(self, request: graph_pb2.ListContainersRequest,
+                       context: grpc.ServicerContext) -> graph_pb2.ListContainersResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.ListContainersResponse(
+                containers=[container_to_proto(c) for c in self.graph.list()])
+
+    def GetRootfs(self, request: graph_pb2.GetRootfsRequest,
+                  context: grpc.ServicerContext) -> graph_pb2.GetRootfsResponse:
+        with grpcerr.handle(context):
+            mount, upper = self.graph.rootfs(request.container_id)
+            return graph_pb2.GetRootfsResponse(rootfs=mount_to_proto(mount), upper_dir=upper)
+
+    def RenameContainer(self, request: graph_pb2.RenameContainerRequest,
+                        context: grpc.ServicerContext) -> graph_pb2.RenameContainerResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.RenameContainerResponse(
+                container=container_to_proto(self.graph.rename(request.container, request.new_name)))
+
+    def DeleteContainer(self, request: graph_pb2.DeleteContainerRequest,
+                        context: grpc.ServicerContext) -> graph_pb2.DeleteContainerResponse:
+        with grpcerr.handle(context):
+            self.graph.delete(request.container_id, force=request.force)
+            return graph_pb2.DeleteContainerResponse()
+
+    def ListLinks(self, request: graph_pb2.ListLinksRequest,
+                  context: grpc.ServicerContext) -> graph_pb2.ListLinksResponse:
+        with grpcerr.handle(context):
+            parents = request.direction == graph_pb2.LINK_DIRECTION_PARENTS
+            links = self.graph.links(request.container, parents=parents)
+            return graph_pb2.ListLinksResponse(
+                links=[types_pb2.Link(parent_id=lk.parent_id, child_id=lk.child_id, name=lk.name)
+                       for lk in links])

@@ -1,0 +1,94 @@
+"""End-to-end tier: a real skiffd with temporary data and exec roots, driven through the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import is_root
+
+VENV_BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Engine:
+    data_root: Path
+    exec_root: Path
+    host: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def skiff(self, *args: str, check: bool = False, timeout: float = 60, input: bytes | None = None
+              ) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, SKIFF_HOST=self.host)
+        result = subprocess.run([str(VENV_BIN / "skiff"), *args], capture_output=True, text=True,
+                                env=env, timeout=timeout, input=input.decode() if input else None)
+        if check and result.returncode != 0:
+            raise AssertionError(f"skiff {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def service_pid(self, name: str) -> int:
+        out = subprocess.run(["pgrep", "-f", f"-m skiff.{name} .*{self.exec_root}/"], capture_output=True,
+                             text=True).stdout.split()
+        assert len(out) == 1, f"expected one {name} process, found {out}"
+        return int(out[0])
+
+
+def _mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Engine]:
+    if not is_root():
+        pytest.skip("the end-to-end tier needs root (namespaces, cgroups, overlayfs)")
+    base = tmp_path_factory.mktemp("skiff-e2e")
+    data_root, exec_root = base / "data", base / "run"
+    host = f"unix://{exec_root}/skiff.sock"
+    log = base / "skiffd.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "skiffd"), "-D", "--data-root", str(data_root), "--exec-root", str(exec_root),
+             "-H", host],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    eng = Engine(data_root, exec_root, host, proc, log)
+    deadline = time.monotonic() + 60
+    while eng.skiff("version").returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"skiffd did not start:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    eng.skiff("import", str(busybox_tar), "busybox:latest", check=True)
+    try:
+        yield eng
+    finally:
+        ids = eng.skiff("ps", "-aq", "--no-trunc").stdout.split()
+        if ids:
+            eng.skiff("rm", "-f", *ids)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        leftovers = _mounts_under(base)
+        for mnt in reversed(leftovers):
+            subprocess.run(["umount", "-l", mnt], check=False)
+        assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+@pytest.fixture
+def skiff(engine: Engine):
+    return engine.skiff

@@ -1,0 +1,151 @@
+"""A user's first session with skiff: run containers and look at them from inside."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+from tests.e2e.conftest import Engine
+
+
+def test_pid_one_and_hostname(skiff) -> None:
+    r = skiff("run", "--rm", "--hostname", "boat", "busybox", "sh", "-c", "echo $$; hostname")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "boat"]
+
+
+def test_default_hostname_is_the_short_id(skiff) -> None:
+    r = skiff("run", "-d", "busybox", "hostname")
+    cid = r.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid), r
+    assert skiff("wait", cid).stdout.strip() == "0"
+    assert skiff("logs", cid).stdout.strip() == cid[:12]
+    skiff("rm", cid, check=True)
+
+
+def test_proc_shows_only_the_containers_processes(skiff) -> None:
+    r = skiff("run", "--rm", "busybox", "sh", "-c", "ls /proc | grep -E '^[0-9]+$'")
+    pids = sorted(int(p) for p in r.stdout.split())
+    assert pids and pids[0] == 1
+    assert len(pids) <= 3, pids  # sh, ls and grep at most
+
+
+def test_root_is_the_images(skiff) -> None:
+    r = skiff("run", "--rm", "busybox", "cat", "/etc/motd")
+    assert r.stdout.strip() == "skiff demo image (busybox)"
+    r = skiff("run", "--rm", "busybox", "sh", "-c", "test -c /dev/null && echo > /dev/null && ls /dev/pts")
+    assert r.returncode == 0, r.stderr
+    r = skiff("run", "--rm", "busybox", "touch", "/sys/x")
+    assert r.returncode != 0  # /sys is read-only
+
+
+def test_memory_limit_is_in_force(engine: Engine, skiff) -> None:
+    r = skiff("run", "-d", "--memory", "64m", "--pids-limit", "50", "busybox", "sleep", "30")
+    cid = r.stdout.strip()
+    try:
+        own = skiff("run", "--rm", "busybox", "cat", "/proc/self/cgroup").stdout
+        assert own  # every container sees its own cgroup membership
+        info = json.loads(skiff("inspect", cid, check=True).stdout)[0]
+        pid = info["State"]["Pid"]
+        assert pid > 0
+        memline = next(line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                       if line.split(":")[1] in ("memory", ""))
+        path = memline.split(":", 2)[2]
+        if memline.split(":")[1] == "memory":
+            limit = Path(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").read_text()
+        else:
+            limit = Path(f"/sys/fs/cgroup{path}/memory.max").read_text()
+        assert int(limit) == 64 * 1024 * 1024
+        assert cid in path
+    finally:
+        skiff("rm", "-f", cid)
+
+
+def test_writes_stay_in_the_data_root(engine: Engine, skiff) -> None:
+    name = f"marker-{uuid.uuid4().hex}"
+    script = f"echo hi > /{name} && echo hi > /tmp/{name} && cat /{name}"
+    r = skiff("run", "--rm", "busybox", "sh", "-c", script)
+    assert r.stdout.strip() == "hi"
+    assert not Path("/", name).exists()
+    assert not Path("/tmp", name).exists()
+    r = skiff("run", "-d", "busybox", "sh", "-c", f"echo hi > /{name}")
+    cid = r.stdout.strip()
+    skiff("wait", cid, check=True)
+    found = list(engine.data_root.rglob(name))
+    assert len(found) == 1, found  # in the container's writable layer, nowhere else
+    skiff("rm", cid, check=True)
+    assert not list(engine.data_root.rglob(name))
+
+
+def test_exit_codes(skiff) -> None:
+    assert skiff("run", "--rm", "busybox", "sh", "-c", "exit 3").returncode == 3
+    r = skiff("run", "--rm", "no-such-image")
+    assert r.returncode == 125 and "No such image: no-such-image" in r.stderr
+    r = skiff("run", "--rm", "busybox", "definitely-not-a-command")
+    assert r.returncode == 127, r
+    assert "definitely-not-a-command" in r.stderr
+    r = skiff("run", "--rm", "busybox", "/etc/motd")
+    assert r.returncode == 126, r
+
+
+def test_env_workdir_user(skiff) -> None:
+    r = skiff("run", "--rm", "-e", "GREETING=ahoy", "-w", "/tmp/work", "-u", "nobody", "busybox",
+              "sh", "-c", 'echo "$GREETING $(pwd) $(id -u)"')
+    assert r.stdout.strip() == "ahoy /tmp/work 65534", r.stderr
+
+
+def test_names_conflicts_and_bad_input(skiff) -> None:
+    r = skiff("create", "--name", "dup", "busybox", "true")
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.strip()
+    r = skiff("create", "--name", "dup", "busybox", "true")
+    assert r.returncode == 125
+    assert "already in use" in r.stderr and first in r.stderr
+    r = skiff("create", "--name", "bad name!", "busybox", "true")
+    assert r.returncode == 125 and "name" in r.stderr.lower()
+    skiff("rm", "dup", check=True)
+    assert skiff("inspect", "dup").returncode != 0
+
+
+def test_rm_of_a_running_container_needs_force(skiff) -> None:
+    cid = skiff("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    r = skiff("rm", cid)
+    assert r.returncode != 0 and "running" in r.stderr
+    assert skiff("ps", "-q", "--no-trunc").stdout.split().count(cid) == 1
+    assert skiff("rm", "-f", cid).returncode == 0
+    assert cid not in skiff("ps", "-aq", "--no-trunc").stdout
+
+
+def test_logs_keep_streams_apart(skiff) -> None:
+    cid = skiff("run", "-d", "busybox", "sh", "-c", "echo out; echo err >&2").stdout.strip()
+    skiff("wait", cid)
+    r = skiff("logs", cid)
+    assert r.stdout == "out\n" and r.stderr == "err\n"
+    assert skiff("logs", "--tail", "1", cid).stdout == "out\n"
+    skiff("rm", cid, check=True)
+
+
+def test_stop_escalates_to_sigkill(skiff) -> None:
+    cid = skiff("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    started = time.monotonic()
+    assert skiff("stop", "-t", "1", cid).returncode == 0
+    assert time.monotonic() - started < 15
+    assert skiff("wait", cid).stdout.strip() == "137"  # sleep as PID 1 ignores SIGTERM
+    ps = skiff("ps", "-a", "--no-trunc").stdout
+    assert re.search(rf"{cid[:12]}.*Exited \(137\)", ps), ps
+    skiff("rm", cid, check=True)
+
+
+def test_ps_table_looks_like_dockers(skiff) -> None:
+    cid = skiff("run", "-d", "--name", "lister", "busybox", "sleep", "30").stdout.strip()
+    try:
+        lines = skiff("ps").stdout.splitlines()
+        assert re.split(r"\s{2,}", lines[0].strip()) == [
+            "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+        row = next(line for line in lines if line.startswith(cid[:12]))
+        assert "busybox" in row and "Up " in row and row.rstrip().endswith("lister")
+    finally:
+        skiff("rm", "-f", cid)

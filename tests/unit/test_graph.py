@@ -1,0 +1,104 @@
+"""graphsvc's container facade: Docker's create-time merge, and a failed create leaves nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skiff.common import errors
+from skiff.graphsvc import changes
+from skiff.graphsvc.graph import Graph, merge_image_defaults
+from skiff.graphsvc.graphdb import GraphDB
+from skiff.graphsvc.images import DEFAULT_ENV, ImageStore
+from skiff.graphsvc.layers import VfsDriver
+from skiff.types.v1 import types_pb2
+
+IMAGE = {"config": {"Cmd": ["sh"], "Entrypoint": None, "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/w",
+                    "User": "nobody"}}
+
+
+def cfg(**kw) -> types_pb2.ContainerConfig:
+    c = types_pb2.ContainerConfig(image="busybox", env=kw.pop("env", []))
+    if "cmd" in kw:
+        c.cmd.values[:] = kw.pop("cmd")
+    if "entrypoint" in kw:
+        c.entrypoint.values[:] = kw.pop("entrypoint")
+        c.entrypoint.SetInParent()
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_image_defaults_fill_what_the_user_left_empty() -> None:
+    merged, argv = merge_image_defaults(cfg(), IMAGE)
+    assert argv == ["sh"]
+    assert list(merged.env) == ["PATH=/bin", "A=1"]
+    assert (merged.working_dir, merged.user) == ("/w", "nobody")
+
+
+def test_user_values_win_and_env_overrides_by_key() -> None:
+    merged, argv = merge_image_defaults(cfg(cmd=["echo", "hi"], env=["A=2", "B=3"], user="root"), IMAGE)
+    assert argv == ["echo", "hi"]
+    assert list(merged.env) == ["PATH=/bin", "A=2", "B=3"]
+    assert merged.user == "root"
+
+
+def test_entrypoint_resets_the_images_cmd() -> None:
+    _, argv = merge_image_defaults(cfg(entrypoint=["/bin/echo"]), IMAGE)
+    assert argv == ["/bin/echo"]
+    _, argv = merge_image_defaults(cfg(entrypoint=["/bin/echo"], cmd=["x"]), IMAGE)
+    assert argv == ["/bin/echo", "x"]
+
+
+def test_empty_entrypoint_and_no_cmd_is_an_error() -> None:
+    with pytest.raises(errors.InvalidArgument, match="No command specified"):
+        merge_image_defaults(cfg(entrypoint=[]), {"config": {"Cmd": None}})
+
+
+def test_import_changes() -> None:
+    ch = changes.parse(['CMD ["echo", "x"]', "ENV A=1 B=2", "WORKDIR /srv", "ENTRYPOINT top -b", "USER 1:1"],
+                       DEFAULT_ENV)
+    assert ch is not None
+    assert ch.cmd == ["echo", "x"]
+    assert ch.entrypoint == ["/bin/sh", "-c", "top -b"]
+    assert ch.env == [*DEFAULT_ENV, "A=1", "B=2"]
+    assert (ch.workdir, ch.user) == ("/srv", "1:1")
+    with pytest.raises(errors.InvalidArgument, match="not a valid change"):
+        changes.parse(["RUN rm -rf /"], DEFAULT_ENV)
+    with pytest.raises(errors.InvalidArgument):
+        changes.parse(["WORKDIR relative"], DEFAULT_ENV)
+
+
+@pytest.fixture
+def graph(tmp_path: Path, busybox_tar: Path) -> Graph:
+    db = GraphDB(":memory:")
+    layers = VfsDriver(tmp_path)
+    images = ImageStore(tmp_path, layers, db)
+    with open(busybox_tar, "rb") as f:
+        images.import_archive(f, "busybox")
+    return Graph(db, images, layers, "vfs", tmp_path)
+
+
+def test_create_stores_the_record_and_the_rootfs(graph: Graph) -> None:
+    c, mount = graph.create("web", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    assert graph.get("web").id == c.id
+    assert graph.rootfs(c.id)[0] == mount
+    assert (c.path, c.args) == ("true", [])
+    graph.delete(c.id)
+    with pytest.raises(errors.NotFound):
+        graph.get(c.id)
+
+
+def test_failed_create_leaves_nothing(graph: Graph) -> None:
+    with pytest.raises(errors.NotFound):  # the linked container does not exist
+        graph.create("web", cfg(), types_pb2.HostConfig(links=["nope:db"]))
+    assert graph.list() == []
+    assert not any((Path(graph.data_root or "") / "vfs" / "containers").iterdir())
+
+
+def test_links_are_edges(graph: Graph) -> None:
+    db, _ = graph.create("db", cfg(), types_pb2.HostConfig())
+    web, _ = graph.create("web", cfg(), types_pb2.HostConfig(links=["db:database"]))
+    assert [(lk.child_id, lk.name) for lk in graph.get("web").links] == [(db.id, "database")]
+    assert [lk.parent_id for lk in graph.links("db", parents=True)] == [web.id]
