@@ -1,0 +1,45 @@
+"""``python -m skiff.execsvc``: the exec driver (containers' processes, cgroups, logs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from skiff.common import server
+from skiff.common.errors import SkiffError
+
+SHIM = Path(__file__).resolve().parent / "shim" / "skiff-shim"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skiff-execsvc", description=__doc__)
+    server.add_common_arguments(parser, default_socket="unix://<exec-root>/execsvc.sock")
+    parser.add_argument("--shim", type=Path, default=SHIM, help="the skiff-shim binary (built by `make shim`)")
+    parser.add_argument("--cgroup-parent", default="skiff", help="cgroup under which containers are created")
+    args = parser.parse_args(argv)
+    server.setup_logging("execsvc", args.log_level, args.debug)
+
+    from skiff.exec.v1 import exec_pb2_grpc
+    from skiff.execsvc.cgroups import detect
+    from skiff.execsvc.runtime import Runtime
+    from skiff.execsvc.servicer import ExecServicer, Tasks
+
+    if not args.shim.is_file():
+        print(f"execsvc: {args.shim} is missing: run `make shim`", file=sys.stderr)
+        return 1
+    listen = args.listen or [f"unix://{args.exec_root}/execsvc.sock"]
+    try:
+        runtime = Runtime(args.exec_root, args.shim, cgroups=detect(parent=args.cgroup_parent))
+        tasks = Tasks(runtime, args.data_root)
+        svc = server.Service("execsvc", listen)
+        svc.add(exec_pb2_grpc.add_ExecServiceServicer_to_server, ExecServicer(tasks), "skiff.exec.v1.ExecService")
+        svc.run_until_signal()
+    except SkiffError as err:
+        print(f"execsvc: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""The container's PID 1 until it execs the user's command.
+
+Run by skiff-shim inside the new namespaces as ``python3 -I -S init.py
+<bundle>``; reads ``<bundle>/config.json``. stdlib only and few imports, for
+a fast start. Every module is imported at the top: after pivot_root the
+host's Python library is out of reach.
+
+fd 3 is the sync pipe to the shim. We mark it close-on-exec, so a successful
+execve of the user's command closes it (the shim reads EOF = started). On
+failure we write ``<kind>\\n<message>`` to it (kind: ``not-found``,
+``not-executable`` or ``other``) and exit.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import stat
+import sys
+
+SYNC_FD = 3
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+PR_SET_DUMPABLE = 4
+
+#: mount(8) option -> (flag, clear?)
+MOUNT_FLAGS = {
+    "ro": (MS_RDONLY, False),
+    "rw": (MS_RDONLY, True),
+    "nosuid": (MS_NOSUID, False),
+    "suid": (MS_NOSUID, True),
+    "nodev": (MS_NODEV, False),
+    "dev": (MS_NODEV, True),
+    "noexec": (MS_NOEXEC, False),
+    "exec": (MS_NOEXEC, True),
+    "noatime": (MS_NOATIME, False),
+    "nodiratime": (MS_NODIRATIME, False),
+    "relatime": (MS_RELATIME, False),
+    "strictatime": (MS_STRICTATIME, False),
+    "bind": (MS_BIND, False),
+    "rbind": (MS_BIND | MS_REC, False),
+}
+
+#: name -> (major, minor); all 0666 like Docker's defaults.
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "core": "/proc/kcore",
+    "ptmx": "pts/ptmx",
+}
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class StartError(Exception):
+    """A failure to report to the shim; ``kind`` selects Docker's exit code 127/126/other."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def check(rc, what):
+    """Raise with the syscall that failed and the errno text."""
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise StartError("other", f"{what}: {os.strerror(err)}")
+
+
+def mount(source, target, fstype, flags, data=""):
+    rc = libc.mount(
+        source.encode() if source else None,
+        target.encode(),
+        fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data else None,
+    )
+    check(rc, f"mount {fstype or 'flags'} on {target}")
+
+
+def umount2(target, flags):
+    check(libc.umount2(target.encode(), flags), f"umount2 {target}")
+
+
+def pivot_root(new, old):
+    check(libc.syscall(155, new.encode(), old.encode()), "pivot_root")  # SYS_pivot_root on x86_64
+
+
+def sethostname(name):
+    b = name.encode()
+    check(libc.sethostname(b, len(b)), "sethostname")
+
+
+def parse_options(options):
+    flags, data = 0, []
+    for opt in options:
+        if opt in MOUNT_FLAGS:
+            bit, clear = MOUNT_FLAGS[opt]
+            flags = flags & ~bit if clear else flags | bit
+        else:
+            data.append(opt)
+    return flags, ",".join(data)
+
+
+def secure_join(root, path):
+    """root + path with every symlink resolved *inside* root, so an image can't point a mount outside it."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise StartError("other", f"too many symlinks in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+        else:
+            resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def join_cgroups(procs_files):
+    # First, so that everything the container allocates from here on is accounted.
+    for f in procs_files:
+        try:
+            with open(f, "w") as fh:
+                fh.write("0")
+        except OSError as e:
+            raise StartError("other", f"join cgroup {f}: {e.strerror}") from e
+
+
+def mount_rootfs(cfg, rootfs):
+    m = cfg["skiff"]["rootfsMount"]
+    if m["type"] == "bind":
+        mount(m["source"], rootfs, None, MS_BIND | MS_REC)
+    else:
+        mount(m["source"], rootfs, m["type"], 0, ",".join(m["options"]))
+
+
+def mount_one(rootfs, m):
+    dest = secure_join(rootfs, m["destination"])
+    flags, data = parse_options(m.get("options", []))
+    if m["type"] == "bind" or flags & MS_BIND:
+        src = m["source"]
+        if os.path.isdir(src):
+            os.makedirs(dest, exist_ok=True)
+        elif not os.path.exists(dest):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            open(dest, "a").close()
+        mount(src, dest, None, MS_BIND | (flags & MS_REC))
+        if flags & ~(MS_BIND | MS_REC):
+            # A bind mount ignores most flags; they take effect on a remount.
+            mount("", dest, None, (flags & ~MS_REC) | MS_REMOUNT | MS_BIND)
+        return
+    os.makedirs(dest, exist_ok=True)
+    mount(m["source"], dest, m["type"], flags, data)
+
+
+def populate_dev(rootfs):
+    dev = os.path.join(rootfs, "dev")
+    for name, (major, minor) in DEVICES.items():
+        path = os.path.join(dev, name)
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        except OSError as e:
+            raise StartError("other", f"mknod {path}: {e.strerror}") from e
+        os.chmod(path, 0o666)
+    for name, target in DEV_LINKS.items():
+        link = os.path.join(dev, name)
+        if not os.path.lexists(link):
+            os.symlink(target, link)
+
+
+def enter_rootfs(rootfs):
+    # pivot_root(".", ".") stacks the old root on top of the new one; unmounting
+    # "." then detaches the old root without needing a put_old directory (runc's way).
+    os.chdir(rootfs)
+    pivot_root(".", ".")
+    # The old root must not propagate the unmount back to the host.
+    mount("", ".", None, MS_SLAVE | MS_REC)
+    umount2(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def security_hooks(cfg):
+    """Hook for a later issue: drop capabilities, masked/read-only /proc paths,
+    no_new_privs, seccomp (last, as close to execve as possible). Nothing yet."""
+
+
+def set_rlimits(cfg):
+    for rl in cfg["process"].get("rlimits", []):
+        res = getattr(resource, rl["type"], None)
+        if res is None:
+            raise StartError("other", f"unknown rlimit {rl['type']}")
+        _, cur_hard = resource.getrlimit(res)
+        hard = rl["hard"] if cur_hard == resource.RLIM_INFINITY else min(rl["hard"], cur_hard)
+        resource.setrlimit(res, (min(rl["soft"], hard), hard))
+
+
+def _read_db(path):
+    try:
+        with open(path, "rb") as f:
+            return [line.split(":") for line in f.read().decode("utf-8", "replace").splitlines()]
+    except OSError:
+        return []
+
+
+def resolve_user(u):
+    """(uid, gid, groups) from the config; names come from the container's /etc/passwd and /etc/group."""
+    passwd, group = _read_db("/etc/passwd"), _read_db("/etc/group")
+    uid, gid, name = u.get("uid", 0), u.get("gid"), None
+    if "username" in u:
+        uname, _, gname = u["username"].partition(":")
+        gid = None
+        if uname.isdigit():
+            uid = int(uname)
+        else:
+            entry = next((p for p in passwd if len(p) > 3 and p[0] == uname), None)
+            if entry is None:
+                raise StartError("other", f"unable to find user {uname}: no matching entries in passwd file")
+            uid, gid, name = int(entry[2]), int(entry[3]), uname
+        if gname:
+            if gname.isdigit():
+                gid = int(gname)
+            else:
+                g = next((g for g in group if len(g) > 2 and g[0] == gname), None)
+                if g is None:
+                    raise StartError(
+                        "other", f"unable to find group {gname}: no matching entries in group file"
+                    )
+                gid = int(g[2])
+    if name is None:
+        entry = next((p for p in passwd if len(p) > 3 and p[2] == str(uid)), None)
+        if entry is not None:
+            name = entry[0]
+            if gid is None:
+                gid = int(entry[3])
+    if gid is None:
+        gid = 0
+    extra = list(u.get("additionalGids", []))
+    if name:
+        extra += [int(g[2]) for g in group if len(g) > 3 and name in g[3].split(",") and g[2].isdigit()]
+    return uid, gid, sorted(set(extra) - {gid})
+
+
+def switch_user(uid, gid, groups):
+    # Groups and gid before uid: after setuid we could no longer change them.
+    try:
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as e:
+        raise StartError("other", f"switch to user {uid}:{gid}: {e.strerror}") from e
+
+
+def find_command(name, env):
+    """The path to exec, with Docker's wording and exit-code kind."""
+    if "/" in name:
+        if not os.path.exists(name):
+            raise StartError("not-found", f'exec: "{name}": stat {name}: no such file or directory')
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            raise StartError("not-executable", f'exec: "{name}": permission denied')
+        return name
+    path = next(
+        (e[5:] for e in env if e.startswith("PATH=")),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    )
+    denied = None
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand):
+            if os.access(cand, os.X_OK):
+                return cand
+            denied = cand
+    if denied:
+        raise StartError("not-executable", f'exec: "{name}": permission denied')
+    raise StartError("not-found", f'exec: "{name}": executable file not found in $PATH')
+
+
+def run(bundle):
+    os.set_inheritable(SYNC_FD, False)
+    # Early: nothing in the container may ptrace us or read our memory while we set up.
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    with open(os.path.join(bundle, "config.json"), "rb") as f:
+        cfg = json.loads(f.read())
+    proc = cfg["process"]
+    # (A netns given by path was joined by the shim, before this process started.)
+    join_cgroups(cfg["skiff"]["cgroupProcs"])
+    old_umask = os.umask(0)
+    # Nothing we mount from here on may propagate back to the host.
+    mount("", "/", None, MS_REC | MS_PRIVATE)
+    rootfs = cfg["root"]["path"]
+    mount_rootfs(cfg, rootfs)
+    # The root mount must exist before anything is mounted inside it; /dev before /dev/pts.
+    for m in cfg.get("mounts", []):
+        mount_one(rootfs, m)
+        if m["destination"] == "/dev":
+            populate_dev(rootfs)
+    enter_rootfs(rootfs)
+    os.umask(old_umask)
+    if cfg.get("hostname"):
+        sethostname(cfg["hostname"])
+    set_rlimits(cfg)
+    uid, gid, groups = resolve_user(proc.get("user", {}))  # needs the container's /etc: after pivot_root
+    cwd = proc.get("cwd") or "/"
+    os.makedirs(cwd, exist_ok=True)  # as root, like Docker's WORKDIR
+    security_hooks(cfg)
+    switch_user(uid, gid, groups)
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise StartError("other", f"chdir to cwd {cwd!r}: {e.strerror}") from e
+    env = proc.get("env", [])
+    path = find_command(proc["args"][0], env)
+    # Only stdio and the (close-on-exec) sync pipe may reach the user's command.
+    os.closerange(SYNC_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    envd = dict(e.split("=", 1) for e in env)
+    # Ignored signals survive execve: Python ignores SIGPIPE and SIGXFSZ, and execsvc may
+    # have been started with more ignored. The user's command starts with the defaults.
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    try:
+        os.execve(path, proc["args"], envd)
+    except OSError as e:
+        kind = (
+            "not-executable" if e.errno in (13, 8) else "not-found" if e.errno == 2 else "other"
+        )  # EACCES, ENOEXEC
+        raise StartError(kind, f'exec: "{proc["args"][0]}": {e.strerror}') from e
+
+
+def main():
+    try:
+        run(sys.argv[1])
+    except StartError as e:
+        os.write(SYNC_FD, f"{e.kind}\n{e}".encode())
+    except BaseException as e:
+        os.write(SYNC_FD, f"other\ninit: {type(e).__name__}: {e}".encode())
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    main()

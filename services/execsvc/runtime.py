@@ -1,0 +1,269 @@
+"""The native exec driver: containers as bundles on disk, each run by a skiff-shim.
+
+Nothing in memory is authoritative. Every answer is computed from the files
+in ``<exec_root>/containers/<id>/``, so a new :class:`Runtime` after an
+execsvc restart sees exactly what the old one saw:
+
+    config.json        OCI-shaped spec (written by create)
+    shim.conf          the shim's few settings (written by create)
+    rootfs/            empty mount point; the overlay exists only in the container's mount ns
+    shim.pid init.pid  written by the monitor as soon as the container exists
+    start.json         pids, their /proc start times (pid reuse check), started_at
+    start-error.json   why the last start failed (kind, message)
+    exit.json          exit_code, signal, finished_at, oom_killed (atomic)
+    <id>-json.log      the json-file log, unless a log path was given
+
+This process never forks without exec: it runs the shim with subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal as signals
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skiff.common import errors
+from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, NotFound
+
+from . import logs
+from . import spec as specmod
+from .cgroups import Cgroups, detect
+from .spec import ContainerSpec
+
+INIT_SCRIPT = Path(__file__).with_name("init.py")
+#: How long the shim may take to report a start; the init's set-up is a few dozen syscalls.
+START_TIMEOUT = 30.0
+#: exit code reported when the monitor vanished without writing exit.json.
+LOST_EXIT_CODE = 255
+
+
+@dataclass(frozen=True)
+class State:
+    status: str  # "created" | "running" | "exited"
+    pid: int = 0
+    exit_code: int | None = None
+    started_at: str = ""
+    finished_at: str = ""
+    oom_killed: bool = False
+    #: the last start failure, if any
+    error: str = ""
+
+
+def _starttime(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat, or -1 when the process is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return -1
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def _alive(pid: int, starttime: int) -> bool:
+    return pid > 0 and _starttime(pid) == starttime
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+class Runtime:
+    """Creates, starts, inspects, signals and deletes containers."""
+
+    def __init__(
+        self,
+        exec_root: Path,
+        shim_path: Path,
+        python: str = sys.executable,
+        cgroups: Cgroups | None = None,
+    ):
+        self.exec_root = Path(exec_root).absolute()
+        self.shim_path = Path(shim_path).absolute()
+        self.python = python
+        self.cgroups = cgroups if cgroups is not None else detect()
+        (self.exec_root / "containers").mkdir(parents=True, exist_ok=True)
+
+    # ---- paths ----------------------------------------------------------
+
+    def bundle(self, cid: str) -> Path:
+        if "/" in cid or cid in ("", ".", ".."):
+            raise NotFound(f"no such container: {cid}", reason=errors.CONTAINER_NOT_FOUND)
+        return self.exec_root / "containers" / cid
+
+    def _existing(self, cid: str) -> Path:
+        b = self.bundle(cid)
+        if not (b / "config.json").exists():
+            raise NotFound(f"no such container: {cid}", reason=errors.CONTAINER_NOT_FOUND)
+        return b
+
+    def config(self, cid: str) -> dict[str, Any]:
+        cfg = _load(self._existing(cid) / "config.json")
+        assert cfg is not None
+        return cfg
+
+    def log_path(self, cid: str) -> Path:
+        return Path(self.config(cid)["skiff"]["logPath"])
+
+    # ---- lifecycle ------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> None:
+        """Writes the bundle and the cgroup. Repeating it before the first start is harmless."""
+        spec.validate()
+        b = self.bundle(spec.id)
+        if (b / "config.json").exists() and self.state(spec.id).status != "created":
+            raise AlreadyExists(f"container {spec.id} already exists and was started")
+        (b / "rootfs").mkdir(parents=True, exist_ok=True)
+        procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit)
+        cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
+        specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id)))
+        specmod.write_json_atomic(b / "config.json", cfg)
+
+    def start(self, cid: str) -> int:
+        """Runs the container; returns the host pid of its PID 1 once the user's command is exec'd."""
+        b = self._existing(cid)
+        st = self.state(cid)
+        if st.status == "running":
+            raise FailedPrecondition(f"container {cid} is already running", reason=errors.CONTAINER_RUNNING)
+        for name in ("exit.json", "start-error.json", "start.json", "init.pid", "shim.pid"):
+            (b / name).unlink(missing_ok=True)
+        cfg = self.config(cid)
+        res = cfg["linux"]["resources"]
+        # Re-created when a restart follows an earlier clean-up; limits are rewritten either way.
+        self.cgroups.create(cid, res.get("memory", {}).get("limit", 0), res.get("pids", {}).get("limit", 0))
+        cmd = [
+            str(self.shim_path),
+            str(b.resolve()),
+            "--",
+            self.python,
+            "-I",
+            "-S",
+            str(INIT_SCRIPT),
+            str(b.resolve()),
+        ]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, timeout=START_TIMEOUT, cwd="/", stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired as e:
+            raise Internal(f"container {cid}: the shim did not report within {START_TIMEOUT}s") from e
+        except OSError as e:
+            raise Internal(f"cannot run the shim {self.shim_path}: {e.strerror}") from e
+        if proc.returncode != 0:
+            err = _load(b / "start-error.json") or {}
+            kind = err.get("kind", "other")
+            msg = (
+                err.get("message")
+                or proc.stderr.decode(errors="replace").strip()
+                or f"shim exit {proc.returncode}"
+            )
+            if kind == "not-found":
+                raise FailedPrecondition(msg, reason=errors.COMMAND_NOT_FOUND)
+            if kind == "not-executable":
+                raise FailedPrecondition(msg, reason=errors.COMMAND_NOT_EXECUTABLE)
+            raise Internal(f"container {cid}: start failed: {msg}")
+        started = _load(b / "start.json")
+        if started is None:
+            raise Internal(f"container {cid}: the shim reported a start but wrote no start.json")
+        return int(started["pid"])
+
+    def state(self, cid: str) -> State:
+        b = self._existing(cid)
+        started = _load(b / "start.json") or {}
+        ex = _load(b / "exit.json")
+        if ex is not None:
+            return State(
+                "exited",
+                pid=0,
+                exit_code=int(ex["exit_code"]),
+                started_at=started.get("started_at", ""),
+                finished_at=ex.get("finished_at", ""),
+                oom_killed=bool(ex.get("oom_killed")),
+            )
+        if not started:
+            err = _load(b / "start-error.json") or {}
+            return State("created", error=err.get("message", ""))
+        pid = int(started["pid"])
+        # The init alive, or its monitor (which is about to record the exit), means running.
+        if _alive(pid, int(started["pid_starttime"])) or _alive(
+            int(started["shim_pid"]), int(started["shim_starttime"])
+        ):
+            # The monitor may be about to write exit.json; a re-read avoids a stale "running".
+            if (b / "exit.json").exists():
+                return self.state(cid)
+            return State("running", pid=pid, started_at=started.get("started_at", ""))
+        if (b / "exit.json").exists():
+            return self.state(cid)
+        # Monitor and container are gone without a record (e.g. the monitor was SIGKILLed).
+        return State("exited", exit_code=LOST_EXIT_CODE, started_at=started.get("started_at", ""))
+
+    def kill(self, cid: str, sig: int = signals.SIGTERM) -> None:
+        st = self.state(cid)
+        if st.status != "running":
+            raise FailedPrecondition(f"container {cid} is not running", reason=errors.CONTAINER_NOT_RUNNING)
+        try:
+            os.kill(st.pid, sig)
+        except ProcessLookupError:
+            pass  # exited in between: exit.json will say how
+
+    def wait(self, cid: str, timeout: float | None = None) -> int:
+        """The exit code; works for a container that exited while nobody was watching.
+
+        Polls exit.json (every 20-200 ms): simple, and the monitor may not be our child.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            st = self.state(cid)
+            if st.status == "exited":
+                assert st.exit_code is not None
+                return st.exit_code
+            if st.status == "created":
+                raise FailedPrecondition(
+                    f"container {cid} is not running", reason=errors.CONTAINER_NOT_RUNNING
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"container {cid} still running after {timeout}s")
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 0.2)
+
+    def delete(self, cid: str, force: bool = False) -> None:
+        """Removes the cgroup and the bundle; a running container only with ``force`` (killed first)."""
+        b = self._existing(cid)
+        if self.state(cid).status == "running":
+            if not force:
+                raise FailedPrecondition(
+                    f"container {cid} is running: stop it first or force", reason=errors.CONTAINER_RUNNING
+                )
+            with contextlib.suppress(FailedPrecondition):
+                self.kill(cid, signals.SIGKILL)
+            self.wait(cid, timeout=10)
+        if self.cgroups.exists(cid):
+            self.cgroups.remove(cid)
+        if os.path.ismount(b / "rootfs"):
+            # Never rmtree through a mounted root filesystem: it is graphsvc's data.
+            raise Internal(f"container {cid}: {b / 'rootfs'} is still a mount point")
+        shutil.rmtree(b)
+
+    def list(self) -> list[str]:
+        root = self.exec_root / "containers"
+        return sorted(p.name for p in root.iterdir() if (p / "config.json").exists())
+
+    def logs(
+        self, cid: str, *, tail: int | None = None, follow: bool = False, stop: Any = None
+    ) -> Iterator[logs.LogEntry]:
+        """The log entries; following ends when the container has exited and the log is drained."""
+        path = self.log_path(cid)
+        return logs.read(
+            path, tail=tail, follow=follow, stop=stop, is_running=lambda: self.state(cid).status == "running"
+        )

@@ -1,0 +1,186 @@
+"""gRPC adapters for execsvc: task specs in, runtime calls, task states out."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from skiff.common import errors, grpcerr
+from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
+from skiff.execsvc.runtime import Runtime, State
+from skiff.execsvc.spec import ContainerSpec, RootfsMount
+from skiff.types.v1 import types_pb2
+
+_STATUS = {
+    "created": types_pb2.CONTAINER_STATUS_CREATED,
+    "running": types_pb2.CONTAINER_STATUS_RUNNING,
+    "exited": types_pb2.CONTAINER_STATUS_EXITED,
+}
+_STREAM = {"stdout": types_pb2.LOG_STREAM_STDOUT, "stderr": types_pb2.LOG_STREAM_STDERR}
+
+
+def _ts(rfc3339: str) -> timestamp_pb2.Timestamp | None:
+    if not rfc3339:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromJsonString(rfc3339)
+    return ts
+
+
+def state_to_proto(state: State) -> types_pb2.ContainerState:
+    return types_pb2.ContainerState(
+        status=_STATUS.get(state.status, types_pb2.CONTAINER_STATUS_UNSPECIFIED),
+        pid=state.pid if state.status == "running" else 0,
+        exit_code=state.exit_code or 0,
+        started_at=_ts(state.started_at),
+        finished_at=_ts(state.finished_at),
+        oom_killed=state.oom_killed,
+        error=state.error,
+    )
+
+
+class Tasks:
+    """execsvc's domain: the runtime plus where logs live (in the data root, kept across restarts)."""
+
+    def __init__(self, runtime: Runtime, data_root: Path):
+        self.runtime = runtime
+        self.logs_root = data_root / "containers"
+
+    def log_path(self, cid: str) -> Path:
+        self.runtime.bundle(cid)  # validates the id
+        return self.logs_root / cid / f"{cid}-json.log"
+
+    def spec(self, ts: exec_pb2.TaskSpec) -> ContainerSpec:
+        if ts.host_network:
+            mode, netns = "host", None
+        elif ts.netns_path:
+            mode, netns = "path", ts.netns_path
+        else:
+            mode, netns = "none", None
+        return ContainerSpec(
+            id=ts.id, args=tuple(ts.args), env=tuple(ts.env), cwd=ts.working_dir or "/", user=ts.user,
+            hostname=ts.hostname, network_mode=mode, netns_path=netns,
+            rootfs=RootfsMount(type=ts.rootfs.type, source=ts.rootfs.source, options=tuple(ts.rootfs.options)),
+            memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),
+        )
+
+    def start(self, ts: exec_pb2.TaskSpec) -> State:
+        spec = self.spec(ts)
+        spec.validate()
+        try:
+            current = self.runtime.state(spec.id)
+        except errors.NotFound:
+            current = None
+        if current is not None:
+            if current.status == "running":
+                raise errors.AlreadyExists(f"container {spec.id} is already running",
+                                           reason=errors.CONTAINER_RUNNING)
+            self.runtime.delete(spec.id)  # the previous run's bundle; its log stays
+        self.log_path(spec.id).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.runtime.create(spec)
+        try:
+            self.runtime.start(spec.id)
+        except errors.SkiffError:
+            self.runtime.delete(spec.id, force=True)
+            raise
+        return self.runtime.state(spec.id)
+
+    def delete(self, cid: str, force: bool, remove_logs: bool) -> None:
+        try:
+            self.runtime.delete(cid, force=force)
+        except errors.NotFound:
+            pass
+        if remove_logs:
+            shutil.rmtree(self.log_path(cid).parent, ignore_errors=True)
+
+
+class ExecServicer(exec_pb2_grpc.ExecServiceServicer):
+    def __init__(self, tasks: Tasks):
+        self.tasks = tasks
+        self.runtime = tasks.runtime
+
+    def _task(self, cid: str) -> exec_pb2.Task:
+        return exec_pb2.Task(id=cid, state=state_to_proto(self.runtime.state(cid)),
+                             log_path=str(self.tasks.log_path(cid)))
+
+    def StartTask(self, request: exec_pb2.StartTaskRequest,
+                  context: grpc.ServicerContext) -> exec_pb2.StartTaskResponse:
+        with grpcerr.handle(context):
+            self.tasks.start(request.spec)
+            return exec_pb2.StartTaskResponse(task=self._task(request.spec.id))
+
+    def GetTask(self, request: exec_pb2.GetTaskRequest, context: grpc.ServicerContext) -> exec_pb2.GetTaskResponse:
+        with grpcerr.handle(context):
+            return exec_pb2.GetTaskResponse(task=self._task(request.id))
+
+    def ListTasks(self, request: exec_pb2.ListTasksRequest,
+                  context: grpc.ServicerContext) -> exec_pb2.ListTasksResponse:
+        with grpcerr.handle(context):
+            tasks = []
+            for cid in self.runtime.list():
+                try:
+                    tasks.append(self._task(cid))
+                except errors.NotFound:
+                    continue  # deleted meanwhile
+            return exec_pb2.ListTasksResponse(tasks=tasks)
+
+    def KillTask(self, request: exec_pb2.KillTaskRequest,
+                 context: grpc.ServicerContext) -> exec_pb2.KillTaskResponse:
+        with grpcerr.handle(context):
+            if not 0 < request.signal < 65:
+                raise errors.InvalidArgument(f"invalid signal {request.signal}")
+            self.runtime.kill(request.id, request.signal)
+            return exec_pb2.KillTaskResponse()
+
+    def WaitTask(self, request: exec_pb2.WaitTaskRequest,
+                 context: grpc.ServicerContext) -> exec_pb2.WaitTaskResponse:
+        with grpcerr.handle(context):
+            remaining = context.time_remaining()
+            timeout = None if remaining is None or remaining > 1e8 else max(remaining - 0.05, 0)
+            code = self.runtime.wait(request.id, timeout=timeout)
+            state = self.runtime.state(request.id)
+            return exec_pb2.WaitTaskResponse(exit_code=code, oom_killed=state.oom_killed,
+                                             finished_at=_ts(state.finished_at))
+
+    def DeleteTask(self, request: exec_pb2.DeleteTaskRequest,
+                   context: grpc.ServicerContext) -> exec_pb2.DeleteTaskResponse:
+        with grpcerr.handle(context):
+            self.tasks.delete(request.id, request.force, request.remove_logs)
+            return exec_pb2.DeleteTaskResponse()
+
+    def ReadLogs(self, request: exec_pb2.ReadLogsRequest,
+                 context: grpc.ServicerContext) -> Iterator[exec_pb2.ReadLogsResponse]:
+        with grpcerr.handle(context):
+            stop = threading.Event()
+            context.add_callback(stop.set)  # the client went away: stop following
+            self.runtime.state(request.id)  # NotFound before the stream starts
+            wanted = {"stdout"} if request.stdout else set()
+            wanted |= {"stderr"} if request.stderr else set()
+            wanted = wanted or {"stdout", "stderr"}
+            since = request.since.ToNanoseconds() if request.HasField("since") else 0
+            tail = request.tail if request.HasField("tail") and request.tail >= 0 else None
+            for entry in self.runtime.logs(request.id, tail=tail, follow=request.follow, stop=stop):
+                if entry.stream not in wanted:
+                    continue
+                ts = _ts(entry.time)
+                if since and ts is not None and ts.ToNanoseconds() < since:
+                    continue
+                yield exec_pb2.ReadLogsResponse(entry=types_pb2.LogEntry(
+                    stream=_STREAM.get(entry.stream, types_pb2.LOG_STREAM_UNSPECIFIED), data=entry.data, time=ts))
+
+    def GetRuntimeInfo(self, request: exec_pb2.GetRuntimeInfoRequest,
+                       context: grpc.ServicerContext) -> exec_pb2.GetRuntimeInfoResponse:
+        with grpcerr.handle(context):
+            running = 0
+            for cid in self.runtime.list():
+                try:
+                    running += self.runtime.state(cid).status == "running"
+                except errors.NotFound:
+                    continue
+            return exec_pb2.GetRuntimeInfoResponse(cgroup_version=f"v{self.runtime.cgroups.version}",
+                                                   exec_root=str(self.runtime.exec_root), tasks_running=running)

@@ -1,0 +1,245 @@
+"""The container description execsvc accepts, and the bundle written from it.
+
+A :class:`ContainerSpec` is validated here, once, and turned into an OCI
+runtime-spec-shaped ``config.json`` (so the exec driver stays replaceable by
+runc/crun) plus skiff's own extensions under the ``"skiff"`` key, which the
+init (``init.py``) reads. ``shim.conf`` carries the few values the C shim
+needs, one ``key=value`` per line, so that its parser stays trivial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skiff.common.errors import InvalidArgument
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Docker refuses memory limits below 6 MiB: the container could not even start.
+MIN_MEMORY = 6 * 1024 * 1024
+NETWORK_MODES = ("none", "host", "path")
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_USER_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_USER = re.compile(rf"^{_USER_PART}(:{_USER_PART})?$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+_ENV_KEY = re.compile(r"^[^=\0]+$")
+
+
+@dataclass(frozen=True)
+class RootfsMount:
+    """Where the root filesystem comes from (graphsvc's mount description)."""
+
+    type: str
+    source: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything execsvc needs to run one container."""
+
+    id: str
+    args: tuple[str, ...]
+    rootfs: RootfsMount
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    hostname: str = ""
+    network_mode: str = "none"
+    netns_path: str | None = None
+    memory_limit: int = 0
+    pids_limit: int = 0
+    #: empty: ``<bundle>/<id>-json.log``
+    log_path: str = ""
+    rlimits: tuple[tuple[str, int, int], ...] = field(default=())
+
+    def validate(self) -> None:
+        """Raises InvalidArgument naming the first bad field."""
+        if not _ID.match(self.id):
+            raise InvalidArgument(f"invalid container id {self.id!r}: use [A-Za-z0-9_.-], at most 128")
+        if not self.args or not self.args[0]:
+            raise InvalidArgument("no command given")
+        if any("\0" in a for a in self.args):
+            raise InvalidArgument("command arguments must not contain NUL bytes")
+        for item in self.env:
+            key, sep, _ = item.partition("=")
+            if not sep or not _ENV_KEY.match(key) or "\0" in item:
+                raise InvalidArgument(f"invalid environment entry {item!r}: want KEY=value")
+        if not self.cwd.startswith("/"):
+            raise InvalidArgument(f"working directory {self.cwd!r} is not absolute")
+        if self.user and not _USER.match(self.user):
+            raise InvalidArgument(f"invalid user {self.user!r}: want name, uid, name:group or uid:gid")
+        if self.hostname and (len(self.hostname) > 64 or not _HOSTNAME.match(self.hostname)):
+            raise InvalidArgument(f"invalid hostname {self.hostname!r}")
+        if self.rootfs.type not in ("overlay", "bind"):
+            raise InvalidArgument(f"unsupported root filesystem type {self.rootfs.type!r}")
+        if any("," in o or "\0" in o for o in self.rootfs.options):
+            raise InvalidArgument("root filesystem mount options must not contain ',' or NUL")
+        if self.rootfs.type == "bind" and not self.rootfs.source.startswith("/"):
+            raise InvalidArgument("a bind root filesystem needs an absolute source")
+        if self.network_mode not in NETWORK_MODES:
+            raise InvalidArgument(
+                f"network mode {self.network_mode!r} is not one of {', '.join(NETWORK_MODES)}"
+            )
+        if (self.network_mode == "path") != bool(self.netns_path):
+            raise InvalidArgument(
+                "a network namespace path is needed exactly when the network mode is 'path'"
+            )
+        if self.netns_path and not self.netns_path.startswith("/"):
+            raise InvalidArgument(f"network namespace path {self.netns_path!r} is not absolute")
+        if self.memory_limit < 0 or 0 < self.memory_limit < MIN_MEMORY:
+            raise InvalidArgument(f"memory limit {self.memory_limit} is below the minimum of 6 MiB")
+        if self.pids_limit < 0:
+            raise InvalidArgument(f"pids limit {self.pids_limit} is negative")
+        if self.log_path and not self.log_path.startswith("/"):
+            raise InvalidArgument(f"log path {self.log_path!r} is not absolute")
+        for name, soft, hard in self.rlimits:
+            if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
+                raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
+
+
+def clone_flags(spec: ContainerSpec) -> int:
+    """Namespaces the shim creates; a netns *path* is joined instead (setns)."""
+    flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    if spec.network_mode == "none":
+        flags |= CLONE_NEWNET
+    return flags
+
+
+def default_mounts() -> list[dict[str, Any]]:
+    """Docker's standard container mounts, in the order they must be made (/dev before /dev/pts)."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
+    ]
+
+
+def _user(user: str) -> dict[str, Any]:
+    """Numeric users go in as numbers; names are resolved by init in the container's /etc/passwd."""
+    name, _, group = user.partition(":")
+    if not user:
+        return {"uid": 0, "gid": 0}
+    if name.isdigit() and (not group or group.isdigit()):
+        out: dict[str, Any] = {"uid": int(name)}
+        if group:
+            out["gid"] = int(group)
+        return out
+    return {"uid": 0, "gid": 0, "username": user}
+
+
+def build_config(
+    spec: ContainerSpec, bundle: Path, cgroup_procs: list[str], cgroups_path: str
+) -> dict[str, Any]:
+    """The OCI-shaped config.json for ``spec``; ``cgroup_procs`` are the files init joins."""
+    env = list(spec.env)
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, f"PATH={DEFAULT_PATH}")
+    namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "mount", "uts", "ipc")]
+    if spec.network_mode == "none":
+        namespaces.append({"type": "network"})
+    elif spec.network_mode == "path":
+        namespaces.append({"type": "network", "path": str(spec.netns_path)})
+    resources: dict[str, Any] = {}
+    if spec.memory_limit:
+        resources["memory"] = {"limit": spec.memory_limit}
+    if spec.pids_limit:
+        resources["pids"] = {"limit": spec.pids_limit}
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": _user(spec.user),
+            "args": list(spec.args),
+            "env": env,
+            "cwd": spec.cwd,
+            "rlimits": [{"type": n, "soft": s, "hard": h} for n, s, h in spec.rlimits],
+        },
+        "root": {"path": str(bundle / "rootfs"), "readonly": False},
+        "hostname": spec.hostname or spec.id[:12],
+        "mounts": default_mounts(),
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroups_path,
+            "resources": resources,
+        },
+        "skiff": {
+            "rootfsMount": {
+                "type": spec.rootfs.type,
+                "source": spec.rootfs.source,
+                "options": list(spec.rootfs.options),
+            },
+            "logPath": log_path(spec, bundle),
+            "cgroupProcs": cgroup_procs,
+            "networkMode": spec.network_mode,
+        },
+    }
+
+
+def log_path(spec: ContainerSpec, bundle: Path) -> str:
+    return spec.log_path or str(bundle / f"{spec.id}-json.log")
+
+
+def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
+    """The shim's configuration: values must not contain newlines (paths are validated)."""
+    lines = [f"clone_flags={clone_flags(spec):#x}", f"log={log_path(spec, bundle)}"]
+    if spec.netns_path:
+        lines.append(f"netns={spec.netns_path}")
+    if oom_file:
+        lines.append(f"oom={oom_file}")
+    if any("\n" in line for line in lines):
+        raise InvalidArgument("paths must not contain newlines")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, data: str) -> None:
+    """tmp + fsync + rename: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=1) + "\n")
