@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from skiff.common.errors import InvalidArgument, NotFound
+from skiff.common.errors import NO_COMMAND, InvalidArgument, NotFound
 from skiff.graphsvc.graphdb import ContainerRecord, GraphDB, Link
 from skiff.graphsvc.images import ImageStore
 from skiff.graphsvc.layers import LayerStore, Mount
@@ -72,7 +72,7 @@ def merge_image_defaults(user: types_pb2.ContainerConfig, image_config: dict[str
     cfg.user = user.user or img.get("User") or ""
     argv = entrypoint + cmd
     if not argv:
-        raise InvalidArgument("No command specified", reason="NO_COMMAND")
+        raise InvalidArgument("No command specified", reason=NO_COMMAND)
     return cfg, argv
 
 

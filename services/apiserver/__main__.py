@@ -1,0 +1,7 @@
+"""``python -m skiff.apiserver``: serve skiff's public API."""
+
+import sys
+
+from skiff.apiserver.server import main
+
+sys.exit(main())

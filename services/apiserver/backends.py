@@ -1,0 +1,285 @@
+"""What the gateway needs from graphsvc, execsvc and netsvc, and gRPC clients for it.
+
+The domain code (containers, images, system) depends only on these Protocols,
+so unit tests run it over in-memory fakes and production over the clients
+below. The methods speak the internal proto messages: the gateway's job is to
+merge them, not to invent a third model. Every client call has a deadline:
+short calls get ``CALL_TIMEOUT``; calls that block until something happens
+(wait, follow logs, import) get the caller's remaining time or none, and can be
+cancelled when the caller goes away. Failures surface as skiff errors
+(``grpcerr.translated``), with the upstream reason unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import grpc
+
+from skiff.apiserver.callctx import Call
+from skiff.common import errors, grpcerr
+from skiff.common.server import CALL_TIMEOUT
+from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
+from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
+from skiff.net.v1 import net_pb2, net_pb2_grpc
+from skiff.types.v1 import types_pb2
+
+
+class LogStream(Protocol):
+    """An iterator of log entries that can be cancelled from another thread."""
+
+    def __iter__(self) -> Iterator[types_pb2.LogEntry]: ...
+
+    def __next__(self) -> types_pb2.LogEntry: ...
+
+    def cancel(self) -> None: ...
+
+
+class GraphBackend(Protocol):
+    def create_container(self, req: graph_pb2.CreateContainerRequest) -> graph_pb2.CreateContainerResponse: ...
+
+    def get_container(self, ref: str) -> graph_pb2.Container:
+        """By id, unique id prefix or name. NotFound / InvalidArgument (ambiguous)."""
+        ...
+
+    def list_containers(self) -> list[graph_pb2.Container]: ...
+
+    def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse: ...
+
+    def delete_container(self, container_id: str) -> None: ...
+
+    def import_image(
+        self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call
+    ) -> graph_pb2.Image: ...
+
+    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[graph_pb2.Image]: ...
+
+    def get_image(self, ref: str) -> graph_pb2.Image: ...
+
+    def remove_image(self, req: graph_pb2.RemoveImageRequest) -> graph_pb2.RemoveImageResponse: ...
+
+    def get_store_info(self) -> graph_pb2.GetStoreInfoResponse: ...
+
+
+class ExecBackend(Protocol):
+    def start_task(self, spec: exec_pb2.TaskSpec) -> exec_pb2.Task: ...
+
+    def get_task(self, task_id: str) -> exec_pb2.Task:
+        """NotFound when the container has never been started (or its task was deleted)."""
+        ...
+
+    def list_tasks(self) -> list[exec_pb2.Task]: ...
+
+    def kill_task(self, task_id: str, signal: int) -> None: ...
+
+    def wait_task(
+        self, task_id: str, timeout: float | None = None, call: Call | None = None
+    ) -> exec_pb2.WaitTaskResponse:
+        """Block until the task exits. DeadlineExceeded after ``timeout`` (or the
+        call's deadline, whichever is sooner); gives up when ``call`` is cancelled."""
+        ...
+
+    def delete_task(self, task_id: str, force: bool, remove_logs: bool) -> None: ...
+
+    def read_logs(self, req: exec_pb2.ReadLogsRequest, call: Call | None = None) -> LogStream: ...
+
+    def get_runtime_info(self) -> exec_pb2.GetRuntimeInfoResponse: ...
+
+
+class NetBackend(Protocol):
+    def create_endpoint(self, container_id: str, network_mode: str) -> net_pb2.Endpoint: ...
+
+    def get_endpoint(self, container_id: str) -> net_pb2.Endpoint: ...
+
+    def list_endpoints(self) -> list[net_pb2.Endpoint]: ...
+
+    def delete_endpoint(self, container_id: str) -> None: ...
+
+
+def _timeout(call: Call | None, cap: float | None = None) -> float | None:
+    return cap if call is None else call.remaining(cap)
+
+
+def _result(future: Any) -> Any:
+    """The future's response; a call cancelled because our caller left becomes an error."""
+    try:
+        return future.result()
+    except grpc.FutureCancelledError:
+        raise errors.DeadlineExceeded("the call was cancelled", reason="CANCELLED") from None
+
+
+class _Stream:
+    """A server-streaming call as a cancellable iterator of the responses' ``entry``."""
+
+    def __init__(self, rendezvous: Any):
+        self._call = rendezvous
+
+    def __iter__(self) -> Iterator[types_pb2.LogEntry]:
+        return self
+
+    def __next__(self) -> types_pb2.LogEntry:
+        with grpcerr.translated():
+            entry: types_pb2.LogEntry = next(self._call).entry
+            return entry
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class GraphClient:
+    """GraphBackend over graphsvc's ImageService and ContainerGraphService."""
+
+    def __init__(self, channel: grpc.Channel):
+        self._images = graph_pb2_grpc.ImageServiceStub(channel)
+        self._containers = graph_pb2_grpc.ContainerGraphServiceStub(channel)
+
+    def create_container(self, req: graph_pb2.CreateContainerRequest) -> graph_pb2.CreateContainerResponse:
+        with grpcerr.translated():
+            resp: graph_pb2.CreateContainerResponse = self._containers.CreateContainer(
+                req, timeout=CALL_TIMEOUT
+            )
+            return resp
+
+    def get_container(self, ref: str) -> graph_pb2.Container:
+        with grpcerr.translated():
+            resp = self._containers.GetContainer(
+                graph_pb2.GetContainerRequest(container=ref), timeout=CALL_TIMEOUT
+            )
+            return resp.container  # type: ignore[no-any-return]
+
+    def list_containers(self) -> list[graph_pb2.Container]:
+        with grpcerr.translated():
+            resp = self._containers.ListContainers(graph_pb2.ListContainersRequest(), timeout=CALL_TIMEOUT)
+            return list(resp.containers)
+
+    def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse:
+        with grpcerr.translated():
+            resp: graph_pb2.GetRootfsResponse = self._containers.GetRootfs(
+                graph_pb2.GetRootfsRequest(container_id=container_id), timeout=CALL_TIMEOUT
+            )
+            return resp
+
+    def delete_container(self, container_id: str) -> None:
+        with grpcerr.translated():
+            self._containers.DeleteContainer(
+                graph_pb2.DeleteContainerRequest(container_id=container_id), timeout=CALL_TIMEOUT
+            )
+
+    def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> graph_pb2.Image:
+        # The request iterator is consumed by grpc as it sends: the tarball is never
+        # held in memory as a whole. Its length is the caller's, so is its deadline.
+        with grpcerr.translated():
+            future = self._images.ImportImage.future(requests, timeout=call.remaining())
+            call.on_cancel(future.cancel)
+            return _result(future).image  # type: ignore[no-any-return]
+
+    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[graph_pb2.Image]:
+        with grpcerr.translated():
+            return list(self._images.ListImages(req, timeout=CALL_TIMEOUT).images)
+
+    def get_image(self, ref: str) -> graph_pb2.Image:
+        with grpcerr.translated():
+            resp = self._images.GetImage(graph_pb2.GetImageRequest(image=ref), timeout=CALL_TIMEOUT)
+            return resp.image  # type: ignore[no-any-return]
+
+    def remove_image(self, req: graph_pb2.RemoveImageRequest) -> graph_pb2.RemoveImageResponse:
+        with grpcerr.translated():
+            resp: graph_pb2.RemoveImageResponse = self._images.RemoveImage(req, timeout=CALL_TIMEOUT)
+            return resp
+
+    def get_store_info(self) -> graph_pb2.GetStoreInfoResponse:
+        with grpcerr.translated():
+            resp: graph_pb2.GetStoreInfoResponse = self._images.GetStoreInfo(
+                graph_pb2.GetStoreInfoRequest(), timeout=CALL_TIMEOUT
+            )
+            return resp
+
+
+class ExecClient:
+    """ExecBackend over execsvc's ExecService."""
+
+    def __init__(self, channel: grpc.Channel):
+        self._stub = exec_pb2_grpc.ExecServiceStub(channel)
+
+    def start_task(self, spec: exec_pb2.TaskSpec) -> exec_pb2.Task:
+        with grpcerr.translated():
+            resp = self._stub.StartTask(exec_pb2.StartTaskRequest(spec=spec), timeout=CALL_TIMEOUT)
+            return resp.task  # type: ignore[no-any-return]
+
+    def get_task(self, task_id: str) -> exec_pb2.Task:
+        with grpcerr.translated():
+            resp = self._stub.GetTask(exec_pb2.GetTaskRequest(id=task_id), timeout=CALL_TIMEOUT)
+            return resp.task  # type: ignore[no-any-return]
+
+    def list_tasks(self) -> list[exec_pb2.Task]:
+        with grpcerr.translated():
+            return list(self._stub.ListTasks(exec_pb2.ListTasksRequest(), timeout=CALL_TIMEOUT).tasks)
+
+    def kill_task(self, task_id: str, signal: int) -> None:
+        with grpcerr.translated():
+            self._stub.KillTask(exec_pb2.KillTaskRequest(id=task_id, signal=signal), timeout=CALL_TIMEOUT)
+
+    def wait_task(
+        self, task_id: str, timeout: float | None = None, call: Call | None = None
+    ) -> exec_pb2.WaitTaskResponse:
+        with grpcerr.translated():
+            future = self._stub.WaitTask.future(
+                exec_pb2.WaitTaskRequest(id=task_id), timeout=_timeout(call, timeout)
+            )
+            if call is not None:
+                call.on_cancel(future.cancel)
+            return _result(future)  # type: ignore[no-any-return]
+
+    def delete_task(self, task_id: str, force: bool, remove_logs: bool) -> None:
+        with grpcerr.translated():
+            self._stub.DeleteTask(
+                exec_pb2.DeleteTaskRequest(id=task_id, force=force, remove_logs=remove_logs),
+                timeout=CALL_TIMEOUT,
+            )
+
+    def read_logs(self, req: exec_pb2.ReadLogsRequest, call: Call | None = None) -> LogStream:
+        # Without follow the stream is short; with follow it lasts as long as the caller.
+        stream = _Stream(self._stub.ReadLogs(req, timeout=_timeout(call, None if req.follow else CALL_TIMEOUT)))
+        if call is not None:
+            call.on_cancel(stream.cancel)
+        return stream
+
+    def get_runtime_info(self) -> exec_pb2.GetRuntimeInfoResponse:
+        with grpcerr.translated():
+            resp: exec_pb2.GetRuntimeInfoResponse = self._stub.GetRuntimeInfo(
+                exec_pb2.GetRuntimeInfoRequest(), timeout=CALL_TIMEOUT
+            )
+            return resp
+
+
+class NetClient:
+    """NetBackend over netsvc's NetworkService."""
+
+    def __init__(self, channel: grpc.Channel):
+        self._stub = net_pb2_grpc.NetworkServiceStub(channel)
+
+    def create_endpoint(self, container_id: str, network_mode: str) -> net_pb2.Endpoint:
+        with grpcerr.translated():
+            resp = self._stub.CreateEndpoint(
+                net_pb2.CreateEndpointRequest(container_id=container_id, network_mode=network_mode),
+                timeout=CALL_TIMEOUT,
+            )
+            return resp.endpoint  # type: ignore[no-any-return]
+
+    def get_endpoint(self, container_id: str) -> net_pb2.Endpoint:
+        with grpcerr.translated():
+            resp = self._stub.GetEndpoint(
+                net_pb2.GetEndpointRequest(container_id=container_id), timeout=CALL_TIMEOUT
+            )
+            return resp.endpoint  # type: ignore[no-any-return]
+
+    def list_endpoints(self) -> list[net_pb2.Endpoint]:
+        with grpcerr.translated():
+            return list(self._stub.ListEndpoints(net_pb2.ListEndpointsRequest(), timeout=CALL_TIMEOUT).endpoints)
+
+    def delete_endpoint(self, container_id: str) -> None:
+        with grpcerr.translated():
+            self._stub.DeleteEndpoint(
+                net_pb2.DeleteEndpointRequest(container_id=container_id), timeout=CALL_TIMEOUT
+            )

@@ -1,0 +1,427 @@
+"""Container orchestration: one public container call becomes calls on the three backends.
+
+The gateway keeps no state: a container is its GraphDB record (graphsvc), its
+task (execsvc; none until first started, which reads as CREATED) and its
+endpoint (netsvc). Ordering rules that matter:
+
+* start creates the endpoint before the task and releases it if the task
+  cannot start, so a failed start leaves nothing running;
+* remove deletes task, then endpoint, then record: any failure leaves the
+  record, so the removal can be retried (never a task without a record);
+* auto-remove is driven from here (a watcher thread per running auto-remove
+  container, and a sweep at start-up because the gateway may have restarted).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from skiff.api.v1 import api_pb2
+from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
+from skiff.apiserver.callctx import Call
+from skiff.apiserver.signals import parse_signal
+from skiff.apiserver.views import LIVE, compile_filters, container_view, is_live
+from skiff.common import errors
+from skiff.common.server import CALL_TIMEOUT
+from skiff.exec.v1 import exec_pb2
+from skiff.graph.v1 import graph_pb2
+from skiff.net.v1 import net_pb2
+from skiff.types.v1 import types_pb2
+
+log = logging.getLogger(__name__)
+
+#: Network modes this version supports; "" means the default, which is "none" for now.
+NETWORK_MODES = ("none", "host")
+DEFAULT_NETWORK_MODE = "none"
+DEFAULT_STOP_TIMEOUT = 10
+STDIN_UNSUPPORTED = errors.STDIN_UNSUPPORTED
+INVALID_NETWORK_MODE = errors.INVALID_NETWORK_MODE
+#: Exit statuses of containers this gateway removed, for WaitContainer(REMOVED) callers
+#: that lose the race with the removal (bounded: only the most recent are kept).
+_EXITS_KEPT = 1024
+
+Condition = api_pb2.WaitCondition
+
+
+class Containers:
+    """The container half of the public API, over graph, exec and net backends."""
+
+    def __init__(
+        self,
+        graph: GraphBackend,
+        exec_: ExecBackend,
+        net: NetBackend,
+        *,
+        poll_interval: float = 0.075,
+        watch_interval: float = 30.0,
+    ):
+        self._graph = graph
+        self._exec = exec_
+        self._net = net
+        self._poll = poll_interval
+        self._watch_interval = watch_interval
+        self._watching: set[str] = set()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._exits: OrderedDict[str, api_pb2.WaitContainerResponse] = OrderedDict()
+
+    # --- reading -------------------------------------------------------------
+
+    def _task(self, container_id: str) -> exec_pb2.Task | None:
+        try:
+            return self._exec.get_task(container_id)
+        except errors.NotFound:
+            return None
+
+    def _endpoint(self, container_id: str) -> net_pb2.Endpoint | None:
+        try:
+            return self._net.get_endpoint(container_id)
+        except errors.NotFound:
+            return None
+
+    def inspect(self, ref: str) -> api_pb2.Container:
+        record = self._graph.get_container(ref)
+        try:
+            rootfs: types_pb2.Mount | None = self._graph.get_rootfs(record.id).rootfs
+        except errors.NotFound:
+            rootfs = None
+        return container_view(record, self._task(record.id), self._endpoint(record.id), rootfs)
+
+    def list_containers(self, all_: bool, filters: list[types_pb2.Filter]) -> list[api_pb2.Container]:
+        """Three calls whatever the number of containers; newest first."""
+        match = compile_filters(filters)  # bad filters fail before any backend call
+        show_all = all_ or any(f.key == "status" for f in filters)  # as Docker: status implies all
+        records = self._graph.list_containers()
+        tasks = {t.id: t for t in self._exec.list_tasks()}
+        endpoints = {e.container_id: e for e in self._net.list_endpoints()}
+        views = [container_view(r, tasks.get(r.id), endpoints.get(r.id)) for r in records]
+        views = [v for v in views if (show_all or v.state.status in LIVE) and match(v)]
+        views.sort(key=lambda v: (v.created.seconds, v.created.nanos), reverse=True)
+        return views
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def create(self, req: api_pb2.CreateContainerRequest) -> api_pb2.CreateContainerResponse:
+        host = types_pb2.HostConfig()
+        host.CopyFrom(req.host_config)
+        mode = host.network_mode or DEFAULT_NETWORK_MODE
+        if mode not in NETWORK_MODES:
+            raise errors.InvalidArgument(
+                f"network mode {mode!r} is not supported (yet): use one of {', '.join(NETWORK_MODES)}",
+                reason=INVALID_NETWORK_MODE,
+            )
+        if host.memory_bytes < 0:
+            raise errors.InvalidArgument(f"invalid memory limit {host.memory_bytes}: must not be negative")
+        if host.pids_limit < 0:
+            raise errors.InvalidArgument(f"invalid pids limit {host.pids_limit}: must not be negative")
+        host.network_mode = mode
+        created = self._graph.create_container(
+            graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
+        )
+        return api_pb2.CreateContainerResponse(id=created.container.id)
+
+    def start(self, ref: str) -> None:
+        record = self._graph.get_container(ref)
+        if is_live(self._task(record.id)):
+            return
+        rootfs = self._graph.get_rootfs(record.id).rootfs
+        mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
+        endpoint = self._net.create_endpoint(record.id, mode)
+        config = record.config
+        spec = exec_pb2.TaskSpec(
+            id=record.id,
+            args=[record.path, *record.args] if record.path else list(record.args),
+            env=config.env,
+            working_dir=config.working_dir,
+            user=config.user,
+            hostname=config.hostname or record.id[:12],
+            rootfs=rootfs,
+            netns_path=endpoint.netns_path,
+            host_network=mode == "host",
+            memory_bytes=record.host_config.memory_bytes,
+            pids_limit=record.host_config.pids_limit,
+        )
+        try:
+            self._exec.start_task(spec)
+        except errors.AlreadyExists:
+            return  # a concurrent start won; Start is idempotent
+        except errors.SkiffError:
+            self._best_effort(self._net.delete_endpoint, record.id)
+            if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
+                self._best_effort(self._delete, record.id)
+            raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
+        if record.host_config.auto_remove:
+            self._watch(record.id)
+
+    def stop(self, ref: str, timeout: int | None, signal_text: str) -> None:
+        """The signal, up to ``timeout`` seconds (negative: forever) for an exit, then SIGKILL."""
+        record = self._graph.get_container(ref)
+        sig = parse_signal(signal_text, signal.SIGTERM)
+        if not is_live(self._task(record.id)):
+            return
+        grace = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+        if not self._signal(record.id, sig):
+            return
+        if grace != 0:
+            try:
+                self._exec.wait_task(record.id, timeout=None if grace < 0 else float(grace))
+                return
+            except errors.DeadlineExceeded:
+                log.info("container %s did not exit within %ds of signal %d: killing", record.id, grace, sig)
+        if self._signal(record.id, signal.SIGKILL):
+            self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
+
+    def _signal(self, container_id: str, sig: int) -> bool:
+        """Send ``sig``; False when the task is not running any more (it exited meanwhile)."""
+        try:
+            self._exec.kill_task(container_id, sig)
+            return True
+        except (errors.FailedPrecondition, errors.NotFound):
+            return False
+
+    def kill(self, ref: str, signal_text: str) -> None:
+        record = self._graph.get_container(ref)
+        sig = parse_signal(signal_text, signal.SIGKILL)
+        if not is_live(self._task(record.id)):
+            raise errors.FailedPrecondition(
+                f"Container {record.id} is not running", reason=errors.CONTAINER_NOT_RUNNING
+            )
+        self._exec.kill_task(record.id, sig)
+
+    def remove(self, ref: str, force: bool, remove_link: bool = False) -> None:
+        if remove_link:
+            raise errors.FailedPrecondition("removing a link is not supported yet", reason="UNSUPPORTED")
+        record = self._graph.get_container(ref)
+        if is_live(self._task(record.id)):
+            if not force:
+                raise errors.FailedPrecondition(
+                    f"You cannot remove a running container {record.id}. "
+                    "Stop the container before attempting removal or force remove",
+                    reason=errors.CONTAINER_RUNNING,
+                )
+            if self._signal(record.id, signal.SIGKILL):
+                self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
+        self._delete(record.id, force=force)
+
+    def _delete(self, container_id: str, force: bool = False) -> None:
+        # Record last: if anything before fails, the record remains and rm can be retried.
+        task = self._task(container_id)
+        if task is not None and not is_live(task):
+            with self._lock:
+                self._exits[container_id] = _exit_of(task)
+                while len(self._exits) > _EXITS_KEPT:
+                    self._exits.popitem(last=False)
+        self._exec.delete_task(container_id, force=force, remove_logs=True)
+        self._net.delete_endpoint(container_id)
+        self._graph.delete_container(container_id)
+
+    # --- waiting -------------------------------------------------------------
+
+    def wait(self, ref: str, condition: int, call: Call) -> api_pb2.WaitContainerResponse:
+        record = self._graph.get_container(ref)
+        if condition == Condition.WAIT_CONDITION_NEXT_EXIT:
+            return self._wait_next_exit(record.id, call)
+        if condition == Condition.WAIT_CONDITION_REMOVED:
+            return self._wait_removed(record.id, call)
+        task = self._task(record.id)
+        if not is_live(task):
+            return _exit_of(task)
+        return self._wait_exit(record.id, call)
+
+    def _wait_exit(self, container_id: str, call: Call) -> api_pb2.WaitContainerResponse:
+        result = self._exec.wait_task(container_id, call=call)
+        return api_pb2.WaitContainerResponse(exit_code=result.exit_code)
+
+    def _wait_next_exit(self, container_id: str, call: Call) -> api_pb2.WaitContainerResponse:
+        task = self._task(container_id)
+        if is_live(task):
+            return self._wait_exit(container_id, call)
+        before = task.state.started_at if task is not None else None
+        while self._tick(call):
+            task = self._task(container_id)
+            if task is not None and task.state.started_at != before:  # it has started again
+                return self._wait_exit(container_id, call) if is_live(task) else _exit_of(task)
+        raise _gave_up(call)
+
+    def _wait_removed(self, container_id: str, call: Call) -> api_pb2.WaitContainerResponse:
+        """Until the record is gone; the exit code is the last one seen before that."""
+        result = api_pb2.WaitContainerResponse()
+        while True:
+            try:
+                self._graph.get_container(container_id)
+            except errors.NotFound:
+                with self._lock:
+                    return self._exits.get(container_id, result)
+            task = self._task(container_id)
+            if task is not None:
+                if is_live(task):
+                    try:
+                        result = self._wait_exit(container_id, call)
+                    except errors.NotFound:
+                        pass  # removed while we waited
+                    continue
+                result = _exit_of(task)
+            if not self._tick(call):
+                raise _gave_up(call)
+
+    def _tick(self, call: Call) -> bool:
+        return not self._closed.is_set() and call.sleep(self._poll)
+
+    # --- output --------------------------------------------------------------
+
+    def logs(self, req: api_pb2.ContainerLogsRequest, call: Call) -> Iterator[types_pb2.LogEntry]:
+        record = self._graph.get_container(req.container)
+        if self._task(record.id) is None:
+            return iter(())  # never started: no output
+        both = not (req.stdout or req.stderr)
+        upstream = exec_pb2.ReadLogsRequest(
+            id=record.id, follow=req.follow, stdout=req.stdout or both, stderr=req.stderr or both,
+        )
+        if req.HasField("tail"):  # unset means all
+            upstream.tail = req.tail
+        if req.HasField("since"):
+            upstream.since.CopyFrom(req.since)
+        return _drain(self._exec.read_logs(upstream, call), call)
+
+    def attach(
+        self, requests: Iterator[api_pb2.AttachContainerRequest], call: Call
+    ) -> Iterator[api_pb2.AttachContainerResponse]:
+        """Output (replayed with ``logs``, then live) and, last, the exit status."""
+        first = next(requests, None)
+        if first is None or first.WhichOneof("part") != "options":
+            raise errors.InvalidArgument("the first attach request must carry the options")
+        options = first.options
+        if options.stdin:
+            raise errors.FailedPrecondition("attaching stdin is not supported yet", reason=STDIN_UNSUPPORTED)
+        record = self._graph.get_container(options.container)
+        while self._task(record.id) is None:  # attached before start: wait for it
+            if not self._tick(call):
+                raise _gave_up(call)
+        both = not (options.stdout or options.stderr)
+        upstream = exec_pb2.ReadLogsRequest(
+            id=record.id, follow=True, tail=-1 if options.logs else 0,
+            stdout=options.stdout or both, stderr=options.stderr or both,
+        )
+        for entry in _drain(self._exec.read_logs(upstream, call), call):
+            yield api_pb2.AttachContainerResponse(output=entry)
+        if call.cancelled:
+            return
+        result = self._exec.wait_task(record.id, call=call)
+        yield api_pb2.AttachContainerResponse(
+            exit=api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
+        )
+
+    # --- auto-remove ---------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Remove exited auto-remove containers and watch running ones (after a restart)."""
+        tasks = {t.id: t for t in self._exec.list_tasks()}
+        for record in self._graph.list_containers():
+            task = tasks.get(record.id)
+            if not record.host_config.auto_remove or task is None:
+                continue  # as Docker: a created, never started container stays
+            if is_live(task):
+                self._watch(record.id)
+            else:
+                self._auto_remove(record.id)
+
+    def sweep_in_background(self, retry_for: float = 60.0) -> threading.Thread:
+        """Sweep once the backends answer (they may start after us)."""
+
+        def run() -> None:
+            call = Call(retry_for)
+            while not self._closed.is_set():
+                try:
+                    self.sweep()
+                    return
+                except errors.Unavailable as err:
+                    if not call.sleep(1.0) or self._closed.is_set():
+                        log.warning("auto-remove sweep gave up: %s", err)
+                        return
+                except Exception:
+                    log.exception("auto-remove sweep failed")
+                    return
+
+        thread = threading.Thread(target=run, name="auto-remove-sweep", daemon=True)
+        thread.start()
+        return thread
+
+    def _watch(self, container_id: str) -> None:
+        with self._lock:
+            if container_id in self._watching:
+                return
+            self._watching.add(container_id)
+        threading.Thread(
+            target=self._watch_loop, args=(container_id,), name=f"auto-remove-{container_id[:12]}", daemon=True
+        ).start()
+
+    def _watch_loop(self, container_id: str) -> None:
+        try:
+            while not self._closed.is_set():
+                try:
+                    # In slices, so that close() ends the thread without a wait forever.
+                    self._exec.wait_task(container_id, timeout=self._watch_interval)
+                except errors.DeadlineExceeded:
+                    continue
+                except errors.NotFound:
+                    return  # removed by someone else
+                except errors.Unavailable:
+                    self._closed.wait(1.0)
+                    continue
+                self._auto_remove(container_id)
+                return
+        except Exception:
+            log.exception("auto-remove of %s failed", container_id)
+        finally:
+            with self._lock:
+                self._watching.discard(container_id)
+
+    def _auto_remove(self, container_id: str) -> None:
+        if is_live(self._task(container_id)):
+            return  # started again meanwhile
+        try:
+            self._delete(container_id)
+            log.info("auto-removed container %s", container_id)
+        except errors.NotFound:
+            pass  # removed by a user first
+
+    def close(self) -> None:
+        """Stop background work (watchers end within one watch interval)."""
+        self._closed.set()
+
+    @staticmethod
+    def _best_effort(fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except errors.SkiffError as err:
+            log.warning("cleanup %s%r failed: %s", getattr(fn, "__name__", fn), args, err)
+
+
+def _exit_of(task: exec_pb2.Task | None) -> api_pb2.WaitContainerResponse:
+    if task is None:
+        return api_pb2.WaitContainerResponse(exit_code=0)  # never started: Docker says 0
+    return api_pb2.WaitContainerResponse(exit_code=task.state.exit_code, error=task.state.error)
+
+
+def _gave_up(call: Call) -> errors.SkiffError:
+    if call.cancelled:
+        return errors.DeadlineExceeded("the call was cancelled", reason="CANCELLED")
+    return errors.DeadlineExceeded("deadline exceeded while waiting for the container")
+
+
+def _drain(stream: LogStream, call: Call) -> Iterator[types_pb2.LogEntry]:
+    """The stream's entries; ends quietly when the task is gone or our caller left."""
+    try:
+        yield from stream
+    except errors.NotFound:
+        return
+    except errors.SkiffError:
+        if call.cancelled:
+            return
+        raise
+    finally:
+        stream.cancel()

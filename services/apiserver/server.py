@@ -1,0 +1,99 @@
+"""Wiring: backends from addresses, domain objects, servicers, one Service.
+
+``build`` is separate from ``main`` so tests can serve the real servicers over
+fake backends on a socket in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from skiff.api.v1 import api_pb2, api_pb2_grpc
+from skiff.apiserver.backends import ExecBackend, ExecClient, GraphBackend, GraphClient, NetBackend, NetClient
+from skiff.apiserver.containers import Containers
+from skiff.apiserver.images import Images
+from skiff.apiserver.servicers import ContainerServicer, ImageServicer, SystemServicer
+from skiff.apiserver.system import System
+from skiff.common import errors
+from skiff.common.address import DEFAULT_HOST
+from skiff.common.server import Service, add_common_arguments, channel, setup_logging
+from skiff.common.tls import TLSFiles
+
+log = logging.getLogger(__name__)
+NAME = "apiserver"
+#: Full names of the public services, as reflection lists them.
+PUBLIC_SERVICES = tuple(s.full_name for s in api_pb2.DESCRIPTOR.services_by_name.values())
+
+
+@dataclass
+class Gateway:
+    service: Service
+    containers: Containers
+
+
+def build(
+    listen: Sequence[str],
+    graph: GraphBackend,
+    exec_: ExecBackend,
+    net: NetBackend,
+    *,
+    tls: TLSFiles | None = None,
+    data_root: str = "",
+    exec_root: str = "",
+    containers: Containers | None = None,
+) -> Gateway:
+    containers = containers or Containers(graph, exec_, net)
+    service = Service(NAME, listen, tls)
+    svc = api_pb2.DESCRIPTOR.services_by_name
+    service.add(api_pb2_grpc.add_SystemServiceServicer_to_server,
+                SystemServicer(System(graph, exec_, data_root, exec_root)), svc["SystemService"].full_name)
+    service.add(api_pb2_grpc.add_ImageServiceServicer_to_server,
+                ImageServicer(Images(graph)), svc["ImageService"].full_name)
+    service.add(api_pb2_grpc.add_ContainerServiceServicer_to_server,
+                ContainerServicer(containers), svc["ContainerService"].full_name)
+    return Gateway(service, containers)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="skiff-apiserver", description="skiff's public API gateway")
+    add_common_arguments(parser, default_socket=DEFAULT_HOST)
+    for svc in ("graphsvc", "execsvc", "netsvc"):
+        parser.add_argument(f"--{svc}", metavar="ADDRESS",
+                            help=f"address of {svc} (default unix://<exec-root>/{svc}.sock)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(NAME, args.log_level, args.debug)
+    exec_root = Path(args.exec_root)
+    tls = TLSFiles(args.tlscacert, args.tlscert, args.tlskey)
+
+    def target(svc: str) -> str:
+        return getattr(args, svc) or f"unix://{exec_root / (svc + '.sock')}"
+
+    try:
+        gateway = build(
+            args.listen or [DEFAULT_HOST],
+            GraphClient(channel(target("graphsvc"), tls)),
+            ExecClient(channel(target("execsvc"), tls)),
+            NetClient(channel(target("netsvc"), tls)),
+            tls=tls,
+            data_root=str(args.data_root),
+            exec_root=str(exec_root),
+        )
+        gateway.containers.sweep_in_background()
+        gateway.service.run_until_signal()
+    except (errors.SkiffError, OSError, RuntimeError) as err:
+        # RuntimeError: grpc's "Failed to bind" when an address is taken.
+        print(f"skiff-apiserver: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if "gateway" in locals():
+            gateway.containers.close()
+    return 0

@@ -1,0 +1,139 @@
+"""gRPC servicers of the public API: proto in, domain call, proto out. No logic here.
+
+Errors of every kind leave through :func:`skiff.common.grpcerr.handle`, so the
+reason an upstream service gave (IMAGE_NOT_FOUND, COMMAND_NOT_FOUND, ...)
+reaches the client unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+
+from skiff.api.v1 import api_pb2, api_pb2_grpc
+from skiff.apiserver.callctx import Call
+from skiff.apiserver.containers import Containers
+from skiff.apiserver.images import Images
+from skiff.apiserver.system import System
+from skiff.common import grpcerr
+
+T = TypeVar("T")
+
+
+def _unary(context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+    with grpcerr.handle(context):
+        return fn()
+    raise AssertionError("unreachable: handle() aborts the call")
+
+
+def _stream(context: grpc.ServicerContext, responses: Callable[[], Iterator[T]]) -> Iterator[T]:
+    with grpcerr.handle(context):
+        yield from responses()
+
+
+class SystemServicer(api_pb2_grpc.SystemServiceServicer):
+    def __init__(self, system: System):
+        self._system = system
+
+    def GetVersion(
+        self, request: api_pb2.GetVersionRequest, context: grpc.ServicerContext
+    ) -> api_pb2.GetVersionResponse:
+        return _unary(context, self._system.version)
+
+    def GetInfo(self, request: api_pb2.GetInfoRequest, context: grpc.ServicerContext) -> api_pb2.GetInfoResponse:
+        return _unary(context, self._system.info)
+
+
+class ImageServicer(api_pb2_grpc.ImageServiceServicer):
+    def __init__(self, images: Images):
+        self._images = images
+
+    def ImportImage(
+        self, request_iterator: Iterator[api_pb2.ImportImageRequest], context: grpc.ServicerContext
+    ) -> api_pb2.ImportImageResponse:
+        return _unary(context, lambda: api_pb2.ImportImageResponse(
+            image=self._images.import_image(request_iterator, Call.from_context(context))))
+
+    def ListImages(
+        self, request: api_pb2.ListImagesRequest, context: grpc.ServicerContext
+    ) -> api_pb2.ListImagesResponse:
+        return _unary(context, lambda: api_pb2.ListImagesResponse(images=self._images.list_images(request)))
+
+    def InspectImage(
+        self, request: api_pb2.InspectImageRequest, context: grpc.ServicerContext
+    ) -> api_pb2.InspectImageResponse:
+        return _unary(context, lambda: api_pb2.InspectImageResponse(image=self._images.inspect(request.image)))
+
+    def RemoveImage(
+        self, request: api_pb2.RemoveImageRequest, context: grpc.ServicerContext
+    ) -> api_pb2.RemoveImageResponse:
+        return _unary(context, lambda: api_pb2.RemoveImageResponse(items=self._images.remove(request)))
+
+
+class ContainerServicer(api_pb2_grpc.ContainerServiceServicer):
+    def __init__(self, containers: Containers):
+        self._containers = containers
+
+    def CreateContainer(
+        self, request: api_pb2.CreateContainerRequest, context: grpc.ServicerContext
+    ) -> api_pb2.CreateContainerResponse:
+        return _unary(context, lambda: self._containers.create(request))
+
+    def StartContainer(
+        self, request: api_pb2.StartContainerRequest, context: grpc.ServicerContext
+    ) -> api_pb2.StartContainerResponse:
+        _unary(context, lambda: self._containers.start(request.container))
+        return api_pb2.StartContainerResponse()
+
+    def ListContainers(
+        self, request: api_pb2.ListContainersRequest, context: grpc.ServicerContext
+    ) -> api_pb2.ListContainersResponse:
+        return _unary(context, lambda: api_pb2.ListContainersResponse(
+            containers=self._containers.list_containers(request.all, list(request.filters))))
+
+    def InspectContainer(
+        self, request: api_pb2.InspectContainerRequest, context: grpc.ServicerContext
+    ) -> api_pb2.InspectContainerResponse:
+        return _unary(context, lambda: api_pb2.InspectContainerResponse(
+            container=self._containers.inspect(request.container)))
+
+    def StopContainer(
+        self, request: api_pb2.StopContainerRequest, context: grpc.ServicerContext
+    ) -> api_pb2.StopContainerResponse:
+        timeout = request.timeout_seconds if request.HasField("timeout_seconds") else None
+        _unary(context, lambda: self._containers.stop(request.container, timeout, request.signal))
+        return api_pb2.StopContainerResponse()
+
+    def KillContainer(
+        self, request: api_pb2.KillContainerRequest, context: grpc.ServicerContext
+    ) -> api_pb2.KillContainerResponse:
+        _unary(context, lambda: self._containers.kill(request.container, request.signal))
+        return api_pb2.KillContainerResponse()
+
+    def RemoveContainer(
+        self, request: api_pb2.RemoveContainerRequest, context: grpc.ServicerContext
+    ) -> api_pb2.RemoveContainerResponse:
+        _unary(context, lambda: self._containers.remove(request.container, request.force, request.remove_link))
+        return api_pb2.RemoveContainerResponse()
+
+    def WaitContainer(
+        self, request: api_pb2.WaitContainerRequest, context: grpc.ServicerContext
+    ) -> api_pb2.WaitContainerResponse:
+        return _unary(context, lambda: self._containers.wait(
+            request.container, request.condition, Call.from_context(context)))
+
+    def ContainerLogs(
+        self, request: api_pb2.ContainerLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.ContainerLogsResponse]:
+        def responses() -> Iterator[api_pb2.ContainerLogsResponse]:
+            for entry in self._containers.logs(request, Call.from_context(context)):
+                yield api_pb2.ContainerLogsResponse(entry=entry)
+
+        return _stream(context, responses)
+
+    def AttachContainer(
+        self, request_iterator: Iterator[api_pb2.AttachContainerRequest], context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.AttachContainerResponse]:
+        return _stream(context, lambda: self._containers.attach(request_iterator, Call.from_context(context)))

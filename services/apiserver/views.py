@@ -1,0 +1,110 @@
+"""The public view of a container: a GraphDB record merged with its task and endpoint.
+
+Kept apart from the orchestration so that list and inspect build the same
+view, and so the merge can be tested without any backend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from skiff.api.v1 import api_pb2
+from skiff.common.errors import UNSUPPORTED_FILTER, InvalidArgument
+from skiff.exec.v1 import exec_pb2
+from skiff.graph.v1 import graph_pb2
+from skiff.net.v1 import net_pb2
+from skiff.types.v1 import types_pb2
+
+Status = types_pb2.ContainerStatus
+#: States in which the container has live processes (it must be stopped before removal).
+LIVE = frozenset({Status.CONTAINER_STATUS_RUNNING, Status.CONTAINER_STATUS_PAUSED,
+                  Status.CONTAINER_STATUS_RESTARTING})
+_PREFIX = "CONTAINER_STATUS_"
+#: Docker's status words (``--filter status=exited``) to the enum.
+STATUS_WORDS = {
+    name[len(_PREFIX):].lower(): value
+    for name, value in types_pb2.ContainerStatus.items()
+    if name != "CONTAINER_STATUS_UNSPECIFIED"
+}
+
+
+def is_live(task: exec_pb2.Task | None) -> bool:
+    return task is not None and task.state.status in LIVE
+
+
+def state_of(task: exec_pb2.Task | None) -> types_pb2.ContainerState:
+    """A task's state; a container that never ran (no task) is CREATED."""
+    if task is None:
+        return types_pb2.ContainerState(status=Status.CONTAINER_STATUS_CREATED)
+    return task.state
+
+
+def container_view(
+    record: graph_pb2.Container,
+    task: exec_pb2.Task | None,
+    endpoint: net_pb2.Endpoint | None,
+    rootfs: types_pb2.Mount | None = None,
+) -> api_pb2.Container:
+    settings = api_pb2.NetworkSettings(network_mode=record.host_config.network_mode)
+    if endpoint is not None:
+        settings.network_mode = endpoint.network_mode or settings.network_mode
+        settings.sandbox_key = endpoint.netns_path
+    view = api_pb2.Container(
+        id=record.id,
+        name=record.name,
+        image=record.config.image,
+        image_id=record.image_id,
+        created=record.created,
+        path=record.path,
+        args=record.args,
+        config=record.config,
+        host_config=record.host_config,
+        state=state_of(task),
+        network_settings=settings,
+        links=record.links,
+        log_path=task.log_path if task is not None else "",
+    )
+    if rootfs is not None:
+        view.rootfs.CopyFrom(rootfs)
+    return view
+
+
+def _status_match(words: list[str]) -> Callable[[api_pb2.Container], bool]:
+    wanted = set()
+    for word in words:
+        if word not in STATUS_WORDS:
+            raise InvalidArgument(
+                f"invalid filter 'status={word}': use one of {', '.join(sorted(STATUS_WORDS))}"
+            )
+        wanted.add(STATUS_WORDS[word])
+    return lambda c: c.state.status in wanted
+
+
+def _name_match(patterns: list[str]) -> Callable[[api_pb2.Container], bool]:
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except re.error as err:
+        raise InvalidArgument(f"invalid filter 'name': {err}") from None
+    return lambda c: any(p.search(c.name) for p in compiled)
+
+
+def _id_match(prefixes: list[str]) -> Callable[[api_pb2.Container], bool]:
+    return lambda c: any(c.id.startswith(p) for p in prefixes)
+
+
+_FILTERS = {"status": _status_match, "name": _name_match, "id": _id_match}
+
+
+def compile_filters(filters: Iterable[types_pb2.Filter]) -> Callable[[api_pb2.Container], bool]:
+    """One predicate for all filters: values of one key are OR-ed, keys are AND-ed."""
+    by_key: dict[str, list[str]] = {}
+    for f in filters:
+        if f.key not in _FILTERS:
+            raise InvalidArgument(
+                f"unsupported filter {f.key!r}: use one of {', '.join(sorted(_FILTERS))}",
+                reason=UNSUPPORTED_FILTER,
+            )
+        by_key.setdefault(f.key, []).append(f.value)
+    tests = [_FILTERS[key](values) for key, values in by_key.items()]
+    return lambda c: all(test(c) for test in tests)
