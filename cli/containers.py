@@ -1,0 +1,364 @@
+"""Container commands: create, start, run, ps, logs, stop, kill, rm, wait."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from skiff.cli import attach, exits, runopts
+from skiff.cli import format as fmt
+from skiff.cli.args import add_command, parse_bool, split_kv
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from skiff.api.v1 import api_pb2
+    from skiff.cli.client import Client
+
+_STATUS_PREFIX = "CONTAINER_STATUS_"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "create", cmd_create, "Create a new container", run_like=True, add_help=False,
+                    usage="skiff create [OPTIONS] IMAGE [COMMAND] [ARG...]")
+    runopts.add_flags(p)
+
+    p = add_command(sub, "run", cmd_run, "Run a command in a new container", run_like=True, add_help=False,
+                    usage="skiff run [OPTIONS] IMAGE [COMMAND] [ARG...]")
+    p.add_argument("-d", "--detach", action="store_true", help="run container in background and print its ID")
+    p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
+                   help="proxy received signals to the process (default true)")
+    runopts.add_flags(p)
+
+    p = add_command(sub, "start", cmd_start, "Start one or more stopped containers", run_like=True)
+    p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR and forward signals")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = add_command(sub, "ps", cmd_ps, "List containers")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers (default shows just running)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("-f", "--filter", action="append", help="filter output based on conditions (key=value)")
+
+    p = add_command(sub, "logs", cmd_logs, "Fetch the logs of a container")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    p.add_argument("-n", "--tail", default="all", help='number of lines to show from the end (default "all")')
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = add_command(sub, "stop", cmd_stop, "Stop one or more running containers")
+    p.add_argument("-t", "--time", "--timeout", dest="timeout", type=int, default=None,
+                   help="seconds to wait before killing the container (default 10)")
+    p.add_argument("-s", "--signal", default="", help="signal to send to the container")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = add_command(sub, "kill", cmd_kill, "Kill one or more running containers")
+    p.add_argument("-s", "--signal", default="", help='signal to send to the container (default "KILL")')
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = add_command(sub, "rm", cmd_rm, "Remove one or more containers")
+    p.add_argument("-f", "--force", action="store_true", help="force the removal of a running container")
+    p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes")
+    p.add_argument("-l", "--link", action="store_true", help="remove the specified link")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = add_command(sub, "wait", cmd_wait, "Block until containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+
+# --- create, start, run ------------------------------------------------------------
+
+
+def _create(client: Client, args: argparse.Namespace) -> str:
+    request = runopts.build_request(args, os.environ)
+    with client.translated():
+        resp = client.containers.CreateContainer(request, timeout=60)
+    for warning in resp.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return resp.id
+
+
+def _start(client: Client, container: str, remove_on_failure: bool = False) -> None:
+    """Start; with ``remove_on_failure`` (``run --rm``) make sure a container that
+    could not start does not stay behind (the gateway removes it too)."""
+    from skiff.api.v1 import api_pb2
+    from skiff.common.errors import SkiffError
+
+    try:
+        with client.translated():
+            client.containers.StartContainer(api_pb2.StartContainerRequest(container=container), timeout=60)
+    except SkiffError:
+        if remove_on_failure:
+            _quietly(lambda: client.containers.RemoveContainer(
+                api_pb2.RemoveContainerRequest(container=container, force=True), timeout=30))
+        raise
+
+
+def _wait(client: Client, container: str, condition: int) -> api_pb2.WaitContainerResponse:
+    from skiff.api.v1 import api_pb2
+
+    with client.translated():
+        return client.containers.WaitContainer(api_pb2.WaitContainerRequest(container=container,
+                                                                            condition=condition))
+
+
+def _open_attach(client: Client, container: str) -> Any:
+    """Open the attach stream. Done before StartContainer (as Docker does) so that no
+    output is lost and a fast ``--rm`` container cannot be removed before we attach;
+    the gateway holds an attach to a created container until it starts."""
+    return client.containers.AttachContainer(attach.attach_options(container))
+
+
+def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_failure: bool = False) -> int:
+    """Attach, start, stream output until the exit message; the container's exit code."""
+    from skiff.api.v1 import api_pb2
+
+    responses = _open_attach(client, container)
+    try:
+        _start(client, container, remove_on_failure)
+    except BaseException:
+        responses.cancel()
+        raise
+    with attach.signal_proxy(client, container, sig_proxy), client.translated():
+        try:
+            code = attach.stream_output(responses)
+        finally:
+            responses.cancel()  # a no-op once the stream has ended
+    if code is None:  # the stream ended early (gateway restarted?): ask for the status
+        resp = _wait(client, container, api_pb2.WAIT_CONDITION_NOT_RUNNING)
+        if resp.error:
+            raise exits.CLIError(f"Error response from daemon: {resp.error}", exits.ENGINE_FAILED)
+        code = resp.exit_code
+    return code
+
+
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    print(_create(client, args))
+    return 0
+
+
+def cmd_run(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+    from skiff.common.errors import NotFound
+
+    cid = _create(client, args)
+    if args.detach:
+        _start(client, cid, args.rm)
+        print(cid)
+        return 0
+    code = _start_attached(client, cid, args.sig_proxy, args.rm)
+    if args.rm:
+        # The daemon removes it; wait so that `ps -a` right after no longer shows it.
+        try:
+            _wait(client, cid, api_pb2.WAIT_CONDITION_REMOVED)
+        except NotFound:
+            pass
+    return code
+
+
+def _quietly(call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except Exception:  # best effort clean-up; the original error is what matters
+        pass
+
+
+def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    from skiff.common.errors import SkiffError
+
+    if args.attach:
+        if len(args.containers) > 1:
+            raise exits.Usage("you cannot start and attach multiple containers at once")
+        return _start_attached(client, args.containers[0], True)
+    failed: list[str] = []
+    code = 0
+    for name in args.containers:
+        try:
+            _start(client, name)
+        except SkiffError as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            failed.append(name)
+            code = exits.START_FAILURES.get(err.reason, exits.ENGINE_FAILED)
+            continue
+        print(name)
+    if failed:
+        print(f"Error: failed to start containers: {', '.join(failed)}", file=sys.stderr)
+    return code
+
+
+# --- ps ----------------------------------------------------------------------------
+
+
+def _ts(t: Timestamp) -> float | None:
+    """Epoch seconds, or None for an unset timestamp."""
+    if t.seconds == 0 and t.nanos == 0:
+        return None
+    return t.seconds + t.nanos / 1e9
+
+
+def status_word(c: api_pb2.Container) -> str:
+    from skiff.types.v1 import types_pb2
+
+    name = types_pb2.ContainerStatus.Name(c.state.status)
+    return name.removeprefix(_STATUS_PREFIX).lower() if name != "CONTAINER_STATUS_UNSPECIFIED" else "created"
+
+
+def command_of(c: api_pb2.Container) -> str:
+    """Docker's COMMAND: the path and its arguments joined by spaces."""
+    return " ".join([c.path, *c.args]) if c.args else c.path
+
+
+def _names(containers: list[api_pb2.Container]) -> dict[str, list[str]]:
+    """Each container's names: its own, then ``parent/alias`` for each link to it."""
+    names = {c.id: [c.name.lstrip("/")] for c in containers}
+    seen = set()
+    for c in containers:
+        for link in c.links:
+            key = (link.parent_id, link.child_id, link.name)
+            if key in seen or link.child_id not in names or link.parent_id not in names:
+                continue
+            seen.add(key)
+            names[link.child_id].append(f"{names[link.parent_id][0]}/{link.name}")
+    return names
+
+
+def ps_rows(containers: list[api_pb2.Container], no_trunc: bool, now: float) -> list[list[str]]:
+    names = _names(containers)
+    rows = []
+    for c in containers:
+        command = command_of(c)
+        image = c.image or c.image_id
+        if not no_trunc:
+            command = fmt.ellipsis(command, 20)
+            if image.startswith("sha256:"):
+                image = fmt.short_id(image)
+        created = _ts(c.created)
+        state = c.state
+        status = fmt.container_status(status_word(c), state.exit_code, _ts(state.started_at),
+                                      _ts(state.finished_at), now)
+        rows.append([
+            c.id if no_trunc else fmt.short_id(c.id),
+            image,
+            fmt.go_quote(command),
+            fmt.ago(created, now) if created is not None else "",
+            status,
+            "",  # PORTS: no port publishing yet
+            ",".join(names[c.id]) if no_trunc else names[c.id][0],
+        ])
+    return rows
+
+
+def cmd_ps(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+    from skiff.types.v1 import types_pb2
+
+    filters = [types_pb2.Filter(key=k, value=v) for k, v in split_kv(args.filter, "filter")]
+    with client.translated():
+        resp = client.containers.ListContainers(api_pb2.ListContainersRequest(all=args.all, filters=filters),
+                                                timeout=60)
+    found = sorted(resp.containers, key=lambda c: (c.created.seconds, c.created.nanos), reverse=True)
+    if args.quiet:
+        sys.stdout.write("".join(f"{c.id if args.no_trunc else fmt.short_id(c.id)}\n" for c in found))
+        return 0
+    header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    sys.stdout.write(fmt.table(header, ps_rows(found, args.no_trunc, time.time())))
+    return 0
+
+
+# --- logs --------------------------------------------------------------------------
+
+
+def _tail(text: str) -> int:
+    if text == "all":
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        raise exits.Usage(f'invalid argument "{text}" for "-n, --tail": a number or "all"') from None
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    request = api_pb2.ContainerLogsRequest(container=args.container, follow=args.follow, stdout=True,
+                                           stderr=True, tail=_tail(args.tail))
+    with client.translated():
+        for resp in client.containers.ContainerLogs(request):
+            attach.write_entry(resp.entry, args.timestamps)
+    return 0
+
+
+# --- stop, kill, rm, wait: one call per container, each failure reported -----------
+
+
+def _each(client: Client, names: list[str], call: Callable[[str], str | None]) -> int:
+    """Run ``call`` for each container; print what it returns, or the daemon's error."""
+    from skiff.common.errors import SkiffError
+
+    failed = False
+    for name in names:
+        try:
+            with client.translated():
+                out = call(name)
+        except SkiffError as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            failed = True
+            continue
+        if out is not None:
+            print(out, flush=True)
+    return exits.FAILED if failed else 0
+
+
+def cmd_stop(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    def stop(name: str) -> str:
+        req = api_pb2.StopContainerRequest(container=name, signal=args.signal)
+        if args.timeout is not None:
+            req.timeout_seconds = args.timeout
+        client.containers.StopContainer(req, timeout=max(args.timeout or 10, 0) + 60)
+        return name
+
+    return _each(client, args.containers, stop)
+
+
+def cmd_kill(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    def kill(name: str) -> str:
+        client.containers.KillContainer(api_pb2.KillContainerRequest(container=name, signal=args.signal),
+                                        timeout=60)
+        return name
+
+    return _each(client, args.containers, kill)
+
+
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    def rm(name: str) -> str:
+        client.containers.RemoveContainer(
+            api_pb2.RemoveContainerRequest(container=name, force=args.force, remove_volumes=args.volumes,
+                                           remove_link=args.link),
+            timeout=90,
+        )
+        return name
+
+    return _each(client, args.containers, rm)
+
+
+def cmd_wait(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    def wait(name: str) -> str:
+        resp = client.containers.WaitContainer(
+            api_pb2.WaitContainerRequest(container=name, condition=api_pb2.WAIT_CONDITION_NOT_RUNNING))
+        if resp.error:
+            print(f"Error: {name}: {resp.error}", file=sys.stderr)
+        return str(resp.exit_code)
+
+    return _each(client, args.containers, wait)

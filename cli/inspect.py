@@ -1,0 +1,212 @@
+"""``skiff inspect``: low-level information as Docker's JSON, and ``--format`` templates.
+
+Keys and shapes follow ``docker inspect`` as far as our data goes, so that
+scripts written against Docker's output (``{{.State.Pid}}``, ``.[0].Id``) keep
+working. Unset values are Go's zero values (``0001-01-01T00:00:00Z``, ``null``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+from skiff.cli import exits
+from skiff.cli import format as fmt
+from skiff.cli.args import add_command
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from skiff.api.v1 import api_pb2
+    from skiff.types.v1 import types_pb2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "inspect", cmd_inspect, "Return low-level information on skiff objects")
+    p.add_argument("-f", "--format", default="", help="format the output using a Go template subset")
+    p.add_argument("--type", choices=["container", "image"], help="return JSON for the specified type")
+    p.add_argument("names", nargs="+", metavar="NAME|ID")
+
+
+def _time(t: Timestamp) -> str:
+    return fmt.rfc3339nano(t.seconds, t.nanos)
+
+
+def config_json(cfg: types_pb2.ContainerConfig) -> dict[str, Any]:
+    return {
+        "Hostname": cfg.hostname,
+        "Domainname": "",
+        "User": cfg.user,
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "Tty": cfg.tty,
+        "OpenStdin": cfg.open_stdin,
+        "StdinOnce": False,
+        "Env": list(cfg.env) or None,
+        "Cmd": list(cfg.cmd.values) if cfg.HasField("cmd") else None,
+        "Image": cfg.image,
+        "Volumes": None,
+        "WorkingDir": cfg.working_dir,
+        "Entrypoint": list(cfg.entrypoint.values) if cfg.HasField("entrypoint") else None,
+        "OnBuild": None,
+        "Labels": dict(sorted(cfg.labels.items())),
+    }
+
+
+def container_json(c: api_pb2.Container) -> dict[str, Any]:
+    from skiff.cli.containers import status_word
+
+    status = status_word(c)
+    state = c.state
+    name = "/" + c.name.lstrip("/")
+    links = []
+    for link in c.host_config.links:
+        target, _, alias = link.partition(":")
+        links.append(f"/{target.lstrip('/')}:{name}/{alias or target.lstrip('/')}")
+    return {
+        "Id": c.id,
+        "Created": _time(c.created),
+        "Path": c.path,
+        "Args": list(c.args),
+        "State": {
+            "Status": status,
+            "Running": status in ("running", "paused", "restarting"),
+            "Paused": status == "paused",
+            "Restarting": status == "restarting",
+            "OOMKilled": state.oom_killed,
+            "Dead": status == "dead",
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": _time(state.started_at),
+            "FinishedAt": _time(state.finished_at),
+        },
+        "Image": c.image_id,
+        "LogPath": c.log_path,
+        "Name": name,
+        "Driver": c.rootfs.type,
+        "HostConfig": {
+            "NetworkMode": c.host_config.network_mode or c.network_settings.network_mode,
+            "Memory": c.host_config.memory_bytes,
+            "PidsLimit": c.host_config.pids_limit or None,
+            "AutoRemove": c.host_config.auto_remove,
+            "Links": links or None,
+        },
+        "Config": config_json(c.config),
+        "NetworkSettings": {"SandboxKey": c.network_settings.sandbox_key},
+    }
+
+
+def image_json(img: api_pb2.Image) -> dict[str, Any]:
+    return {
+        "Id": img.id,
+        "RepoTags": list(img.repo_tags),
+        "RepoDigests": list(img.repo_digests),
+        "Parent": img.parent_id,
+        "Comment": img.comment,
+        "Created": _time(img.created),
+        "Config": config_json(img.config),
+        "Architecture": img.architecture,
+        "Os": img.os,
+        "Size": img.size,
+        "RootFS": {"Type": "layers", "Layers": list(img.layers)},
+    }
+
+
+# --- a small subset of Go's text/template ---------------------------------------------
+
+_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}")
+_PATH = re.compile(r"^\.((?:[A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z_][A-Za-z0-9_]*)*)?$")
+
+
+def _go_str(value: Any) -> str:
+    """A value as Go's ``fmt.Print`` would show it."""
+    if value is None:
+        return "<no value>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{_go_str(v)}" for k, v in sorted(value.items())) + "]"
+    return str(value)
+
+
+def _lookup(obj: Any, expr: str) -> Any:
+    match = _PATH.match(expr)
+    if not match:
+        raise exits.CLIError(f"template: unsupported expression {expr!r}")
+    value = obj
+    for key in (match.group(1) or "").split(".") if match.group(1) else []:
+        if not isinstance(value, dict):
+            raise exits.CLIError(f"template: can't evaluate field {key} in {_go_str(value)}")
+        if key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def render(template: str, obj: Any) -> str:
+    """``{{.A.B}}``, ``{{json .A}}``, ``{{.}}``, and literal text around them."""
+    out = []
+    pos = 0
+    for match in _ACTION.finditer(template):
+        out.append(template[pos : match.start()])
+        pos = match.end()
+        words = match.group(1).split()
+        if len(words) == 2 and words[0] == "json":
+            out.append(json.dumps(_lookup(obj, words[1]), ensure_ascii=False, separators=(",", ":")))
+        elif len(words) == 1:
+            out.append(_go_str(_lookup(obj, words[0])))
+        else:
+            raise exits.CLIError(f"template: unsupported action {{{{{match.group(1)}}}}}")
+    out.append(template[pos:])
+    return "".join(out)
+
+
+def cmd_inspect(client: Any, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+    from skiff.common.errors import NotFound, SkiffError
+
+    def container(name: str) -> dict[str, Any]:
+        with client.translated():
+            resp = client.containers.InspectContainer(api_pb2.InspectContainerRequest(container=name), timeout=60)
+        return container_json(resp.container)
+
+    def image(name: str) -> dict[str, Any]:
+        with client.translated():
+            resp = client.images.InspectImage(api_pb2.InspectImageRequest(image=name), timeout=60)
+        return image_json(resp.image)
+
+    found: list[dict[str, Any]] = []
+    failed = False
+    for name in args.names:
+        try:
+            if args.type == "image":
+                obj = image(name)
+            else:
+                try:
+                    obj = container(name)
+                except NotFound:
+                    if args.type == "container":
+                        raise
+                    obj = image(name)  # Docker's order: a container first, then an image
+        except NotFound:
+            print(f"Error: No such {args.type or 'object'}: {name}", file=sys.stderr)
+            failed = True
+            continue
+        except SkiffError as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            failed = True
+            continue
+        found.append(obj)
+    if args.format:
+        for obj in found:
+            print(render(args.format, obj))
+    else:
+        print(json.dumps(found, indent=4, ensure_ascii=False))
+    return exits.FAILED if failed else 0

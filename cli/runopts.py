@@ -1,0 +1,93 @@
+"""The flags of ``create`` and ``run``, and the CreateContainerRequest they make.
+
+Docker's rules: everything after IMAGE is the command (flags there belong to
+the command); ``-e KEY`` takes KEY's value from the client's environment and is
+dropped when unset; ``--entrypoint ""`` clears the image's entrypoint; ``-m``
+takes go-units sizes and refuses less than 6 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from skiff.cli import exits
+from skiff.cli import format as fmt
+from skiff.cli.args import split_kv
+
+if TYPE_CHECKING:
+    from skiff.api.v1 import api_pb2
+
+#: Docker's smallest memory limit (``Minimum memory limit allowed is 6MB``).
+MIN_MEMORY = 6 * 1024 * 1024
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default="", help="assign a name to the container")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set environment variables (KEY alone: the value in this environment)")
+    p.add_argument("-w", "--workdir", default="", help="working directory inside the container")
+    p.add_argument("-u", "--user", default="", help="username or UID (format: <name|uid>[:<group|gid>])")
+    p.add_argument("-h", "--hostname", default="", help="container host name")
+    p.add_argument("--entrypoint", default=None, help="overwrite the default ENTRYPOINT of the image")
+    p.add_argument("--network", "--net", dest="network", default="", help="connect a container to a network")
+    p.add_argument("-m", "--memory", default=None, help="memory limit (e.g. 64m, 1g)")
+    p.add_argument("--pids-limit", type=int, default=0, help="tune container pids limit (-1 for unlimited)")
+    p.add_argument("-l", "--label", action="append", default=[], help="set meta data on a container")
+    p.add_argument("--link", action="append", default=[], help="add link to another container (name:alias)")
+    p.add_argument("--rm", action="store_true", help="automatically remove the container when it exits")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+
+
+def parse_memory(text: str | None) -> int:
+    if text is None or text == "":
+        return 0
+    try:
+        value = fmt.parse_ram(text)
+    except ValueError as err:
+        raise exits.Usage(f'invalid argument "{text}" for "-m, --memory" flag: {err}') from None
+    if 0 < value < MIN_MEMORY:
+        raise exits.Usage("Minimum memory limit allowed is 6MB")
+    return value
+
+
+def expand_env(items: list[str], environ: Mapping[str, str]) -> list[str]:
+    """``KEY=value`` kept; ``KEY`` alone takes the client's value, or is dropped."""
+    out = []
+    for item in items:
+        if "=" in item:
+            if item.startswith("="):
+                raise exits.Usage(f"invalid environment variable: {item}")
+            out.append(item)
+        elif item in environ:
+            out.append(f"{item}={environ[item]}")
+    return out
+
+
+def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_pb2.CreateContainerRequest:
+    from skiff.api.v1 import api_pb2
+    from skiff.types.v1 import types_pb2
+
+    config = types_pb2.ContainerConfig(
+        image=args.image,
+        env=expand_env(args.env, environ),
+        working_dir=args.workdir,
+        user=args.user,
+        hostname=args.hostname,
+        labels=dict(split_kv(args.label, "label")),
+    )
+    if args.command:
+        config.cmd.CopyFrom(types_pb2.StringList(values=args.command))
+    if args.entrypoint is not None:
+        # Presence matters: an empty list clears the image's entrypoint.
+        config.entrypoint.CopyFrom(types_pb2.StringList(values=[args.entrypoint] if args.entrypoint else []))
+    host = types_pb2.HostConfig(
+        network_mode=args.network,
+        memory_bytes=parse_memory(args.memory),
+        pids_limit=max(args.pids_limit, 0),
+        auto_remove=args.rm,
+        links=args.link,
+    )
+    return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)
