@@ -1,0 +1,5 @@
+import sys
+
+from skiff.netsvc.server import main
+
+sys.exit(main())

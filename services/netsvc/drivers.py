@@ -1,0 +1,91 @@
+"""Network drivers: one per network mode, behind one small Protocol.
+
+A driver makes and unmakes the kernel side of an endpoint; the
+:class:`~skiff.netsvc.manager.EndpointManager` owns records, idempotency and
+reconciliation. A bridge driver (veth pair, address, NAT) slots in here later
+with the same two calls plus its own ``reconcile``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from skiff.netsvc import netns
+from skiff.netsvc.model import MODE_HOST, MODE_NONE, Endpoint
+
+
+class NetworkDriver(Protocol):
+    mode: str
+
+    def create_endpoint(self, container_id: str) -> Endpoint:
+        """Make the endpoint; may be called again after a partial failure."""
+        ...
+
+    def delete_endpoint(self, endpoint: Endpoint) -> None:
+        """Undo :meth:`create_endpoint`. Idempotent: a missing piece is not an error."""
+        ...
+
+    def is_alive(self, endpoint: Endpoint) -> bool:
+        """Whether the kernel still has what the record describes (start-up reconciliation)."""
+        ...
+
+    def orphans(self, known: set[str]) -> list[str]:
+        """Kernel objects this driver made that no record in ``known`` (container ids) owns."""
+        ...
+
+    def remove_orphan(self, name: str) -> None: ...
+
+
+class NoneDriver:
+    """``none``: a fresh namespace with only ``lo``, up; kept as ``<netns_dir>/<container_id>``."""
+
+    mode = MODE_NONE
+
+    def __init__(self, netns_dir: Path):
+        self.netns_dir = netns_dir
+        netns.ensure_mount_point(netns_dir)
+
+    def path(self, container_id: str) -> Path:
+        return self.netns_dir / container_id
+
+    def create_endpoint(self, container_id: str) -> Endpoint:
+        path = self.path(container_id)
+        netns.create(path)
+        return Endpoint(container_id, self.mode, str(path))
+
+    def delete_endpoint(self, endpoint: Endpoint) -> None:
+        netns.remove(self.path(endpoint.container_id))
+
+    def is_alive(self, endpoint: Endpoint) -> bool:
+        return netns.is_mounted(self.path(endpoint.container_id))
+
+    def orphans(self, known: set[str]) -> list[str]:
+        mounted = netns.mounted_under(self.netns_dir)
+        # A plain file with no mount is debris of a crash between create and mount.
+        files = {p.name for p in self.netns_dir.iterdir()} if self.netns_dir.is_dir() else set()
+        return sorted((mounted | files) - known)
+
+    def remove_orphan(self, name: str) -> None:
+        netns.remove(self.path(name))
+
+
+class HostDriver:
+    """``host``: the container shares the host's namespace; nothing to make."""
+
+    mode = MODE_HOST
+
+    def create_endpoint(self, container_id: str) -> Endpoint:
+        return Endpoint(container_id, self.mode, "")
+
+    def delete_endpoint(self, endpoint: Endpoint) -> None:
+        pass
+
+    def is_alive(self, endpoint: Endpoint) -> bool:
+        return True
+
+    def orphans(self, known: set[str]) -> list[str]:
+        return []
+
+    def remove_orphan(self, name: str) -> None:
+        pass

@@ -1,0 +1,47 @@
+"""Endpoint records on disk: one small JSON file, replaced atomically.
+
+A JSON file rather than SQLite: there are few endpoints, every change rewrites
+them all in well under a millisecond, and a crash leaves either the old or the
+new file (write to a temporary file, fsync, rename) — never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from skiff.netsvc.model import Endpoint
+
+#: Bumped when the file's shape changes; a reader refuses a version it does not know.
+VERSION = 1
+
+
+class EndpointStore:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict[str, Endpoint]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        if data.get("version") != VERSION:
+            raise RuntimeError(f"{self.path}: unsupported version {data.get('version')!r}")
+        return {e["container_id"]: Endpoint(**e) for e in data["endpoints"]}
+
+    def save(self, endpoints: dict[str, Endpoint]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"version": VERSION, "endpoints": [asdict(e) for _, e in sorted(endpoints.items())]}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".endpoints-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise

@@ -1,0 +1,5 @@
+import sys
+
+from skiff.supervisor.main import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""skiffd: the supervisor. Starts graphsvc, execsvc, netsvc and apiserver and keeps them up.
+
+Also run as ``skiff -d …``. Under systemd, the units in deploy/systemd do the same
+job one service per unit; skiffd is for hosts without systemd and for development.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from skiff.common import address
+from skiff.common.errors import SkiffError
+from skiff.common.server import setup_logging
+from skiff.common.tls import TLSFiles
+from skiff.supervisor import process
+from skiff.supervisor.pidfile import PidFile
+from skiff.supervisor.supervisor import ServiceSpec, Supervisor
+
+log = logging.getLogger("skiffd")
+
+#: Start order; stop order is the reverse.
+BACKENDS = ("graphsvc", "execsvc", "netsvc")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="skiffd", description="skiff daemon: runs and supervises the services")
+    p.add_argument("-D", "--debug", action="store_true", help="debug logging (same as -l debug)")
+    p.add_argument("-l", "--log-level", default="info",
+                   choices=["debug", "info", "warn", "warning", "error", "fatal"])
+    p.add_argument("-H", "--host", dest="hosts", action="append", metavar="ADDR",
+                   help=f"address for the public API (repeatable; default {address.DEFAULT_HOST})")
+    p.add_argument("--data-root", type=Path, default=Path("/var/lib/skiff"))
+    p.add_argument("--exec-root", type=Path, default=Path("/run/skiff"))
+    p.add_argument("--tlscacert", type=Path)
+    p.add_argument("--tlscert", type=Path)
+    p.add_argument("--tlskey", type=Path)
+    p.add_argument("--pidfile", type=Path, help="default <exec-root>/skiffd.pid")
+    args = p.parse_args(argv)
+    args.hosts = args.hosts or [address.DEFAULT_HOST]
+    args.pidfile = args.pidfile or args.exec_root / "skiffd.pid"
+    return args
+
+
+def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[ServiceSpec]:
+    """The four services' command lines, in start order."""
+    level = "debug" if args.debug else args.log_level
+    common = ["--data-root", str(args.data_root), "--exec-root", str(args.exec_root), "-l", level]
+    sock = {name: f"unix://{args.exec_root}/{name}.sock" for name in BACKENDS}
+    specs = [ServiceSpec(name, [python, "-m", f"skiff.{name}", "-H", sock[name], *common], sock[name])
+             for name in BACKENDS]
+    api = [python, "-m", "skiff.apiserver"]
+    for host in args.hosts:
+        api += ["-H", host]
+    for name in BACKENDS:
+        api += [f"--{name}", sock[name]]
+    api += common
+    tls = TLSFiles(args.tlscacert, args.tlscert, args.tlskey)
+    for flag, path in (("--tlscacert", tls.ca), ("--tlscert", tls.cert), ("--tlskey", tls.key)):
+        if path is not None:
+            api += [flag, str(path)]
+    # Probe a unix address when there is one: it needs no client certificate.
+    probe = next((h for h in args.hosts if address.parse(h).scheme == "unix"), args.hosts[0])
+    specs.append(ServiceSpec("apiserver", api, probe, tls))
+    return specs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging("skiffd", args.log_level, args.debug)
+    try:
+        for host in args.hosts:
+            address.parse(host)
+        pidfile = PidFile(args.pidfile)
+        pidfile.acquire()
+    except SkiffError as err:
+        log.error("%s", err)
+        return 1
+    try:
+        process.become_subreaper()
+        supervisor = Supervisor(build_specs(args))
+
+        def on_stop(signum: int, _frame: object) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            supervisor.request_stop()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGCHLD, lambda _s, _f: supervisor.wake())
+        return supervisor.run()
+    finally:
+        pidfile.release()
