@@ -102,15 +102,18 @@ def _wait(client: Client, container: str, condition: int) -> api_pb2.WaitContain
     from skiff.api.v1 import api_pb2
 
     with client.translated():
-        return client.containers.WaitContainer(api_pb2.WaitContainerRequest(container=container,
-                                                                            condition=condition))
+        request = api_pb2.WaitContainerRequest(container=container)
+        request.condition = condition  # type: ignore[assignment]  # an enum value is an int
+        return client.containers.WaitContainer(request)
 
 
 def _open_attach(client: Client, container: str) -> Any:
     """Open the attach stream. Done before StartContainer (as Docker does) so that no
     output is lost and a fast ``--rm`` container cannot be removed before we attach;
     the gateway holds an attach to a created container until it starts."""
-    return client.containers.AttachContainer(attach.attach_options(container))
+    responses = client.containers.AttachContainer(attach.attach_options(container))
+    responses.initial_metadata()  # the gateway has registered the stream: safe to start
+    return responses
 
 
 def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_failure: bool = False) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 from skiff.api.v1 import api_pb2
@@ -68,6 +68,10 @@ class Containers:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._exits: OrderedDict[str, api_pb2.WaitContainerResponse] = OrderedDict()
+        # Attach streams open per container: auto-remove waits for them, so that a client
+        # attached before start (`run --rm`) always gets the output and the exit status.
+        self._attached: Counter[str] = Counter()
+        self._detached = threading.Condition(self._lock)
 
     # --- reading -------------------------------------------------------------
 
@@ -232,9 +236,17 @@ class Containers:
             return _exit_of(task)
         return self._wait_exit(record.id, call)
 
+    def _wait_task(self, container_id: str, call: Call) -> exec_pb2.WaitTaskResponse:
+        """A wait survives a restart of execsvc: the exit code is on disk, ask again."""
+        while True:
+            try:
+                return self._exec.wait_task(container_id, call=call)
+            except errors.Unavailable:
+                if not self._tick(call):
+                    raise _gave_up(call) from None
+
     def _wait_exit(self, container_id: str, call: Call) -> api_pb2.WaitContainerResponse:
-        result = self._exec.wait_task(container_id, call=call)
-        return api_pb2.WaitContainerResponse(exit_code=result.exit_code)
+        return api_pb2.WaitContainerResponse(exit_code=self._wait_task(container_id, call).exit_code)
 
     def _wait_next_exit(self, container_id: str, call: Call) -> api_pb2.WaitContainerResponse:
         task = self._task(container_id)
@@ -288,9 +300,15 @@ class Containers:
         return _drain(self._exec.read_logs(upstream, call), call)
 
     def attach(
-        self, requests: Iterator[api_pb2.AttachContainerRequest], call: Call
+        self, requests: Iterator[api_pb2.AttachContainerRequest], call: Call,
+        attached: Callable[[], None] | None = None,
     ) -> Iterator[api_pb2.AttachContainerResponse]:
-        """Output (replayed with ``logs``, then live) and, last, the exit status."""
+        """Output (replayed with ``logs``, then live) and, last, the exit status.
+
+        ``attached`` is called once the stream is registered: from then on an auto-remove
+        waits for it, so a client may start the container (the gateway sends the stream's
+        initial metadata then, and the CLI waits for it before StartContainer).
+        """
         first = next(requests, None)
         if first is None or first.WhichOneof("part") != "options":
             raise errors.InvalidArgument("the first attach request must carry the options")
@@ -298,19 +316,39 @@ class Containers:
         if options.stdin:
             raise errors.FailedPrecondition("attaching stdin is not supported yet", reason=STDIN_UNSUPPORTED)
         record = self._graph.get_container(options.container)
-        while self._task(record.id) is None:  # attached before start: wait for it
+        with self._lock:
+            self._attached[record.id] += 1
+        try:
+            if attached is not None:
+                attached()
+            yield from self._attached_stream(record.id, options, call)
+        finally:
+            with self._lock:
+                self._attached[record.id] -= 1
+                if self._attached[record.id] <= 0:
+                    del self._attached[record.id]
+                self._detached.notify_all()
+
+    def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call
+                         ) -> Iterator[api_pb2.AttachContainerResponse]:
+        while self._task(cid) is None:  # attached before start: wait for it
+            with self._lock:
+                removed = self._exits.get(cid)
+            if removed is not None:  # it ran and was removed meanwhile
+                yield api_pb2.AttachContainerResponse(exit=api_pb2.ExitStatus(exit_code=removed.exit_code))
+                return
             if not self._tick(call):
                 raise _gave_up(call)
         both = not (options.stdout or options.stderr)
         upstream = exec_pb2.ReadLogsRequest(
-            id=record.id, follow=True, tail=-1 if options.logs else 0,
+            id=cid, follow=True, tail=-1 if options.logs else 0,
             stdout=options.stdout or both, stderr=options.stderr or both,
         )
         for entry in _drain(self._exec.read_logs(upstream, call), call):
             yield api_pb2.AttachContainerResponse(output=entry)
         if call.cancelled:
             return
-        result = self._exec.wait_task(record.id, call=call)
+        result = self._wait_task(cid, call)
         yield api_pb2.AttachContainerResponse(
             exit=api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
         )
@@ -380,7 +418,9 @@ class Containers:
             with self._lock:
                 self._watching.discard(container_id)
 
-    def _auto_remove(self, container_id: str) -> None:
+    def _auto_remove(self, container_id: str, attach_grace: float = 30.0) -> None:
+        with self._lock:  # let attached clients read the output and the exit status first
+            self._detached.wait_for(lambda: self._attached[container_id] <= 0, timeout=attach_grace)
         if is_live(self._task(container_id)):
             return  # started again meanwhile
         try:

@@ -80,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         gateway = build(
             args.listen or [DEFAULT_HOST],
-            GraphClient(channel(target("graphsvc"), tls)),
-            ExecClient(channel(target("execsvc"), tls)),
-            NetClient(channel(target("netsvc"), tls)),
+            GraphClient(channel(target("graphsvc"), tls, internal=True)),
+            ExecClient(channel(target("execsvc"), tls, internal=True)),
+            NetClient(channel(target("netsvc"), tls, internal=True)),
             tls=tls,
             data_root=str(args.data_root),
             exec_root=str(exec_root),

@@ -136,4 +136,8 @@ class ContainerServicer(api_pb2_grpc.ContainerServiceServicer):
     def AttachContainer(
         self, request_iterator: Iterator[api_pb2.AttachContainerRequest], context: grpc.ServicerContext
     ) -> Iterator[api_pb2.AttachContainerResponse]:
-        return _stream(context, lambda: self._containers.attach(request_iterator, Call.from_context(context)))
+        def attached() -> None:
+            context.send_initial_metadata((("skiff-attached", "1"),))
+
+        return _stream(context, lambda: self._containers.attach(request_iterator, Call.from_context(context),
+                                                                attached))

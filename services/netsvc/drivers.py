@@ -36,6 +36,10 @@ class NetworkDriver(Protocol):
 
     def remove_orphan(self, name: str) -> None: ...
 
+    def close(self) -> None:
+        """At shutdown: release what the driver holds for itself (never a live endpoint)."""
+        ...
+
 
 class NoneDriver:
     """``none``: a fresh namespace with only ``lo``, up; kept as ``<netns_dir>/<container_id>``."""
@@ -44,15 +48,20 @@ class NoneDriver:
 
     def __init__(self, netns_dir: Path):
         self.netns_dir = netns_dir
-        netns.ensure_mount_point(netns_dir)
 
     def path(self, container_id: str) -> Path:
         return self.netns_dir / container_id
 
     def create_endpoint(self, container_id: str) -> Endpoint:
+        netns.ensure_mount_point(self.netns_dir)  # made when first needed, released by close()
         path = self.path(container_id)
         netns.create(path)
         return Endpoint(container_id, self.mode, str(path))
+
+    def close(self) -> None:
+        """At shutdown: give back the netns directory's own mount when no namespace is left in it."""
+        if netns.is_mounted(self.netns_dir) and not netns.mounted_under(self.netns_dir):
+            netns.umount(str(self.netns_dir))
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
         netns.remove(self.path(endpoint.container_id))
@@ -88,4 +97,7 @@ class HostDriver:
         return []
 
     def remove_orphan(self, name: str) -> None:
+        pass
+
+    def close(self) -> None:
         pass

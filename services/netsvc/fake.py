@@ -31,3 +31,6 @@ class FakeDriver:
     def remove_orphan(self, name: str) -> None:
         self.calls.append(("remove_orphan", name))
         self.live.discard(name)
+
+    def close(self) -> None:
+        self.calls.append(("close", ""))

@@ -102,6 +102,11 @@ class EndpointManager:
             self.store.save(self._endpoints)
             log.info("deleted endpoint of %s", container_id)
 
+    def close(self) -> None:
+        """Let each driver give back what it holds only for itself (never a live endpoint)."""
+        for driver in self.drivers.values():
+            driver.close()
+
     def reconcile(self) -> None:
         """Make records and kernel agree after a restart (or a crash).
 

@@ -48,4 +48,5 @@ def main(argv: list[str] | None = None) -> int:
     listen = args.listen or [f"unix://{args.exec_root}/netsvc.sock"]
     manager = build_manager(args.data_root, args.exec_root)
     build_service(listen, manager, TLSFiles(args.tlscacert, args.tlscert, args.tlskey)).run_until_signal()
+    manager.close()
     return 0

@@ -38,7 +38,7 @@ class Engine:
         return result
 
     def service_pid(self, name: str) -> int:
-        out = subprocess.run(["pgrep", "-f", f"-m skiff.{name} .*{self.exec_root}/"], capture_output=True,
+        out = subprocess.run(["pgrep", "-f", f"python.* -m skiff[.]{name} .*{self.exec_root}/"], capture_output=True,
                              text=True).stdout.split()
         assert len(out) == 1, f"expected one {name} process, found {out}"
         return int(out[0])

@@ -124,7 +124,11 @@ def test_logs_keep_streams_apart(skiff) -> None:
     skiff("wait", cid)
     r = skiff("logs", cid)
     assert r.stdout == "out\n" and r.stderr == "err\n"
-    assert skiff("logs", "--tail", "1", cid).stdout == "out\n"
+    skiff("rm", cid, check=True)
+    cid = skiff("run", "-d", "busybox", "sh", "-c", "echo 1; echo 2; echo 3").stdout.strip()
+    skiff("wait", cid)
+    assert skiff("logs", "--tail", "2", cid).stdout == "2\n3\n"
+    assert skiff("logs", "--tail", "0", cid).stdout == ""
     skiff("rm", cid, check=True)
 
 

@@ -107,3 +107,16 @@ def test_server_over_unix_socket(roots: tuple[Path, Path]) -> None:
             assert not Path(e.netns_path).exists()
     finally:
         service.stop(grace=0)
+
+
+def test_close_releases_the_netns_directory_mount(tmp_path: Path) -> None:
+    from skiff.netsvc.drivers import NoneDriver
+
+    driver = NoneDriver(tmp_path / "netns")
+    assert not netns.is_mounted(tmp_path / "netns")  # nothing is mounted until it is needed
+    endpoint = driver.create_endpoint("c1")
+    driver.close()  # a live namespace keeps the directory mounted
+    assert netns.is_mounted(tmp_path / "netns")
+    driver.delete_endpoint(endpoint)
+    driver.close()
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()

@@ -196,6 +196,7 @@ class FakeEngine(api_pb2_grpc.SystemServiceServicer, api_pb2_grpc.ImageServiceSe
         first = next(request_iterator)
         self._record("AttachContainer", first)
         c = self._find(first.options.container, context)
+        context.send_initial_metadata((("skiff-attached", "1"),))  # as the gateway: registered
         self.attached.set()
         if c.path == "sleepy":
             self.killed.wait(10)
