@@ -49,7 +49,7 @@ def _mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down, and checked, when the e2e tier ends
 def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Engine]:
     if not is_root():
         pytest.skip("the end-to-end tier needs root (namespaces, cgroups, overlayfs)")

@@ -97,6 +97,7 @@ def _cgroup_dirs(cg: CgroupV1 | CgroupV2) -> list[Path]:
 def runtime(shim: Path, tmp_path: Path) -> Iterator[Runtime]:
     cg = detect(CGROUP_PARENT)
     rt = Runtime(tmp_path / "exec", shim, cgroups=cg)
+    before = set(_children())  # e.g. a session-wide skiffd of the e2e tier
     yield rt
     for cid in Runtime(tmp_path / "exec", shim, cgroups=cg).list():
         rt.delete(cid, force=True)
@@ -104,10 +105,10 @@ def runtime(shim: Path, tmp_path: Path) -> Iterator[Runtime]:
     deadline = time.monotonic() + 5
     while True:
         reaper.reap()
-        if not _children() or time.monotonic() > deadline:
+        if not set(_children()) - before or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    assert _children() == [], "processes left behind"
+    assert sorted(set(_children()) - before) == [], "processes left behind"
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(tmp_path) not in mounts, "mounts left behind"
     assert _cgroup_dirs(cg) == [], "cgroup directories left behind"  # type: ignore[arg-type]
