@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         svc = server.Service("execsvc", listen)
         svc.add(exec_pb2_grpc.add_ExecServiceServicer_to_server, ExecServicer(tasks), "skiff.exec.v1.ExecService")
         svc.run_until_signal()
+        if not runtime.list():  # no container left: give back the parent cgroup too
+            runtime.cgroups.remove_parent_if_empty()
     except SkiffError as err:
         print(f"execsvc: {err}", file=sys.stderr)
         return 1

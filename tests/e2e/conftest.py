@@ -87,6 +87,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Itera
         for mnt in reversed(leftovers):
             subprocess.run(["umount", "-l", mnt], check=False)
         assert not leftovers, f"mounts left behind: {leftovers}"
+        cgroups = [p for p in Path("/sys/fs/cgroup").glob("*/skiff") if p.is_dir()]
+        assert not cgroups, f"cgroups left behind: {cgroups}"
 
 
 @pytest.fixture
