@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
-APT_PACKAGES := busybox-static iptables iproute2 util-linux gcc libc6-dev systemd
+APT_PACKAGES := busybox-static iproute2 util-linux gcc libc6-dev systemd openssl
 SHIM := services/execsvc/shim/skiff-shim
 DEMO_IMAGE := build/busybox.tar
 DATA_ROOT ?= /var/lib/skiff
@@ -70,7 +70,7 @@ $(DEMO_IMAGE): deploy/mkimage-busybox.sh
 	mkdir -p build
 	deploy/mkimage-busybox.sh $@
 
-test: setup $(DEMO_IMAGE)
+test: setup $(DEMO_IMAGE) check
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 test-unit: setup

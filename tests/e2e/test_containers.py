@@ -43,23 +43,22 @@ def test_root_is_the_images(skiff) -> None:
 
 
 def test_memory_limit_is_in_force(engine: Engine, skiff) -> None:
-    r = skiff("run", "-d", "--memory", "64m", "--pids-limit", "50", "busybox", "sleep", "30")
-    cid = r.stdout.strip()
+    """The container's own /proc/self/cgroup names its cgroup, and that cgroup holds the limits."""
+    script = "cat /proc/self/cgroup; sleep 30"
+    cid = skiff("run", "-d", "--memory", "64m", "--pids-limit", "50", "busybox", "sh", "-c", script).stdout.strip()
     try:
-        own = skiff("run", "--rm", "busybox", "cat", "/proc/self/cgroup").stdout
-        assert own  # every container sees its own cgroup membership
-        info = json.loads(skiff("inspect", cid, check=True).stdout)[0]
-        pid = info["State"]["Pid"]
-        assert pid > 0
-        memline = next(line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-                       if line.split(":")[1] in ("memory", ""))
-        path = memline.split(":", 2)[2]
-        if memline.split(":")[1] == "memory":
-            limit = Path(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").read_text()
-        else:
-            limit = Path(f"/sys/fs/cgroup{path}/memory.max").read_text()
-        assert int(limit) == 64 * 1024 * 1024
-        assert cid in path
+        deadline = time.monotonic() + 10
+        while not (seen := skiff("logs", cid).stdout) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own = dict(line.split(":", 2)[1:] for line in seen.splitlines())
+        if "memory" in own:  # cgroup v1
+            assert int(Path(f"/sys/fs/cgroup/memory{own['memory']}/memory.limit_in_bytes").read_text()) == 64 << 20
+            assert int(Path(f"/sys/fs/cgroup/pids{own['pids']}/pids.max").read_text()) == 50
+            assert cid in own["memory"]
+        else:  # cgroup v2
+            assert int(Path(f"/sys/fs/cgroup{own['']}/memory.max").read_text()) == 64 << 20
+        pid = json.loads(skiff("inspect", cid, check=True).stdout)[0]["State"]["Pid"]
+        assert pid > 0 and Path(f"/proc/{pid}/cgroup").read_text() == seen
     finally:
         skiff("rm", "-f", cid)
 
