@@ -108,6 +108,22 @@ static void bundle_path(char *dst, const char *name)
 }
 
 /* tmp + fsync + rename, so readers never see a half-written file. */
+/* Read until EOF or until buf (of size cap) is full; buf is NUL-terminated. */
+static size_t read_full(int fd, char *buf, size_t cap)
+{
+    size_t got = 0;
+    while (got < cap - 1) {
+        ssize_t n = read(fd, buf + got, cap - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    buf[got] = 0;
+    return got;
+}
+
 static int write_file_atomic(const char *name, const char *content)
 {
     char tmp[PATH_MAX], dst[PATH_MAX];
@@ -482,18 +498,7 @@ static void monitor(int report_fd, char **init_argv)
     write_file_atomic("start.json", buf);
 
     /* Wait for the init: EOF means it reached execve of the user command. */
-    size_t got = 0;
-    for (;;) {
-        ssize_t n = read(ps[0], msg + got, sizeof msg - 1 - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        if (got == sizeof msg - 1)
-            break;
-    }
-    msg[got] = 0;
+    size_t got = read_full(ps[0], msg, sizeof msg);
     close(ps[0]);
     if (got > 0) {
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -566,18 +571,7 @@ int main(int argc, char **argv)
     }
     close(rp[1]);
     char msg[PATH_MAX + 512];
-    size_t got = 0;
-    for (;;) {
-        ssize_t n = read(rp[0], msg + got, sizeof msg - 1 - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        if (got == sizeof msg - 1)
-            break;
-    }
-    msg[got] = 0;
+    size_t got = read_full(rp[0], msg, sizeof msg);
     if (got == 0)
         die("monitor exited before reporting the start");
     if (msg[0] == '0')
