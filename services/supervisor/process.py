@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 
-PR_SET_CHILD_SUBREAPER = 36
+from skiff.common.reaper import become_subreaper, reap
 
 _SETPRIV = shutil.which("setpriv")
-
-
-def become_subreaper() -> None:
-    """Orphans below us (container monitors whose execsvc died) re-parent to us, not to PID 1.
-
-    Where PID 1 does not reap (a container, a minimal init), they would otherwise
-    stay zombies; and we can log them.
-    """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
 def spawn(argv: list[str]) -> int:
@@ -40,18 +25,6 @@ def spawn(argv: list[str]) -> int:
     return os.posix_spawn(argv[0], argv, os.environ, setpgroup=0)
 
 
-def reap() -> Iterator[tuple[int, int]]:
-    """(pid, wait status) of every child that has exited, without blocking."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        yield pid, status
-
-
 def describe(status: int) -> str:
     """'exited with status 3' / 'was killed by SIGKILL', for the log."""
     code = os.waitstatus_to_exitcode(status)
@@ -61,3 +34,6 @@ def describe(status: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with status {code}"
+
+
+__all__ = ["become_subreaper", "describe", "reap", "spawn"]

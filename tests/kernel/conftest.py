@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from skiff.execsvc import reaper
+from skiff.common import reaper
 from skiff.execsvc.cgroups import CgroupV1, CgroupV2, detect
 from skiff.execsvc.runtime import Runtime
 from skiff.execsvc.spec import RootfsMount

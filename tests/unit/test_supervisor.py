@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import subprocess
@@ -220,8 +219,7 @@ def subreaper() -> Iterator[None]:
     """The "container" outlives skiffd and re-parents to us, so we can reap it (PID 1 may not)."""
     process.become_subreaper()
     yield
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(process.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    process.become_subreaper(False)
 
 
 def test_skiffd_main_reaps_orphans_spares_containers_and_exits_0(tmp_path: Path, subreaper: None) -> None:

@@ -19,10 +19,14 @@ import os
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def become_subreaper() -> None:
-    """Orphaned descendants (the shims) become our children instead of PID 1's."""
+def become_subreaper(on: bool = True) -> None:
+    """Orphaned descendants (the shims) become our children instead of PID 1's.
+
+    Where PID 1 does not reap (a container, a minimal init), they would otherwise stay
+    zombies. ``on=False`` gives the role back (tests).
+    """
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
