@@ -84,7 +84,10 @@ def make_rootfs(busybox_lower: Path, tmp_path: Path) -> Callable[[], tuple[Rootf
 def _children() -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        out += [int(p) for p in (task / "children").read_text().split()]
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # a thread (e.g. a gRPC worker) ended while we looked
     return out
 
 
