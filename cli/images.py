@@ -15,6 +15,7 @@ from skiff.cli.args import add_command
 if TYPE_CHECKING:
     from skiff.api.v1 import api_pb2
     from skiff.cli.client import Client
+    from skiff.types.v1 import types_pb2
 
 #: Size of each chunk of an import stream (well under grpc's 4 MiB message limit).
 CHUNK = 1 << 20
@@ -79,7 +80,7 @@ def _split_tag(ref: str) -> tuple[str, str]:
     return name, tag
 
 
-def image_rows(imgs: list[api_pb2.Image], no_trunc: bool, now: float) -> list[list[str]]:
+def image_rows(imgs: list[types_pb2.Image], no_trunc: bool, now: float) -> list[list[str]]:
     rows: list[list[str]] = []
     for img in imgs:
         ident = img.id if no_trunc else fmt.short_id(img.id)

@@ -101,7 +101,7 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
     }
 
 
-def image_json(img: api_pb2.Image) -> dict[str, Any]:
+def image_json(img: types_pb2.Image) -> dict[str, Any]:
     return {
         "Id": img.id,
         "RepoTags": list(img.repo_tags),

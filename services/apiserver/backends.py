@@ -51,11 +51,11 @@ class GraphBackend(Protocol):
 
     def import_image(
         self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call
-    ) -> graph_pb2.Image: ...
+    ) -> types_pb2.Image: ...
 
-    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[graph_pb2.Image]: ...
+    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[types_pb2.Image]: ...
 
-    def get_image(self, ref: str) -> graph_pb2.Image: ...
+    def get_image(self, ref: str) -> types_pb2.Image: ...
 
     def remove_image(self, req: graph_pb2.RemoveImageRequest) -> graph_pb2.RemoveImageResponse: ...
 
@@ -166,7 +166,7 @@ class GraphClient:
                 graph_pb2.DeleteContainerRequest(container_id=container_id), timeout=CALL_TIMEOUT
             )
 
-    def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> graph_pb2.Image:
+    def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:
         # The request iterator is consumed by grpc as it sends: the tarball is never
         # held in memory as a whole. Its length is the caller's, so is its deadline.
         with grpcerr.translated():
@@ -174,11 +174,11 @@ class GraphClient:
             call.on_cancel(future.cancel)
             return _result(future).image  # type: ignore[no-any-return]
 
-    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[graph_pb2.Image]:
+    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[types_pb2.Image]:
         with grpcerr.translated():
             return list(self._images.ListImages(req, timeout=CALL_TIMEOUT).images)
 
-    def get_image(self, ref: str) -> graph_pb2.Image:
+    def get_image(self, ref: str) -> types_pb2.Image:
         with grpcerr.translated():
             resp = self._images.GetImage(graph_pb2.GetImageRequest(image=ref), timeout=CALL_TIMEOUT)
             return resp.image  # type: ignore[no-any-return]

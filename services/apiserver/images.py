@@ -1,7 +1,7 @@
 """Images: the public image calls over graphsvc's ImageService.
 
-The public and internal messages are twins today; the mapping is spelled out
-field by field so that the two may diverge without a silent wire mix-up.
+Both APIs carry the shared ``skiff.types.v1.Image``; the gateway adds what only it
+knows (how many containers use the image).
 """
 
 from __future__ import annotations
@@ -13,23 +13,14 @@ from skiff.apiserver.backends import GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.common import errors
 from skiff.graph.v1 import graph_pb2
+from skiff.types.v1 import types_pb2
 
 
-def to_api_image(image: graph_pb2.Image, containers: int = 0) -> api_pb2.Image:
-    return api_pb2.Image(
-        id=image.id,
-        repo_tags=image.repo_tags,
-        repo_digests=image.repo_digests,
-        parent_id=image.parent_id,
-        created=image.created,
-        size=image.size,
-        layers=image.layers,
-        config=image.config,
-        comment=image.comment,
-        architecture=image.architecture,
-        os=image.os,
-        containers=containers,
-    )
+def to_api_image(image: types_pb2.Image, containers: int = 0) -> types_pb2.Image:
+    out = types_pb2.Image()
+    out.CopyFrom(image)
+    out.containers = containers
+    return out
 
 
 def _to_graph_import(requests: Iterator[api_pb2.ImportImageRequest]) -> Iterator[graph_pb2.ImportImageRequest]:
@@ -59,7 +50,7 @@ class Images:
     def __init__(self, graph: GraphBackend):
         self._graph = graph
 
-    def import_image(self, requests: Iterator[api_pb2.ImportImageRequest], call: Call) -> api_pb2.Image:
+    def import_image(self, requests: Iterator[api_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:
         # A malformed request stream is detected while grpc sends it, in grpc's thread;
         # peek at the first message here so that the common mistake gets a clear error.
         first = next(requests, None)
@@ -72,21 +63,15 @@ class Images:
 
         return to_api_image(self._graph.import_image(_to_graph_import(replay()), call))
 
-    def list_images(self, req: api_pb2.ListImagesRequest) -> list[api_pb2.Image]:
+    def list_images(self, req: api_pb2.ListImagesRequest) -> list[types_pb2.Image]:
         images = self._graph.list_images(graph_pb2.ListImagesRequest(all=req.all, filters=req.filters))
         return [to_api_image(i) for i in images]
 
-    def inspect(self, ref: str) -> api_pb2.Image:
+    def inspect(self, ref: str) -> types_pb2.Image:
         image = self._graph.get_image(ref)
         users = sum(1 for c in self._graph.list_containers() if c.image_id == image.id)
         return to_api_image(image, containers=users)
 
-    def remove(self, req: api_pb2.RemoveImageRequest) -> list[api_pb2.ImageDeleteItem]:
+    def remove(self, req: api_pb2.RemoveImageRequest) -> list[types_pb2.ImageDeleteItem]:
         resp = self._graph.remove_image(graph_pb2.RemoveImageRequest(image=req.image, force=req.force))
-        items = []
-        for item in resp.items:
-            if item.WhichOneof("item") == "untagged":
-                items.append(api_pb2.ImageDeleteItem(untagged=item.untagged))
-            else:
-                items.append(api_pb2.ImageDeleteItem(deleted=item.deleted))
-        return items
+        return list(resp.items)

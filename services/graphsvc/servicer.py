@@ -26,7 +26,7 @@ def timestamp(rfc3339: str) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def image_to_proto(image: images_mod.Image) -> graph_pb2.Image:
+def image_to_proto(image: images_mod.Image) -> types_pb2.Image:
     cfg: dict[str, Any] = image.config.get("config") or {}
     run = types_pb2.ContainerConfig(env=cfg.get("Env") or [], working_dir=cfg.get("WorkingDir") or "",
                                     user=cfg.get("User") or "", labels=cfg.get("Labels") or {})
@@ -35,7 +35,7 @@ def image_to_proto(image: images_mod.Image) -> graph_pb2.Image:
     if cfg.get("Entrypoint") is not None:
         run.entrypoint.values[:] = cfg["Entrypoint"]
     history = image.config.get("history") or [{}]
-    return graph_pb2.Image(
+    return types_pb2.Image(
         id=image.id, repo_tags=image.repo_tags, created=timestamp(image.created), size=image.size,
         layers=image.layers, config=run, comment=history[-1].get("comment", ""),
         architecture=image.config.get("architecture", ""), os=image.config.get("os", ""),
@@ -87,9 +87,9 @@ class ImageServicer(graph_pb2_grpc.ImageServiceServicer):
             items = []
             for kind, value in self.graph.images.remove(request.image, force=request.force):
                 if kind == "Untagged":
-                    items.append(graph_pb2.ImageDeleteItem(untagged=value))
+                    items.append(types_pb2.ImageDeleteItem(untagged=value))
                 else:
-                    items.append(graph_pb2.ImageDeleteItem(deleted=value))
+                    items.append(types_pb2.ImageDeleteItem(deleted=value))
             return graph_pb2.RemoveImageResponse(items=items)
 
     def GetStoreInfo(self, request: graph_pb2.GetStoreInfoRequest,

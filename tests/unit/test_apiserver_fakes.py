@@ -35,21 +35,21 @@ def _now() -> timestamp_pb2.Timestamp:
 
 class FakeGraph:
     def __init__(self) -> None:
-        self.images: dict[str, graph_pb2.Image] = {}
+        self.images: dict[str, types_pb2.Image] = {}
         self.containers: dict[str, graph_pb2.Container] = {}
         self.calls: list[str] = []
         self.imported_chunks: list[bytes] = []
         self._ids = itertools.count(1)
         self.add_image("busybox:latest", cmd=["sh"])
 
-    def add_image(self, tag: str, cmd: list[str]) -> graph_pb2.Image:
+    def add_image(self, tag: str, cmd: list[str]) -> types_pb2.Image:
         image_id = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
-        image = graph_pb2.Image(id=image_id, repo_tags=[tag], size=1000, created=_now(), os="linux",
+        image = types_pb2.Image(id=image_id, repo_tags=[tag], size=1000, created=_now(), os="linux",
                                 config=types_pb2.ContainerConfig(cmd=types_pb2.StringList(values=cmd)))
         self.images[image_id] = image
         return image
 
-    def _resolve_image(self, ref: str) -> graph_pb2.Image:
+    def _resolve_image(self, ref: str) -> types_pb2.Image:
         full = ref if ":" in ref else ref + ":latest"
         for image in self.images.values():
             if full in image.repo_tags or image.id == ref or image.id.startswith("sha256:" + ref):
@@ -102,7 +102,7 @@ class FakeGraph:
         if self.containers.pop(container_id, None) is None:
             raise errors.NotFound(f"No such container: {container_id}", reason=errors.CONTAINER_NOT_FOUND)
 
-    def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> graph_pb2.Image:
+    def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:
         meta = next(requests).metadata
         for req in requests:
             self.imported_chunks.append(req.chunk)
@@ -111,10 +111,10 @@ class FakeGraph:
         image.comment = meta.message
         return image
 
-    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[graph_pb2.Image]:
+    def list_images(self, req: graph_pb2.ListImagesRequest) -> list[types_pb2.Image]:
         return list(self.images.values())
 
-    def get_image(self, ref: str) -> graph_pb2.Image:
+    def get_image(self, ref: str) -> types_pb2.Image:
         return self._resolve_image(ref)
 
     def remove_image(self, req: graph_pb2.RemoveImageRequest) -> graph_pb2.RemoveImageResponse:
@@ -122,8 +122,8 @@ class FakeGraph:
         if not req.force and any(c.image_id == image.id for c in self.containers.values()):
             raise errors.Conflict("image is in use", reason=errors.IMAGE_IN_USE)
         del self.images[image.id]
-        items = [graph_pb2.ImageDeleteItem(untagged=t) for t in image.repo_tags]
-        return graph_pb2.RemoveImageResponse(items=[*items, graph_pb2.ImageDeleteItem(deleted=image.id)])
+        items = [types_pb2.ImageDeleteItem(untagged=t) for t in image.repo_tags]
+        return graph_pb2.RemoveImageResponse(items=[*items, types_pb2.ImageDeleteItem(deleted=image.id)])
 
     def get_store_info(self) -> graph_pb2.GetStoreInfoResponse:
         return graph_pb2.GetStoreInfoResponse(storage_driver="vfs", images=len(self.images),

@@ -87,30 +87,30 @@ class FakeEngine(api_pb2_grpc.SystemServiceServicer, api_pb2_grpc.ImageServiceSe
     def ImportImage(self, request_iterator: Iterator[api_pb2.ImportImageRequest],
                     context: grpc.ServicerContext) -> api_pb2.ImportImageResponse:
         self.import_requests = list(request_iterator)
-        return api_pb2.ImportImageResponse(image=api_pb2.Image(id=IMG_ID))
+        return api_pb2.ImportImageResponse(image=types_pb2.Image(id=IMG_ID))
 
     def ListImages(self, request: api_pb2.ListImagesRequest,
                    context: grpc.ServicerContext) -> api_pb2.ListImagesResponse:
         self._record("ListImages", request)
         return api_pb2.ListImagesResponse(images=[
-            api_pb2.Image(id=IMG_ID, repo_tags=["busybox:latest", "localhost:5000/bb:1"], created=ts(7200),
+            types_pb2.Image(id=IMG_ID, repo_tags=["busybox:latest", "localhost:5000/bb:1"], created=ts(7200),
                           size=4261550),
-            api_pb2.Image(id="sha256:" + "d" * 64, created=ts(3 * 86400), size=1234),
+            types_pb2.Image(id="sha256:" + "d" * 64, created=ts(3 * 86400), size=1234),
         ])
 
     def InspectImage(self, request: api_pb2.InspectImageRequest,
                      context: grpc.ServicerContext) -> api_pb2.InspectImageResponse:
         if request.image != "busybox":
             abort(context, errors.NotFound(f"No such image: {request.image}", reason=errors.IMAGE_NOT_FOUND))
-        return api_pb2.InspectImageResponse(image=api_pb2.Image(id=IMG_ID, repo_tags=["busybox:latest"],
+        return api_pb2.InspectImageResponse(image=types_pb2.Image(id=IMG_ID, repo_tags=["busybox:latest"],
                                                                 layers=["sha256:" + "e" * 64], size=10))
 
     def RemoveImage(self, request: api_pb2.RemoveImageRequest,
                     context: grpc.ServicerContext) -> api_pb2.RemoveImageResponse:
         if request.image != "busybox":
             abort(context, errors.NotFound(f"No such image: {request.image}", reason=errors.IMAGE_NOT_FOUND))
-        return api_pb2.RemoveImageResponse(items=[api_pb2.ImageDeleteItem(untagged="busybox:latest"),
-                                                  api_pb2.ImageDeleteItem(deleted=IMG_ID)])
+        return api_pb2.RemoveImageResponse(items=[types_pb2.ImageDeleteItem(untagged="busybox:latest"),
+                                                  types_pb2.ImageDeleteItem(deleted=IMG_ID)])
 
     # ContainerService
     def CreateContainer(self, request: api_pb2.CreateContainerRequest,
