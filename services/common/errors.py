@@ -73,6 +73,13 @@ class PermissionDenied(SkiffError):
     default_reason = "PERMISSION_DENIED"
 
 
+class Unauthenticated(SkiffError):
+    """Credentials are missing or wrong (a registry's 401)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
 class DeadlineExceeded(SkiffError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     default_reason = "DEADLINE_EXCEEDED"
@@ -94,6 +101,7 @@ BY_CODE: dict[grpc.StatusCode, type[SkiffError]] = {
         Conflict,
         Unavailable,
         PermissionDenied,
+        Unauthenticated,
         DeadlineExceeded,
         Internal,
     )
