@@ -15,7 +15,7 @@ DEMO_IMAGE := build/busybox.tar
 DATA_ROOT ?= /var/lib/skiff
 EXEC_ROOT ?= /run/skiff
 
-.PHONY: setup apt venv protos shim check-protos check lint typecheck test test-unit test-kernel test-e2e run stop clean
+.PHONY: setup apt venv protos shim check-protos check lint typecheck test test-unit test-kernel test-e2e run stop clean bench
 
 setup: apt venv shim
 
@@ -54,7 +54,7 @@ $(SHIM): services/execsvc/shim/shim.c
 shim: $(SHIM)
 
 lint: venv
-	$(VENV)/bin/ruff check services cli tests protos
+	$(VENV)/bin/ruff check services cli tests protos bench
 
 # mypy sees the installed layout (skiff.*) through a tree of links in build/mypy.
 typecheck: venv
@@ -81,6 +81,13 @@ test-kernel: setup $(DEMO_IMAGE)
 
 test-e2e: setup $(DEMO_IMAGE)
 	$(VENV)/bin/pytest -q tests/e2e
+
+# Side by side with Docker and Podman (never part of `make test`); see bench/bench.py.
+bench: setup $(DEMO_IMAGE)
+	@for p in docker.io podman; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p >/dev/null; }; done
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 run: setup $(DEMO_IMAGE)
 	bash deploy/demo.sh
