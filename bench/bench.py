@@ -90,6 +90,7 @@ class Engine:
     base: Path
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    _log_fds: list[int] = field(default_factory=list)
 
     def cli(self) -> list[str]:
         raise NotImplementedError
@@ -101,6 +102,12 @@ class Engine:
     def start(self) -> None:
         raise NotImplementedError
 
+    def log(self, name: str) -> int:
+        """A file descriptor for the daemon's log (the child keeps its own copy)."""
+        fd = os.open(self.base / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self._log_fds.append(fd)
+        return fd
+
     def engine_pids(self) -> list[int]:
         """The engine's own processes (not the containers)."""
         return descendants(self.proc.pid) if self.proc else []
@@ -109,6 +116,9 @@ class Engine:
         raise NotImplementedError
 
     def stop(self) -> None:
+        for fd in self._log_fds:
+            os.close(fd)
+        self._log_fds.clear()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -126,7 +136,7 @@ class Skiff(Engine):
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "skiffd"), "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "run"),
              "-H", f"unix://{self.base}/run/skiff.sock"],
-            stdout=subprocess.DEVNULL, stderr=open(self.base / "skiffd.log", "wb"), start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=self.log("skiffd"), start_new_session=True)
         wait_until(lambda: self.run("version", check=False).returncode == 0, 60, "skiffd")
         self.run("import", str(IMAGE_TAR), "busybox:latest")
         sys.path.insert(0, str(ROOT / "build" / "gen"))
@@ -170,7 +180,7 @@ class Docker(Engine):
              "--pidfile", str(self.base / "docker.pid"), "-H", f"unix://{self.base}/docker.sock",
              "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
              "--containerd-namespace", "bench", "--containerd-plugins-namespace", "bench-plugins"],
-            stdout=subprocess.DEVNULL, stderr=open(self.base / "dockerd.log", "wb"), start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=self.log("dockerd"), start_new_session=True)
         wait_until(lambda: self.run("version", check=False).returncode == 0, 60, "dockerd")
         self.run("import", str(IMAGE_TAR), "busybox:latest")
 
@@ -263,13 +273,13 @@ def memory(engines: list[Engine], containers: int) -> dict[str, tuple[float, flo
 
 def row(name: str, samples: dict[str, list[float]], unit: str = "ms") -> str:
     cells = []
-    for engine, values in samples.items():
+    for values in samples.values():
         if not values:
             cells.append("—")
             continue
         digits = 0 if unit == "ms" else 2
         med, lo, hi = statistics.median(values), min(values), max(values)
-        cells.append(f"{med:.{digits}f} {unit}" + (f" ({lo:.{digits}f}–{hi:.{digits}f})" if len(values) > 1 else ""))
+        cells.append(f"{med:.{digits}f} {unit}" + (f" ({lo:.{digits}f}-{hi:.{digits}f})" if len(values) > 1 else ""))
     ratios = []
     if samples.get("skiff"):
         for peer in ("docker", "podman"):
@@ -321,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, kernel {platform.release()}; "
-        f"{args.runs} runs per scenario, engines interleaved; median (min–max).",
+        f"{args.runs} runs per scenario, engines interleaved; median (min-max).",
         "",
         head,
         "|" + "---|" * (len(names) + 3),
