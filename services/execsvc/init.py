@@ -36,6 +36,23 @@ MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+#: Capability names by number (linux/capability.h); unit-tested against skiff.execsvc.security.CAPS.
+CAP_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+)
 
 #: mount(8) option -> (flag, clear?)
 MOUNT_FLAGS = {
@@ -67,6 +84,22 @@ DEV_LINKS = {
 }
 
 libc = ctypes.CDLL(None, use_errno=True)
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
 
 
 class StartError(Exception):
@@ -212,9 +245,87 @@ def enter_rootfs(rootfs):
     os.chdir("/")
 
 
+def prctl(option, arg2, what):
+    check(libc.prctl(option, ctypes.c_ulong(arg2), 0, 0, 0), f"prctl {what}")
+
+
+def mask_paths(masked, readonly):
+    """Docker's masked and read-only paths. After pivot_root, so every path resolves
+    inside the container's root; /dev/null is the container's own."""
+    for p in masked:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue  # not on this kernel
+        if stat.S_ISDIR(st.st_mode):
+            mount("tmpfs", p, "tmpfs", MS_RDONLY)
+        else:
+            mount("/dev/null", p, None, MS_BIND)
+    for p in readonly:
+        if not os.path.lexists(p):
+            continue
+        mount(p, p, None, MS_BIND | MS_REC)
+        mount("", p, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def cap_mask(names):
+    mask = 0
+    for name in names:
+        short = name.removeprefix("CAP_")
+        if short not in CAP_NAMES:
+            raise StartError("other", f"unknown capability {name}")
+        mask |= 1 << CAP_NAMES.index(short)
+    return mask
+
+
+def set_capabilities(caps):
+    """Bounding set first (dropping needs CAP_SETPCAP, which capset may remove), then capset, then ambient."""
+    bounding = cap_mask(caps.get("bounding", []))
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if not bounding & (1 << cap):
+            prctl(PR_CAPBSET_DROP, cap, f"PR_CAPBSET_DROP {cap}")
+    eff, prm, inh = (cap_mask(caps.get(k, [])) for k in ("effective", "permitted", "inheritable"))
+    hdr = CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (CapData * 2)(
+        CapData(eff & 0xFFFFFFFF, prm & 0xFFFFFFFF, inh & 0xFFFFFFFF), CapData(eff >> 32, prm >> 32, inh >> 32)
+    )
+    check(libc.capset(ctypes.byref(hdr), data), "capset")
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "PR_CAP_AMBIENT_CLEAR_ALL")
+    for name in caps.get("ambient", []):
+        cap = cap_mask([name]).bit_length() - 1
+        rc = libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, ctypes.c_ulong(cap), 0, 0)
+        check(rc, f"prctl PR_CAP_AMBIENT_RAISE {name}")
+
+
 def security_hooks(cfg):
-    """Hook for a later issue: drop capabilities, masked/read-only /proc paths,
-    no_new_privs, seccomp (last, as close to execve as possible). Nothing yet."""
+    """Masked/read-only paths (needs CAP_SYS_ADMIN: before the capabilities go), then
+    capabilities, then no_new_privs. Before the user switch: setuid() to a non-root user
+    without PR_SET_KEEPCAPS empties the permitted and effective sets, as Docker's
+    non-root users have them (CapEff 0; the bounding set stays Docker's 14).
+    Seccomp comes later, in load_seccomp()."""
+    linux = cfg.get("linux", {})
+    mask_paths(linux.get("maskedPaths", []), linux.get("readonlyPaths", []))
+    if "capabilities" in cfg["process"]:
+        set_capabilities(cfg["process"]["capabilities"])
+    if cfg["process"].get("noNewPrivileges"):
+        prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+
+
+def seccomp_program(cfg):
+    """The compiled filter (``skiff.seccompFilter``) as a struct sock_fprog, or None."""
+    insns = cfg["skiff"].get("seccompFilter")
+    if not insns:
+        return None
+    filt = (SockFilter * len(insns))(*(SockFilter(*i) for i in insns))
+    return SockFprog(len(insns), filt), filt  # keep the array alive with the struct
+
+
+def load_seccomp(prog):
+    # Needs no_new_privs (or CAP_SYS_ADMIN); from here on only execve and error reporting run.
+    if prog is not None:
+        check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog[0]), 0, 0), "prctl PR_SET_SECCOMP")
 
 
 def set_rlimits(cfg):
@@ -336,6 +447,7 @@ def run(bundle):
     os.makedirs(cwd, exist_ok=True)  # as root, like Docker's WORKDIR
     security_hooks(cfg)
     switch_user(uid, gid, groups)
+    seccomp = seccomp_program(cfg)
     try:
         os.chdir(cwd)
     except OSError as e:
@@ -353,6 +465,8 @@ def run(bundle):
                 signal.signal(sig, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass
+    # Seccomp as close to execve as possible: nothing after it needs a denied syscall.
+    load_seccomp(seccomp)
     try:
         os.execve(path, proc["args"], envd)
     except OSError as e:
