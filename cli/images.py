@@ -1,4 +1,4 @@
-"""Image commands: ``import``, ``images``, ``rmi``."""
+"""Image commands: ``import``, ``images``, ``rmi``, ``pull``, ``push``, ``tag``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "rmi", cmd_rmi, "Remove one or more images")
     p.add_argument("-f", "--force", action="store_true", help="force removal of the image")
     p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = add_command(sub, "pull", cmd_pull, "Download an image from a registry",
+                    usage="skiff pull [OPTIONS] NAME[:TAG|@DIGEST]")
+    p.add_argument("--platform", default="", help="set platform if server is multi-platform capable (os/arch)")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
+    p.add_argument("name", metavar="NAME[:TAG|@DIGEST]")
+
+    p = add_command(sub, "push", cmd_push, "Upload an image to a registry", usage="skiff push NAME[:TAG]")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
+    p.add_argument("name", metavar="NAME[:TAG]")
+
+    p = add_command(sub, "tag", cmd_tag, "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
+                    usage="skiff tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]")
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
 
 
 def _chunks(meta: api_pb2.ImportImageMetadata, src: IO[bytes]) -> Iterator[api_pb2.ImportImageRequest]:
@@ -135,3 +150,118 @@ def cmd_rmi(client: Client, args: argparse.Namespace) -> int:
             elif kind == "deleted":
                 print(f"Deleted: {item.deleted}")
     return exits.FAILED if failed else 0
+
+
+# --- pull, push, tag ---------------------------------------------------------------
+
+_BAR = 50
+
+
+def progress_line(p: types_pb2.Progress, tty: bool) -> str:
+    """``<id>: <status>``, with Docker's ``[====>   ] 1.2MB/3.4MB`` bar on a terminal."""
+    text = f"{p.id}: {p.status}" if p.id else p.status
+    if tty and p.total > 0 and p.status in ("Downloading", "Extracting", "Pushing"):
+        done = min(_BAR, _BAR * p.current // p.total)
+        bar = "=" * done + (">" if done < _BAR else "") + " " * max(0, _BAR - done - 1)
+        text += f" [{bar}] {fmt.human_size(p.current)}/{fmt.human_size(p.total)}"
+    return text
+
+
+class ProgressPrinter:
+    """Docker's jsonmessage display: one line per layer, redrawn in place on a terminal;
+    on anything else each change of status once (no byte counts)."""
+
+    def __init__(self, out: IO[str], tty: bool | None = None):
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self.lines: list[str] = []  # ids, in the order of their lines
+        self.last: dict[str, str] = {}
+
+    def show(self, p: types_pb2.Progress) -> None:
+        line = progress_line(p, self.tty)
+        if not p.id:
+            self.out.write(line + "\n")
+            self.lines = []
+            self.out.flush()
+            return
+        if not self.tty:
+            if self.last.get(p.id) != p.status:
+                self.last[p.id] = p.status
+                self.out.write(line + "\n")
+        elif p.id in self.lines:
+            up = len(self.lines) - self.lines.index(p.id)
+            self.out.write(f"\x1b[{up}A\r\x1b[2K{line}\r\x1b[{up}B")
+        else:
+            self.lines.append(p.id)
+            self.out.write(line + "\n")
+        self.out.flush()
+
+
+def _auth(name: str) -> types_pb2.RegistryAuth:
+    from skiff.cli import auth
+
+    return auth.for_reference(name)
+
+
+def pull(client: Client, name: str, platform: str = "", out: IO[str] | None = None) -> types_pb2.Image:
+    """Pull with progress on ``out`` (stdout by default); returns the image."""
+    from skiff.api.v1 import api_pb2
+
+    out = out or sys.stdout
+    printer = ProgressPrinter(out)
+    image = None
+    with client.translated():
+        for resp in client.images.PullImage(
+                api_pb2.PullImageRequest(reference=name, platform=platform, auth=_auth(name))):
+            if resp.WhichOneof("part") == "image":
+                image = resp.image
+            else:
+                printer.show(resp.progress)
+    if image is None:
+        raise exits.CLIError("Error response from daemon: the pull ended without an image")
+    return image
+
+
+def full_reference(name: str) -> str:
+    """``busybox`` → ``docker.io/library/busybox:latest``, as docker pull's last line."""
+    base, sep, digest = name.partition("@")
+    if not sep and _split_tag(base)[1] == "<none>":
+        base += ":latest"
+    first = base.split("/", 1)[0]
+    if "/" not in base or not ("." in first or ":" in first or first == "localhost"):
+        base = "docker.io/" + (base if "/" in base.split(":", 1)[0] else "library/" + base)
+    return base + (sep + digest if sep else "")
+
+
+def cmd_pull(client: Client, args: argparse.Namespace) -> int:
+    import io
+
+    pull(client, args.name, args.platform, io.StringIO() if args.quiet else None)
+    print(full_reference(args.name))
+    return 0
+
+
+def cmd_push(client: Client, args: argparse.Namespace) -> int:
+    import io
+
+    from skiff.api.v1 import api_pb2
+
+    printer = ProgressPrinter(io.StringIO() if args.quiet else sys.stdout)
+    digest = ""
+    with client.translated():
+        for resp in client.images.PushImage(api_pb2.PushImageRequest(reference=args.name, auth=_auth(args.name))):
+            if resp.WhichOneof("part") == "digest":
+                digest = resp.digest
+            else:
+                printer.show(resp.progress)
+    if args.quiet:
+        print(digest)
+    return 0
+
+
+def cmd_tag(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    with client.translated():
+        client.images.TagImage(api_pb2.TagImageRequest(source=args.source, target=args.target), timeout=60)
+    return 0

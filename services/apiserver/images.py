@@ -75,3 +75,21 @@ class Images:
     def remove(self, req: api_pb2.RemoveImageRequest) -> list[types_pb2.ImageDeleteItem]:
         resp = self._graph.remove_image(graph_pb2.RemoveImageRequest(image=req.image, force=req.force))
         return list(resp.items)
+
+    def pull(self, req: api_pb2.PullImageRequest, call: Call) -> Iterator[api_pb2.PullImageResponse]:
+        greq = graph_pb2.PullImageRequest(reference=req.reference, platform=req.platform, auth=req.auth)
+        for resp in self._graph.pull_image(greq, call):
+            if resp.WhichOneof("part") == "image":
+                yield api_pb2.PullImageResponse(image=to_api_image(resp.image))
+            else:
+                yield api_pb2.PullImageResponse(progress=resp.progress)
+
+    def push(self, req: api_pb2.PushImageRequest, call: Call) -> Iterator[api_pb2.PushImageResponse]:
+        for resp in self._graph.push_image(graph_pb2.PushImageRequest(reference=req.reference, auth=req.auth), call):
+            if resp.WhichOneof("part") == "digest":
+                yield api_pb2.PushImageResponse(digest=resp.digest)
+            else:
+                yield api_pb2.PushImageResponse(progress=resp.progress)
+
+    def tag(self, req: api_pb2.TagImageRequest) -> None:
+        self._graph.tag_image(req.source, req.target)

@@ -9,6 +9,12 @@ On-disk layout::
 
     <root>/images/sha256/<hex>     config JSON, written tmp + fsync + rename
     <root>/images/tmp/             staging for the above
+    <root>/blobs/                  the content store (see content.py)
+
+A pulled image's config is stored as the registry's bytes, unchanged, so its id
+is the one Docker computes. Repo digests (``name@sha256:…``, the manifest a
+pull or push saw) live in the same ``tags`` table as the tags; a ``@`` tells
+them apart.
 
 ``rmi`` follows Docker's ``ImageDelete``: removing one of several tags only
 untags; removing the last tag, or removing by id, deletes the image and then
@@ -41,6 +47,7 @@ from skiff.common.errors import (
     NotFound,
 )
 from skiff.graphsvc import reference
+from skiff.graphsvc.content import BlobRef, ContentStore
 from skiff.graphsvc.graphdb import GraphDB, now_rfc3339
 from skiff.graphsvc.layers import LayerStore
 
@@ -73,6 +80,7 @@ class Image:
     size: int
     layers: list[str]
     config: dict[str, Any] = field(default_factory=dict)
+    repo_digests: list[str] = field(default_factory=list)
 
 
 def _not_found(ref: str) -> NotFound:
@@ -123,7 +131,13 @@ class ImageStore:
             leftover.unlink()
         self.layers = layers
         self.db = db
+        self.content = ContentStore(root)
         self._lock = threading.RLock()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by a pull between unpacking layers and writing the config (see the class docstring)."""
+        return self._lock
 
     # -- writing ------------------------------------------------------------
 
@@ -135,10 +149,19 @@ class ImageStore:
         message: str = "",
     ) -> Image:
         """``skiff import``: one layer from a tar (plain or gzip), a config, and an optional tag."""
-        parsed = reference.parse(ref) if ref else None  # fail before unpacking anything
-        with self._lock:
-            layer = self.layers.create_layer_from_archive(stream)
+        parsed = _tag_ref(ref) if ref else None  # fail before unpacking anything
+        with self._lock, self.content.writer() as blob:
+            # The tarball is kept as it came (plain or gzip): a push sends exactly the
+            # bytes whose DiffID the config names.
+            tee = _Tee(stream, blob)
+            layer = self.layers.create_layer_from_archive(tee)  # type: ignore[arg-type]
             try:
+                tee.drain()
+                media = "application/vnd.oci.image.layer.v1.tar+gzip" if tee.gzip else \
+                    "application/vnd.oci.image.layer.v1.tar"
+                size = blob.size
+                if self.content.blob_for(layer.id) is None:
+                    self.content.link(layer.id, BlobRef(blob.commit(), media, size))
                 config = build_config([layer.id], changes, message, now_rfc3339())
                 image_id = self._write_config(config)
             except BaseException:
@@ -150,7 +173,9 @@ class ImageStore:
             return self._image(image_id)
 
     def _write_config(self, config: dict[str, Any]) -> str:
-        data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        return self._write_bytes(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+
+    def _write_bytes(self, data: bytes) -> str:
         hexid = hashlib.sha256(data).hexdigest()
         final = self.dir / hexid
         if not final.exists():
@@ -170,9 +195,32 @@ class ImageStore:
                 os.close(dfd)
         return "sha256:" + hexid
 
+    def has_image(self, image_id: str) -> bool:
+        return (self.dir / image_id.removeprefix("sha256:")).is_file()
+
+    def add_config(self, data: bytes) -> str:
+        """Store a registry's config bytes unchanged; every layer must already be unpacked."""
+        config = json.loads(data)
+        for lid in config["rootfs"]["diff_ids"]:
+            if not self.layers.exists(lid):
+                raise FailedPrecondition(f"layer {lid} of the image is not unpacked")
+        return self._write_bytes(data)
+
+    def raw_config(self, image_id: str) -> bytes:
+        try:
+            return (self.dir / image_id.removeprefix("sha256:")).read_bytes()
+        except FileNotFoundError:
+            raise _not_found(image_id) from None
+
+    def set_repo_digest(self, name: str, digest: str, image_id: str) -> None:
+        self.db.set_tag(f"{name}@{digest}", image_id)
+
+    def layer_in_use(self, layer_id: str) -> bool:
+        return bool(self._images_using_layer(layer_id))
+
     def tag(self, ref_or_id: str, new_ref: str) -> str:
         """``skiff tag``; returns the stored (familiar) form of ``new_ref``."""
-        parsed = str(reference.parse(new_ref))
+        parsed = str(_tag_ref(new_ref))
         with self._lock:
             image_id = self._resolve(ref_or_id)[0]
             self.db.set_tag(parsed, image_id)
@@ -190,6 +238,7 @@ class ImageStore:
     def _image(self, image_id: str, tags: list[str] | None = None) -> Image:
         config = self._config(image_id)
         diff_ids = list(config["rootfs"]["diff_ids"])
+        refs = self.db.tags_for(image_id) if tags is None else tags
         size = 0
         for lid in diff_ids:
             try:
@@ -198,7 +247,8 @@ class ImageStore:
                 pass
         return Image(
             id=image_id,
-            repo_tags=tags if tags is not None else self.db.tags_for(image_id),
+            repo_tags=[r for r in refs if "@" not in r],
+            repo_digests=[r for r in refs if "@" in r],
             created=config.get("created", ""),
             size=size,
             layers=diff_ids,
@@ -266,7 +316,8 @@ class ImageStore:
         """``skiff rmi``: returns ``("Untagged", ref)`` and ``("Deleted", id)`` records in order."""
         with self._lock:
             image_id, by_tag = self._resolve(ref)
-            tags = self.db.tags_for(image_id)
+            refs = self.db.tags_for(image_id)
+            tags = [r for r in refs if "@" not in r]
             users = self.db.containers_using_image(image_id)
             records: builtins.list[tuple[str, str]] = []
             meta = {"image_id": image_id}
@@ -280,7 +331,7 @@ class ImageStore:
                     )
                 self.db.remove_tag(by_tag)
                 records.append(("Untagged", by_tag))
-                if len(tags) > 1:
+                if len(tags) > 1 or (by_tag not in tags and tags):
                     return records
             else:
                 if len(tags) > 1 and not force:
@@ -299,6 +350,10 @@ class ImageStore:
                 for t in tags:
                     self.db.remove_tag(t)
                     records.append(("Untagged", t))
+            for d in refs:
+                if "@" in d and d != by_tag:
+                    self.db.remove_tag(d)
+                    records.append(("Untagged", d))
             records.extend(self._delete(image_id))
             return records
 
@@ -313,5 +368,35 @@ class ImageStore:
                 self.layers.remove(lid)
             except FailedPrecondition:
                 continue  # a prepared container still runs on it (rmi -f); kept until a later GC
+            self.content.unlink_layer(lid)
             records.append(("Deleted", lid))
         return records
+
+
+def _tag_ref(ref: str) -> reference.Reference:
+    parsed = reference.parse(ref)
+    if parsed.digest:
+        raise InvalidArgument(f"refusing to create a tag with a digest reference: {ref!r}")
+    return parsed
+
+
+class _Tee:
+    """Reads through to ``raw`` while writing every byte to a content-store writer."""
+
+    def __init__(self, raw: IO[bytes], writer: Any):
+        self._raw = raw
+        self._w = writer
+        self.gzip = False
+        self._first = True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if self._first and data:
+            self.gzip = data[:2] == b"\x1f\x8b"
+            self._first = False
+        self._w.write(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass

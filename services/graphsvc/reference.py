@@ -2,8 +2,12 @@
 
 References are stored in their *familiar* form (``busybox:latest``):
 ``docker.io/library/busybox`` and ``docker.io/busybox`` normalise to it, so
-the same image is never tagged twice under two spellings. Digest references
-(``name@sha256:…``) are refused until the content store lands.
+the same image is never tagged twice under two spellings. A digest reference
+(``name@sha256:<64 hex>``) names a manifest in a registry; locally it is a
+*repo digest* recorded at pull or push time.
+
+:func:`remote` gives the registry and repository a reference lives in, with
+Docker Hub's conventions: ``busybox`` is ``registry-1.docker.io/library/busybox``.
 """
 
 from __future__ import annotations
@@ -21,18 +25,40 @@ _DOMAIN = re.compile(
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$"
 )
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MAX_NAME = 255
+DOCKER_HUB_REGISTRY = "registry-1.docker.io"
 
 
 @dataclass(frozen=True)
 class Reference:
-    """A parsed ``name:tag``; ``name`` is familiar (no ``docker.io/library/``)."""
+    """A parsed ``name:tag`` or ``name@digest``; ``name`` is familiar (no ``docker.io/library/``).
+
+    With a digest, ``tag`` is kept only when the user wrote one (``name:tag@digest``),
+    and the digest wins, as in Docker.
+    """
 
     name: str
     tag: str
+    digest: str = ""
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.tag}"
+        return f"{self.name}@{self.digest}" if self.digest else f"{self.name}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where a reference lives: ``registry`` is ``host[:port]``, ``repository`` the path there."""
+
+    registry: str
+    repository: str
+
+
+def remote(ref: Reference) -> Remote:
+    first, sep, rest = ref.name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return Remote(first, rest)
+    return Remote(DOCKER_HUB_REGISTRY, ref.name if "/" in ref.name else f"library/{ref.name}")
 
 
 def _invalid(ref: str, why: str) -> InvalidArgument:
@@ -43,8 +69,14 @@ def parse(ref: str) -> Reference:
     """Parse ``name[:tag]`` (default tag ``latest``) or raise InvalidArgument saying what is wrong."""
     if not ref:
         raise _invalid(ref, "empty reference")
+    digest = ""
     if "@" in ref:
-        raise _invalid(ref, "digest references are not supported yet")
+        ref_no_digest, _, digest = ref.partition("@")
+        if not _DIGEST.match(digest):
+            raise _invalid(ref, f"invalid digest {digest!r} (want sha256: and 64 hex digits)")
+        parsed = parse(ref_no_digest)
+        explicit_tag = ref_no_digest.rfind(":") > ref_no_digest.rfind("/")
+        return Reference(parsed.name, parsed.tag if explicit_tag else "", digest)
     name, tag = ref, DEFAULT_TAG
     colon = ref.rfind(":")
     if colon > ref.rfind("/"):

@@ -14,6 +14,9 @@ from skiff.common.errors import InvalidArgument
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.graphsvc import changes as changes_mod
 from skiff.graphsvc import images as images_mod
+from skiff.graphsvc import pull as pull_mod
+from skiff.graphsvc import push as push_mod
+from skiff.graphsvc import registry
 from skiff.graphsvc.graph import Container, Graph
 from skiff.graphsvc.layers import Mount
 from skiff.types.v1 import types_pb2
@@ -37,7 +40,7 @@ def image_to_proto(image: images_mod.Image) -> types_pb2.Image:
     history = image.config.get("history") or [{}]
     return types_pb2.Image(
         id=image.id, repo_tags=image.repo_tags, created=timestamp(image.created), size=image.size,
-        layers=image.layers, config=run, comment=history[-1].get("comment", ""),
+        layers=image.layers, config=run, repo_digests=image.repo_digests, comment=history[-1].get("comment", ""),
         architecture=image.config.get("architecture", ""), os=image.config.get("os", ""),
     )
 
@@ -54,9 +57,47 @@ def container_to_proto(c: Container) -> graph_pb2.Container:
     )
 
 
+def progress_to_proto(p: pull_mod.Progress) -> types_pb2.Progress:
+    return types_pb2.Progress(id=p.id, status=p.status, current=p.current, total=p.total)
+
+
+def credentials(auth: types_pb2.RegistryAuth) -> registry.Credentials:
+    return registry.Credentials(auth.username, auth.password, auth.identity_token)
+
+
 class ImageServicer(graph_pb2_grpc.ImageServiceServicer):
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, client_factory: pull_mod.ClientFactory = pull_mod.default_client):
         self.graph = graph
+        self.puller = pull_mod.Puller(graph.images, client_factory)
+        self.pusher = push_mod.Pusher(graph.images, client_factory)
+
+    def PullImage(self, request: graph_pb2.PullImageRequest,
+                  context: grpc.ServicerContext) -> Iterator[graph_pb2.PullImageResponse]:
+        with grpcerr.handle(context):
+            creds = credentials(request.auth)
+            for item in pull_mod.with_progress(
+                    lambda report: self.puller.pull(request.reference, request.platform, creds, report)):
+                if isinstance(item, pull_mod.Progress):
+                    yield graph_pb2.PullImageResponse(progress=progress_to_proto(item))
+                else:
+                    yield graph_pb2.PullImageResponse(image=image_to_proto(item))
+
+    def PushImage(self, request: graph_pb2.PushImageRequest,
+                  context: grpc.ServicerContext) -> Iterator[graph_pb2.PushImageResponse]:
+        with grpcerr.handle(context):
+            creds = credentials(request.auth)
+            for item in pull_mod.with_progress(
+                    lambda report: self.pusher.push(request.reference, creds, report)):
+                if isinstance(item, pull_mod.Progress):
+                    yield graph_pb2.PushImageResponse(progress=progress_to_proto(item))
+                else:
+                    yield graph_pb2.PushImageResponse(digest=item)
+
+    def TagImage(self, request: graph_pb2.TagImageRequest,
+                 context: grpc.ServicerContext) -> graph_pb2.TagImageResponse:
+        with grpcerr.handle(context):
+            self.graph.images.tag(request.source, request.target)
+            return graph_pb2.TagImageResponse()
 
     def ImportImage(self, request_iterator: Iterator[graph_pb2.ImportImageRequest],
                     context: grpc.ServicerContext) -> graph_pb2.ImportImageResponse:

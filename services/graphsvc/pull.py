@@ -1,0 +1,226 @@
+"""``skiff pull``: manifest, config, layers from a registry into the content and layer stores.
+
+The order is Docker's: resolve the manifest (choosing the platform from a
+manifest list), fetch the config, then download the missing layers three at a
+time, each verified against its digest as it lands in the content store;
+then unpack each in order through the LayerStore, checking that what was
+unpacked has the DiffID the config names; last, store the config bytes
+unchanged (so the image id is the one Docker computes) and tag.
+
+Layers are independent directories stacked by the driver (overlay lowerdirs,
+or vfs copies at prepare), so each is unpacked on its own, once, by DiffID;
+one that is already present is not downloaded at all ("Already exists").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+from skiff.common.errors import InvalidArgument
+from skiff.graphsvc import reference, registry
+from skiff.graphsvc.content import BlobRef, DigestMismatch
+from skiff.graphsvc.images import _ARCH, Image, ImageStore
+
+CONCURRENT_DOWNLOADS = 3
+MAX_CONFIG = 4 << 20
+_PROGRESS_EVERY = 0.1  # seconds between "Downloading" updates of one layer
+
+
+@dataclass(frozen=True)
+class Progress:
+    id: str
+    status: str
+    current: int = 0
+    total: int = 0
+
+
+Report = Callable[[Progress], None]
+ClientFactory = Callable[[str, str, registry.Credentials, tuple[str, ...]], registry.Client]
+
+
+def default_client(reg: str, repo: str, creds: registry.Credentials, actions: tuple[str, ...]) -> registry.Client:
+    return registry.Client(reg, repo, creds, actions)
+
+
+def short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+class _Counting:
+    """A read-only stream that reports how much has been read (for "Extracting")."""
+
+    def __init__(self, raw: IO[bytes], report: Callable[[int], None]):
+        self._raw = raw
+        self._report = report
+        self.count = 0
+        self._last = 0.0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.count += len(data)
+        now = time.monotonic()
+        if now - self._last >= _PROGRESS_EVERY or not data:
+            self._last = now
+            self._report(self.count)
+        return data
+
+
+class Puller:
+    def __init__(self, images: ImageStore, client_factory: ClientFactory = default_client):
+        self.images = images
+        self.content = images.content
+        self.client_factory = client_factory
+
+    def pull(self, ref_s: str, platform_s: str, creds: registry.Credentials, report: Report) -> Image:
+        ref = reference.parse(ref_s)
+        remote = reference.remote(ref)
+        client = self.client_factory(remote.registry, remote.repository, creds, ("pull",))
+        os_, arch, variant = registry.parse_platform(platform_s, _ARCH.get(platform.machine(), platform.machine()))
+        report(Progress(ref.tag if not ref.digest else ref.digest,
+                        f"Pulling from {remote.repository.removeprefix('library/')}"))
+
+        manifest_digest, manifest = self._manifest(client, ref, os_, arch, variant)
+        config_desc = manifest.get("config") or {}
+        config_bytes = self._config(client, config_desc)
+        config = json.loads(config_bytes)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        layers = list(manifest.get("layers") or [])
+        if len(diff_ids) != len(layers):
+            raise InvalidArgument(f"manifest has {len(layers)} layers but the config {len(diff_ids)} diff_ids")
+        for desc in layers:
+            if desc.get("mediaType") not in registry.LAYER_TYPES:
+                raise InvalidArgument(f"layer {desc.get('digest')}: unsupported media type {desc.get('mediaType')!r}")
+
+        image_id = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        existed = self.images.has_image(image_id)
+        with ThreadPoolExecutor(CONCURRENT_DOWNLOADS, thread_name_prefix="pull") as pool:
+            futures: list[Future[BlobRef] | None] = []
+            for desc, diff_id in zip(layers, diff_ids, strict=True):
+                if self.images.layers.exists(diff_id):
+                    report(Progress(short(desc["digest"]), "Already exists"))
+                    futures.append(None)
+                    continue
+                report(Progress(short(desc["digest"]), "Pulling fs layer"))
+                futures.append(pool.submit(self._download, client, desc, report))
+            try:
+                blobs = [f.result() if f is not None else None for f in futures]
+            except BaseException:
+                for f in futures:
+                    if f is not None:
+                        f.cancel()
+                raise
+        with self.images.lock:
+            for blob, diff_id in zip(blobs, diff_ids, strict=True):
+                if blob is not None and not self.images.layers.exists(diff_id):
+                    self._extract(blob, diff_id, report)
+                elif blob is not None:
+                    report(Progress(short(blob.digest), "Pull complete"))
+            image_id = self.images.add_config(config_bytes)
+            old = self.images.db.get_tag(f"{ref.name}:{ref.tag}") if ref.tag else None
+            if ref.tag:
+                self.images.db.set_tag(f"{ref.name}:{ref.tag}", image_id)
+            self.images.set_repo_digest(ref.name, manifest_digest, image_id)
+        report(Progress("", f"Digest: {manifest_digest}"))
+        up_to_date = existed and (not ref.tag or old == image_id)
+        status = "Image is up to date for" if up_to_date else "Downloaded newer image for"
+        report(Progress("", f"Status: {status} {ref}"))
+        return self.images.get(image_id)
+
+    def _manifest(self, client: registry.Client, ref: reference.Reference, os_: str, arch: str,
+                  variant: str) -> tuple[str, dict[str, Any]]:
+        data, media = client.get_manifest(ref.digest or ref.tag)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if ref.digest and digest != ref.digest:
+            raise DigestMismatch(f"manifest digest mismatch: expected {ref.digest}, got {digest}")
+        if media in registry.INDEXES:
+            desc = registry.choose_manifest(json.loads(data), os_, arch, variant)
+            data, media = client.get_manifest(desc["digest"], registry.MANIFESTS)
+            got = "sha256:" + hashlib.sha256(data).hexdigest()
+            if got != desc["digest"]:
+                raise DigestMismatch(f"manifest digest mismatch: expected {desc['digest']}, got {got}")
+            if media not in registry.MANIFESTS:
+                raise InvalidArgument(f"manifest list entry {desc['digest']} is not an image manifest")
+        # Docker records the digest the user pulled (the list's, when a list was pulled).
+        return digest, json.loads(data)
+
+    def _config(self, client: registry.Client, desc: dict[str, Any]) -> bytes:
+        digest, size = desc.get("digest", ""), int(desc.get("size") or 0)
+        if size > MAX_CONFIG:
+            raise InvalidArgument(f"image config {digest}: {size} bytes is over the {MAX_CONFIG} byte limit")
+        with client.get_blob(digest) as resp:
+            data = resp.read(MAX_CONFIG + 1)
+        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        if got != digest:
+            raise DigestMismatch(f"image config digest mismatch: expected {digest}, got {got}")
+        return data
+
+    def _download(self, client: registry.Client, desc: dict[str, Any], report: Report) -> BlobRef:
+        digest, size, media = desc["digest"], int(desc.get("size") or 0), desc["mediaType"]
+        sid = short(digest)
+        blob = BlobRef(digest, media, size)
+        if self.content.exists(digest):
+            report(Progress(sid, "Download complete"))
+            return blob
+        last = 0.0
+        with client.get_blob(digest) as resp, self.content.writer(digest, size or None) as w:
+            for chunk in resp.iter():
+                w.write(chunk)
+                now = time.monotonic()
+                if now - last >= _PROGRESS_EVERY:
+                    last = now
+                    report(Progress(sid, "Downloading", w.size, size))
+            report(Progress(sid, "Downloading", w.size, size))
+            report(Progress(sid, "Verifying Checksum"))
+            w.commit()
+        report(Progress(sid, "Download complete"))
+        return blob
+
+    def _extract(self, blob: BlobRef, diff_id: str, report: Report) -> None:
+        sid = short(blob.digest)
+        with self.content.open(blob.digest) as f:
+            stream = _Counting(f, lambda n: report(Progress(sid, "Extracting", n, blob.size)))
+            layer = self.images.layers.create_layer_from_archive(stream)  # type: ignore[arg-type]
+        if layer.id != diff_id:
+            if not self.images.layer_in_use(layer.id):
+                self.images.layers.remove(layer.id)
+            raise DigestMismatch(f"layer {blob.digest}: unpacked to {layer.id}, the config says {diff_id}")
+        self.content.link(diff_id, blob)
+        report(Progress(sid, "Pull complete"))
+
+
+T = TypeVar("T")
+
+
+def with_progress(run: Callable[[Report], T]) -> Iterator[Progress | T]:
+    """Run ``run(report)`` in a thread; yield each Progress as reported, then the result.
+
+    An error in ``run`` is raised here, in the caller's thread, after the
+    progress reported before it.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def target() -> None:
+        try:
+            q.put(("done", run(lambda p: q.put(("progress", p)))))
+        except BaseException as err:  # re-raised in the caller's thread
+            q.put(("error", err))
+
+    threading.Thread(target=target, name="progress", daemon=True).start()
+    while True:
+        kind, value = q.get()
+        if kind == "progress":
+            yield value
+        elif kind == "error":
+            raise value
+        else:
+            yield value
+            return
