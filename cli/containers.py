@@ -74,9 +74,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _create(client: Client, args: argparse.Namespace) -> str:
+    from skiff.common.errors import IMAGE_NOT_FOUND, NotFound
+
     request = runopts.build_request(args, os.environ)
-    with client.translated():
-        resp = client.containers.CreateContainer(request, timeout=60)
+    try:
+        with client.translated():
+            resp = client.containers.CreateContainer(request, timeout=60)
+    except NotFound as err:
+        if err.reason != IMAGE_NOT_FOUND:
+            raise
+        # As the Docker CLI does, client-side: pull the missing image, then create again.
+        from skiff.cli import images
+
+        name = args.image if "@" in args.image or images._split_tag(args.image)[1] != "<none>" \
+            else args.image + ":latest"
+        print(f"Unable to find image '{name}' locally", file=sys.stderr)
+        images.pull(client, args.image, getattr(args, "platform", "") or "", sys.stderr)
+        with client.translated():
+            resp = client.containers.CreateContainer(request, timeout=60)
     for warning in resp.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     return resp.id
@@ -203,6 +218,14 @@ def _ts(t: Timestamp) -> float | None:
     return t.seconds + t.nanos / 1e9
 
 
+def _ports(c: api_pb2.Container) -> str:
+    """PORTS as Docker shows it: only while running."""
+    if status_word(c) != "running":
+        return ""
+    published = [(p.host_ip, p.host_port, p.container_port, p.protocol) for p in c.network_settings.ports]
+    return fmt.ports(published, c.config.exposed_ports)
+
+
 def status_word(c: api_pb2.Container) -> str:
     from skiff.types.v1 import types_pb2
 
@@ -249,7 +272,7 @@ def ps_rows(containers: list[api_pb2.Container], no_trunc: bool, now: float) -> 
             fmt.go_quote(command),
             fmt.ago(created, now) if created is not None else "",
             status,
-            "",  # PORTS: no port publishing yet
+            _ports(c),
             ",".join(names[c.id]) if no_trunc else names[c.id][0],
         ])
     return rows

@@ -180,3 +180,22 @@ def container_status(
             return "Created" if started is None else f"Exited ({exit_code})"
         return f"Exited ({exit_code}) {human_duration(now - finished)} ago"
     return "Created"
+
+
+def ports(published: Sequence[tuple[str, int, int, str]], exposed: Sequence[str] = ()) -> str:
+    """Docker's PORTS column: ``0.0.0.0:8080->80/tcp, 443/tcp`` (published, then exposed only).
+
+    ``published`` holds (host ip, host port, container port, protocol).
+    """
+    out = []
+    seen = set()
+    for host_ip, host_port, port, proto in published:
+        proto = proto or "tcp"
+        out.append(f"{host_ip or '0.0.0.0'}:{host_port}->{port}/{proto}")
+        seen.add(f"{port}/{proto}")
+    for item in exposed:
+        key = item if "/" in item else f"{item}/tcp"
+        if key not in seen:
+            out.append(key)
+            seen.add(key)
+    return ", ".join(out)

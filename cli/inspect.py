@@ -97,7 +97,27 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "Links": links or None,
         },
         "Config": config_json(c.config),
-        "NetworkSettings": {"SandboxKey": c.network_settings.sandbox_key},
+        "NetworkSettings": network_json(c),
+    }
+
+
+def network_json(c: api_pb2.Container) -> dict[str, Any]:
+    """Docker's NetworkSettings: the bridge's fields, and Ports as {"80/tcp": [{HostIp, HostPort}]}."""
+    n = c.network_settings
+    ports: dict[str, Any] = {}
+    for item in c.config.exposed_ports:
+        ports.setdefault(item if "/" in item else f"{item}/tcp", None)
+    for p in n.ports:
+        key = f"{p.container_port}/{p.protocol or 'tcp'}"
+        ports[key] = (ports.get(key) or []) + [{"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}]
+    return {
+        "Bridge": n.bridge,
+        "SandboxKey": n.sandbox_key,
+        "Ports": ports,
+        "Gateway": n.gateway,
+        "IPAddress": n.ip_address,
+        "IPPrefixLen": n.ip_prefix_len,
+        "MacAddress": n.mac_address,
     }
 
 

@@ -37,6 +37,17 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-l", "--label", action="append", default=[], help="set meta data on a container")
     p.add_argument("--link", action="append", default=[], help="add link to another container (name:alias)")
     p.add_argument("--rm", action="store_true", help="automatically remove the container when it exits")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOSTPORT:PORT[/PROTO]",
+                   help="publish a container's port(s) to the host")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish all exposed ports to random ports")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
+                   help="expose a port without publishing it")
+    p.add_argument("--dns", action="append", default=[], help="set custom DNS servers")
+    p.add_argument("--dns-search", action="append", default=[], help="set custom DNS search domains")
+    p.add_argument("--dns-option", action="append", default=[], help="set DNS options")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a custom host-to-IP mapping (host:ip, or host:host-gateway)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -66,6 +77,40 @@ def expand_env(items: list[str], environ: Mapping[str, str]) -> list[str]:
     return out
 
 
+def parse_port(text: str) -> tuple[int, str]:
+    """``80`` or ``80/udp`` -> (80, "udp")."""
+    port, _, proto = text.partition("/")
+    proto = (proto or "tcp").lower()
+    if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp"):
+        raise exits.Usage(f"invalid port {text!r}: want PORT[/tcp|udp] with 1 <= PORT <= 65535")
+    return int(port), proto
+
+
+def parse_publish(text: str) -> tuple[str, int, int, str]:
+    """Docker's ``-p``: ``[ip:][hostPort:]containerPort[/proto]`` -> (ip, host port, port, proto)."""
+    spec, slash, proto = text.partition("/")
+    parts = spec.rsplit(":", 2)
+    ip, host = "", ""
+    if len(parts) == 3:
+        ip, host, cport = parts
+        ip = ip.strip("[]")
+    elif len(parts) == 2:
+        host, cport = parts
+    else:
+        cport = parts[0]
+    port, proto = parse_port(cport + (slash + proto if slash else ""))
+    if host and (not host.isdigit() or not 0 < int(host) < 65536):
+        raise exits.Usage(f"invalid host port {host!r} in {text!r}")
+    if ip:
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(ip)
+        except ValueError:
+            raise exits.Usage(f"invalid IP address {ip!r} in {text!r}") from None
+    return ip, int(host or 0), port, proto
+
+
 def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_pb2.CreateContainerRequest:
     from skiff.api.v1 import api_pb2
     from skiff.types.v1 import types_pb2
@@ -78,6 +123,16 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         hostname=args.hostname,
         labels=dict(split_kv(args.label, "label")),
     )
+    published = [parse_publish(x) for x in args.publish]
+    exposed: list[str] = []
+    for port, proto in [parse_port(x) for x in args.expose] + [(b[2], b[3]) for b in published]:
+        if f"{port}/{proto}" not in exposed:
+            exposed.append(f"{port}/{proto}")
+    config.exposed_ports.extend(exposed)
+    for item in args.add_host:
+        name, sep, addr = item.partition(":")
+        if not sep or not name or not addr:
+            raise exits.Usage(f"invalid argument {item!r} for \"--add-host\" flag: want host:ip")
     if args.command:
         config.cmd.CopyFrom(types_pb2.StringList(values=args.command))
     if args.entrypoint is not None:
@@ -89,5 +144,12 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         pids_limit=max(args.pids_limit, 0),
         auto_remove=args.rm,
         links=args.link,
+        port_bindings=[types_pb2.PortBinding(host_ip=ip, host_port=hp, container_port=cp, protocol=proto)
+                       for ip, hp, cp, proto in published],
+        publish_all_ports=args.publish_all,
+        dns=args.dns,
+        dns_search=args.dns_search,
+        dns_options=args.dns_option,
+        extra_hosts=args.add_host,
     )
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)

@@ -61,6 +61,12 @@ class GraphBackend(Protocol):
 
     def get_store_info(self) -> graph_pb2.GetStoreInfoResponse: ...
 
+    def pull_image(self, req: graph_pb2.PullImageRequest, call: Call) -> Iterator[graph_pb2.PullImageResponse]: ...
+
+    def push_image(self, req: graph_pb2.PushImageRequest, call: Call) -> Iterator[graph_pb2.PushImageResponse]: ...
+
+    def tag_image(self, source: str, target: str) -> None: ...
+
 
 class ExecBackend(Protocol):
     def start_task(self, spec: exec_pb2.TaskSpec) -> exec_pb2.Task: ...
@@ -88,7 +94,10 @@ class ExecBackend(Protocol):
 
 
 class NetBackend(Protocol):
-    def create_endpoint(self, container_id: str, network_mode: str) -> net_pb2.Endpoint: ...
+    def create_endpoint(self, container_id: str, network_mode: str,
+                        options: net_pb2.CreateEndpointRequest | None = None) -> net_pb2.Endpoint:
+        """``options``: hostname, ports, DNS, extra hosts (its id and mode are overwritten)."""
+        ...
 
     def get_endpoint(self, container_id: str) -> net_pb2.Endpoint: ...
 
@@ -195,6 +204,22 @@ class GraphClient:
             )
             return resp
 
+    def _relay(self, rendezvous: Any, call: Call) -> Iterator[Any]:
+        """A server stream passed on message by message; our caller leaving cancels it."""
+        call.on_cancel(rendezvous.cancel)
+        with grpcerr.translated():
+            yield from rendezvous
+
+    def pull_image(self, req: graph_pb2.PullImageRequest, call: Call) -> Iterator[graph_pb2.PullImageResponse]:
+        return self._relay(self._images.PullImage(req, timeout=call.remaining()), call)
+
+    def push_image(self, req: graph_pb2.PushImageRequest, call: Call) -> Iterator[graph_pb2.PushImageResponse]:
+        return self._relay(self._images.PushImage(req, timeout=call.remaining()), call)
+
+    def tag_image(self, source: str, target: str) -> None:
+        with grpcerr.translated():
+            self._images.TagImage(graph_pb2.TagImageRequest(source=source, target=target), timeout=CALL_TIMEOUT)
+
 
 class ExecClient:
     """ExecBackend over execsvc's ExecService."""
@@ -259,12 +284,14 @@ class NetClient:
     def __init__(self, channel: grpc.Channel):
         self._stub = net_pb2_grpc.NetworkServiceStub(channel)
 
-    def create_endpoint(self, container_id: str, network_mode: str) -> net_pb2.Endpoint:
+    def create_endpoint(self, container_id: str, network_mode: str,
+                        options: net_pb2.CreateEndpointRequest | None = None) -> net_pb2.Endpoint:
+        req = net_pb2.CreateEndpointRequest()
+        if options is not None:
+            req.CopyFrom(options)
+        req.container_id, req.network_mode = container_id, network_mode
         with grpcerr.translated():
-            resp = self._stub.CreateEndpoint(
-                net_pb2.CreateEndpointRequest(container_id=container_id, network_mode=network_mode),
-                timeout=CALL_TIMEOUT,
-            )
+            resp = self._stub.CreateEndpoint(req, timeout=CALL_TIMEOUT)
             return resp.endpoint  # type: ignore[no-any-return]
 
     def get_endpoint(self, container_id: str) -> net_pb2.Endpoint:

@@ -24,7 +24,7 @@ from skiff.api.v1 import api_pb2
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
-from skiff.apiserver.views import LIVE, compile_filters, container_view, is_live
+from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live
 from skiff.common import errors
 from skiff.common.server import CALL_TIMEOUT
 from skiff.exec.v1 import exec_pb2
@@ -34,9 +34,9 @@ from skiff.types.v1 import types_pb2
 
 log = logging.getLogger(__name__)
 
-#: Network modes this version supports; "" means the default, which is "none" for now.
-NETWORK_MODES = ("none", "host")
-DEFAULT_NETWORK_MODE = "none"
+#: Network modes this version supports; "" means the default, "bridge" (as Docker).
+NETWORK_MODES = ("bridge", "none", "host")
+DEFAULT_NETWORK_MODE = "bridge"
 DEFAULT_STOP_TIMEOUT = 10
 STDIN_UNSUPPORTED = errors.STDIN_UNSUPPORTED
 INVALID_NETWORK_MODE = errors.INVALID_NETWORK_MODE
@@ -134,16 +134,25 @@ class Containers:
             return
         rootfs = self._graph.get_rootfs(record.id).rootfs
         mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
-        endpoint = self._net.create_endpoint(record.id, mode)
         config = record.config
+        hostname = config.hostname or record.id[:12]
+        hc = record.host_config
+        endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
+            hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
+            publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
+            dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
+        ))
         spec = exec_pb2.TaskSpec(
             id=record.id,
             args=[record.path, *record.args] if record.path else list(record.args),
             env=config.env,
             working_dir=config.working_dir,
             user=config.user,
-            hostname=config.hostname or record.id[:12],
+            hostname=hostname,
             rootfs=rootfs,
+            etc_hosts=endpoint.hosts,
+            etc_resolv_conf=endpoint.resolv_conf,
+            etc_hostname=hostname + "\n" if mode != "host" else "",
             netns_path=endpoint.netns_path,
             host_network=mode == "host",
             memory_bytes=record.host_config.memory_bytes,
@@ -331,7 +340,8 @@ class Containers:
 
     def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call
                          ) -> Iterator[api_pb2.AttachContainerResponse]:
-        while self._task(cid) is None:  # attached before start: wait for it
+        # Attached before start: wait for it (a task still "created" is being started).
+        while (task := self._task(cid)) is None or task.state.status == Status.CONTAINER_STATUS_CREATED:
             with self._lock:
                 removed = self._exits.get(cid)
             if removed is not None:  # it ran and was removed meanwhile

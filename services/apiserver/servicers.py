@@ -71,6 +71,23 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
     ) -> api_pb2.RemoveImageResponse:
         return _unary(context, lambda: api_pb2.RemoveImageResponse(items=self._images.remove(request)))
 
+    def PullImage(
+        self, request: api_pb2.PullImageRequest, context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.PullImageResponse]:
+        return _stream(context, lambda: self._images.pull(request, Call.from_context(context)))
+
+    def PushImage(
+        self, request: api_pb2.PushImageRequest, context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.PushImageResponse]:
+        return _stream(context, lambda: self._images.push(request, Call.from_context(context)))
+
+    def TagImage(self, request: api_pb2.TagImageRequest, context: grpc.ServicerContext) -> api_pb2.TagImageResponse:
+        def tag() -> api_pb2.TagImageResponse:
+            self._images.tag(request)
+            return api_pb2.TagImageResponse()
+
+        return _unary(context, tag)
+
 
 class ContainerServicer(api_pb2_grpc.ContainerServiceServicer):
     def __init__(self, containers: Containers):

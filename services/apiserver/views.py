@@ -50,6 +50,12 @@ def container_view(
     if endpoint is not None:
         settings.network_mode = endpoint.network_mode or settings.network_mode
         settings.sandbox_key = endpoint.netns_path
+        settings.ip_address = endpoint.ip_address
+        settings.ip_prefix_len = endpoint.prefix_length
+        settings.gateway = endpoint.gateway
+        settings.mac_address = endpoint.mac_address
+        settings.bridge = endpoint.bridge
+        settings.ports.extend(endpoint.ports)
     view = api_pb2.Container(
         id=record.id,
         name=record.name,

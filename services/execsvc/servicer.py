@@ -13,7 +13,7 @@ from google.protobuf import timestamp_pb2
 from skiff.common import errors, grpcerr
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc.runtime import Runtime, State
-from skiff.execsvc.spec import ContainerSpec, RootfsMount
+from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
 from skiff.types.v1 import types_pb2
 
 _STATUS = {
@@ -67,6 +67,7 @@ class Tasks:
             hostname=ts.hostname, network_mode=mode, netns_path=netns,
             rootfs=RootfsMount(type=ts.rootfs.type, source=ts.rootfs.source, options=tuple(ts.rootfs.options)),
             memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),
+            etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
@@ -82,6 +83,8 @@ class Tasks:
                                            reason=errors.CONTAINER_RUNNING)
             self.runtime.delete(spec.id)  # the previous run's bundle; its log stays
         self.log_path(spec.id).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Before create(): from then on the task is visible (as created); keep that window short.
+        write_etc_files(spec, self.runtime.bundle(spec.id))  # bind-mounted by the init (config.json mounts)
         self.runtime.create(spec)
         try:
             self.runtime.start(spec.id)

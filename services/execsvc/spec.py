@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.common.errors import InvalidArgument
+from skiff.execsvc import security
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -63,6 +64,10 @@ class ContainerSpec:
     #: empty: ``<bundle>/<id>-json.log``
     log_path: str = ""
     rlimits: tuple[tuple[str, int, int], ...] = field(default=())
+    #: Contents bind-mounted at /etc/hosts, /etc/resolv.conf, /etc/hostname (empty: the image's).
+    etc_hosts: str = ""
+    etc_resolv_conf: str = ""
+    etc_hostname: str = ""
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -154,6 +159,32 @@ def default_mounts() -> list[dict[str, Any]]:
     ]
 
 
+#: ContainerSpec field -> (file in the bundle, destination in the container).
+ETC_FILES = {
+    "etc_hosts": ("hosts", "/etc/hosts"),
+    "etc_resolv_conf": ("resolv.conf", "/etc/resolv.conf"),
+    "etc_hostname": ("hostname", "/etc/hostname"),
+}
+
+
+def etc_mounts(spec: ContainerSpec, bundle: Path) -> list[dict[str, Any]]:
+    """Read-write binds of the bundle's generated /etc files (written by :func:`write_etc_files`)."""
+    return [
+        {"destination": dest, "type": "bind", "source": str(bundle / name), "options": ["bind", "rw"]}
+        for attr, (name, dest) in ETC_FILES.items() if getattr(spec, attr)
+    ]
+
+
+def write_etc_files(spec: ContainerSpec, bundle: Path) -> None:
+    """Written at every start (no fsync: a crash loses nothing the next start won't rewrite)."""
+    bundle.mkdir(parents=True, exist_ok=True)
+    for attr, (name, _) in ETC_FILES.items():
+        if getattr(spec, attr):
+            tmp = bundle / f".{name}.tmp"
+            tmp.write_text(getattr(spec, attr))
+            os.replace(tmp, bundle / name)
+
+
 def _user(user: str) -> dict[str, Any]:
     """Numeric users go in as numbers; names are resolved by init in the container's /etc/passwd."""
     name, _, group = user.partition(":")
@@ -180,6 +211,7 @@ def build_config(
     elif spec.network_mode == "path":
         namespaces.append({"type": "network", "path": str(spec.netns_path)})
     resources: dict[str, Any] = {}
+    seccomp = security.default_seccomp_profile()
     if spec.memory_limit:
         resources["memory"] = {"limit": spec.memory_limit}
     if spec.pids_limit:
@@ -193,14 +225,19 @@ def build_config(
             "env": env,
             "cwd": spec.cwd,
             "rlimits": [{"type": n, "soft": s, "hard": h} for n, s, h in spec.rlimits],
+            "capabilities": security.default_capabilities(),
+            "noNewPrivileges": True,
         },
         "root": {"path": str(bundle / "rootfs"), "readonly": False},
         "hostname": spec.hostname or spec.id[:12],
-        "mounts": default_mounts(),
+        "mounts": default_mounts() + etc_mounts(spec, bundle),
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path,
             "resources": resources,
+            "maskedPaths": list(security.MASKED_PATHS),
+            "readonlyPaths": list(security.READONLY_PATHS),
+            "seccomp": seccomp,
         },
         "skiff": {
             "rootfsMount": {
@@ -211,6 +248,8 @@ def build_config(
             "logPath": log_path(spec, bundle),
             "cgroupProcs": cgroup_procs,
             "networkMode": spec.network_mode,
+            # linux.seccomp compiled on the host: the init only hands it to the kernel.
+            "seccompFilter": security.compile_bpf(seccomp),
         },
     }
 

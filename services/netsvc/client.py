@@ -7,8 +7,8 @@ import grpc
 from skiff.common.grpcerr import translated
 from skiff.common.server import CALL_TIMEOUT
 from skiff.net.v1 import net_pb2, net_pb2_grpc
-from skiff.netsvc.model import Endpoint
-from skiff.netsvc.servicer import from_proto
+from skiff.netsvc.model import Endpoint, EndpointOptions
+from skiff.netsvc.servicer import from_proto, options_to_request
 
 
 class NetworkClient:
@@ -18,8 +18,9 @@ class NetworkClient:
         self.stub = net_pb2_grpc.NetworkServiceStub(channel)
         self.timeout = timeout
 
-    def create_endpoint(self, container_id: str, network_mode: str) -> Endpoint:
-        req = net_pb2.CreateEndpointRequest(container_id=container_id, network_mode=network_mode)
+    def create_endpoint(self, container_id: str, network_mode: str,
+                        opts: EndpointOptions | None = None) -> Endpoint:
+        req = options_to_request(container_id, network_mode, opts or EndpointOptions())
         with translated():
             return from_proto(self.stub.CreateEndpoint(req, timeout=self.timeout).endpoint)
 

@@ -2,8 +2,7 @@
 
 A driver makes and unmakes the kernel side of an endpoint; the
 :class:`~skiff.netsvc.manager.EndpointManager` owns records, idempotency and
-reconciliation. A bridge driver (veth pair, address, NAT) slots in here later
-with the same two calls plus its own ``reconcile``.
+reconciliation. The bridge driver (veth pair, address, NAT) is in bridge.py.
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ from pathlib import Path
 from typing import Protocol
 
 from skiff.netsvc import netns
-from skiff.netsvc.model import MODE_HOST, MODE_NONE, Endpoint
+from skiff.netsvc.model import MODE_HOST, MODE_NONE, Endpoint, EndpointOptions
 
 
 class NetworkDriver(Protocol):
     mode: str
 
-    def create_endpoint(self, container_id: str) -> Endpoint:
+    def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         """Make the endpoint; may be called again after a partial failure."""
         ...
 
@@ -30,8 +29,12 @@ class NetworkDriver(Protocol):
         """Whether the kernel still has what the record describes (start-up reconciliation)."""
         ...
 
+    def restore(self, endpoints: list[Endpoint]) -> None:
+        """At start-up: the live records of this mode (a driver may rebuild its state from them)."""
+        ...
+
     def orphans(self, known: set[str]) -> list[str]:
-        """Kernel objects this driver made that no record in ``known`` (container ids) owns."""
+        """Kernel objects this driver made that no record in ``known`` (every live container id) owns."""
         ...
 
     def remove_orphan(self, name: str) -> None: ...
@@ -52,7 +55,7 @@ class NoneDriver:
     def path(self, container_id: str) -> Path:
         return self.netns_dir / container_id
 
-    def create_endpoint(self, container_id: str) -> Endpoint:
+    def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         netns.ensure_mount_point(self.netns_dir)  # made when first needed, released by close()
         path = self.path(container_id)
         netns.create(path)
@@ -65,6 +68,9 @@ class NoneDriver:
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
         netns.remove(self.path(endpoint.container_id))
+
+    def restore(self, endpoints: list[Endpoint]) -> None:
+        pass
 
     def is_alive(self, endpoint: Endpoint) -> bool:
         return netns.is_mounted(self.path(endpoint.container_id))
@@ -84,7 +90,7 @@ class HostDriver:
 
     mode = MODE_HOST
 
-    def create_endpoint(self, container_id: str) -> Endpoint:
+    def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         return Endpoint(container_id, self.mode, "")
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
@@ -92,6 +98,9 @@ class HostDriver:
 
     def is_alive(self, endpoint: Endpoint) -> bool:
         return True
+
+    def restore(self, endpoints: list[Endpoint]) -> None:
+        pass
 
     def orphans(self, known: set[str]) -> list[str]:
         return []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skiff.netsvc.model import MODE_NONE, Endpoint
+from skiff.netsvc.model import MODE_NONE, Endpoint, EndpointOptions
 
 
 class FakeDriver:
@@ -13,7 +13,7 @@ class FakeDriver:
         self.live: set[str] = set()
         self.calls: list[tuple[str, str]] = []
 
-    def create_endpoint(self, container_id: str) -> Endpoint:
+    def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         self.calls.append(("create", container_id))
         self.live.add(container_id)
         return Endpoint(container_id, self.mode, f"/fake/netns/{container_id}")
@@ -24,6 +24,9 @@ class FakeDriver:
 
     def is_alive(self, endpoint: Endpoint) -> bool:
         return endpoint.container_id in self.live
+
+    def restore(self, endpoints: list[Endpoint]) -> None:
+        self.calls.append(("restore", ",".join(e.container_id for e in endpoints)))
 
     def orphans(self, known: set[str]) -> list[str]:
         return sorted(self.live - known)

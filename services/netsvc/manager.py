@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from skiff.common.errors import AlreadyExists, InvalidArgument, NotFound
+from skiff.netsvc import etcfiles
 from skiff.netsvc.drivers import NetworkDriver
-from skiff.netsvc.model import Endpoint, validate_container_id
+from skiff.netsvc.model import MODE_HOST, Endpoint, EndpointOptions, validate_container_id
 from skiff.netsvc.store import EndpointStore
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,8 @@ ENDPOINT_MODE_MISMATCH = "ENDPOINT_MODE_MISMATCH"
 class Network(Protocol):
     """What other services use of netsvc; the gRPC client implements the same calls."""
 
-    def create_endpoint(self, container_id: str, network_mode: str) -> Endpoint: ...
+    def create_endpoint(self, container_id: str, network_mode: str,
+                        opts: EndpointOptions | None = None) -> Endpoint: ...
 
     def get_endpoint(self, container_id: str) -> Endpoint: ...
 
@@ -38,9 +41,13 @@ class EndpointManager:
     locking would buy nothing and cost correctness (the record file is rewritten whole).
     """
 
-    def __init__(self, drivers: Iterable[NetworkDriver], store: EndpointStore):
+    def __init__(self, drivers: Iterable[NetworkDriver], store: EndpointStore,
+                 host_resolv: Callable[[], str] = etcfiles.read_host_resolv,
+                 host_hosts: Callable[[], str] = etcfiles.read_host_hosts):
         self.drivers = {d.mode: d for d in drivers}
         self.store = store
+        self.host_resolv = host_resolv
+        self.host_hosts = host_hosts
         self._lock = threading.Lock()
         self._endpoints = store.load()
 
@@ -55,9 +62,26 @@ class EndpointManager:
                 metadata={"supported": supported},
             ) from None
 
-    def create_endpoint(self, container_id: str, network_mode: str) -> Endpoint:
+    def etc_files(self, endpoint: Endpoint, opts: EndpointOptions) -> Endpoint:
+        """The endpoint with its /etc/hosts and /etc/resolv.conf (host mode: the host's, as Docker).
+
+        Without a hostname the caller asked for no files (the image's are kept).
+        """
+        if not opts.hostname:
+            return endpoint
+        if endpoint.network_mode == MODE_HOST:
+            return dataclasses.replace(endpoint, hosts=self.host_hosts(), resolv_conf=self.host_resolv())
+        hosts = etcfiles.hosts(opts.hostname, endpoint.ip_address, opts.extra_hosts, endpoint.gateway)
+        resolv = etcfiles.resolv_conf(self.host_resolv(), opts.dns, opts.dns_search, opts.dns_options)
+        return dataclasses.replace(endpoint, hosts=hosts, resolv_conf=resolv)
+
+    def create_endpoint(self, container_id: str, network_mode: str,
+                        opts: EndpointOptions | None = None) -> Endpoint:
         validate_container_id(container_id)
         driver = self._driver(network_mode)
+        opts = opts or EndpointOptions()
+        for item in opts.extra_hosts:  # refuse a bad one before anything is made
+            etcfiles.parse_extra_host(item, "0.0.0.0")
         with self._lock:
             existing = self._endpoints.get(container_id)
             if existing is not None:
@@ -68,12 +92,13 @@ class EndpointManager:
                         metadata={"network_mode": existing.network_mode},
                     )
                 return existing
-            endpoint = driver.create_endpoint(container_id)
-            self._endpoints[container_id] = endpoint
+            endpoint = driver.create_endpoint(container_id, opts)
             try:
+                endpoint = self.etc_files(endpoint, opts)
+                self._endpoints[container_id] = endpoint
                 self.store.save(self._endpoints)
             except BaseException:
-                del self._endpoints[container_id]
+                self._endpoints.pop(container_id, None)
                 driver.delete_endpoint(endpoint)
                 raise
             log.info("created %s endpoint for %s", network_mode, container_id)
@@ -125,9 +150,10 @@ class EndpointManager:
                         driver.delete_endpoint(endpoint)  # debris, e.g. an unmounted file
                     del self._endpoints[cid]
                     changed = True
+            known = set(self._endpoints)
             for driver in self.drivers.values():
-                owned = {cid for cid, e in self._endpoints.items() if e.network_mode == driver.mode}
-                for name in driver.orphans(owned):
+                driver.restore([e for _, e in sorted(self._endpoints.items()) if e.network_mode == driver.mode])
+                for name in driver.orphans(known):
                     log.warning("removing orphaned %s endpoint %s (no record)", driver.mode, name)
                     driver.remove_orphan(name)
             if changed:

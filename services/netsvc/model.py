@@ -9,9 +9,35 @@ from skiff.common.errors import InvalidArgument
 
 MODE_NONE = "none"
 MODE_HOST = "host"
+MODE_BRIDGE = "bridge"
 
 # The id names a file under <exec-root>/netns: keep it to a safe file name.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """A container port published on the host; ``host_ip`` empty means every address."""
+
+    host_ip: str = ""
+    host_port: int = 0
+    container_port: int = 0
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """What a container asks of its endpoint beyond the mode (CreateEndpointRequest)."""
+
+    hostname: str = ""
+    port_bindings: tuple[PortBinding, ...] = ()
+    #: ``80/tcp`` or ``80``; published on free host ports when ``publish_all_ports``.
+    exposed_ports: tuple[str, ...] = ()
+    publish_all_ports: bool = False
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    extra_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -20,6 +46,18 @@ class Endpoint:
     network_mode: str
     #: Network namespace to join; empty when the container shares the host's.
     netns_path: str = ""
+    #: On a bridge: address, prefix length, gateway, MAC, bridge and host-side veth.
+    ip_address: str = ""
+    prefix_length: int = 0
+    gateway: str = ""
+    mac_address: str = ""
+    bridge: str = ""
+    veth: str = ""
+    #: Published ports, with the host ports actually chosen.
+    ports: tuple[PortBinding, ...] = ()
+    #: The container's /etc/hosts and /etc/resolv.conf (empty: keep the image's).
+    hosts: str = ""
+    resolv_conf: str = ""
 
 
 def validate_container_id(container_id: str) -> None:

@@ -1,6 +1,7 @@
 """``python -m skiff.netsvc``: serve skiff.net.v1.NetworkService.
 
-Layout: records in ``<data-root>/network/endpoints.json``; namespaces bind-mounted
+Layout: records in ``<data-root>/network/endpoints.json``, the bridge's subnet and
+addresses in ``<data-root>/network/ipam.json``; namespaces bind-mounted
 at ``<exec-root>/netns/<container_id>`` (a tmpfs under /run: they die with the
 host, and so do the records' meaning — reconcile() drops them at the next boot).
 """
@@ -9,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from skiff.common.server import Service, add_common_arguments, setup_logging
 from skiff.common.tls import TLSFiles
 from skiff.net.v1 import net_pb2_grpc
+from skiff.netsvc.bridge import DEFAULT_BRIDGE, BridgeDriver
 from skiff.netsvc.drivers import HostDriver, NoneDriver
+from skiff.netsvc.ipam import parse_bip
 from skiff.netsvc.manager import EndpointManager
 from skiff.netsvc.servicer import NetworkServicer
 from skiff.netsvc.store import EndpointStore
@@ -24,14 +30,28 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "skiff.net.v1.NetworkService"
 
 
-def build_manager(data_root: Path, exec_root: Path) -> EndpointManager:
+def build_manager(data_root: Path, exec_root: Path, bip: IPv4Network | None = None,
+                  bridge: str = DEFAULT_BRIDGE, chain_prefix: str = "SKIFF") -> EndpointManager:
     """The manager with every driver, reconciled with the kernel."""
     manager = EndpointManager(
-        [NoneDriver(exec_root / "netns"), HostDriver()],
+        [NoneDriver(exec_root / "netns"), HostDriver(),
+         BridgeDriver(exec_root / "netns", data_root / "network", bridge, bip, chain_prefix)],
         EndpointStore(data_root / "network" / "endpoints.json"),
     )
     manager.reconcile()
     return manager
+
+
+def chain_prefix(bridge: str) -> str:
+    """``SKIFF`` for the default bridge, ``SKIFF-<BRIDGE>`` for another (iptables allows 28 characters)."""
+    return "SKIFF" if bridge == DEFAULT_BRIDGE else f"SKIFF-{bridge.upper()}"
+
+
+def bridge_name(text: str) -> str:
+    """An interface name short enough for its chains (``SKIFF-<NAME>-POSTROUTING`` <= 28 characters)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,9}", text):
+        raise argparse.ArgumentTypeError(f"invalid bridge name {text!r}: 1-10 of [A-Za-z0-9_.-]")
+    return text
 
 
 def build_service(listen: list[str], manager: EndpointManager, tls: TLSFiles | None = None) -> Service:
@@ -43,10 +63,16 @@ def build_service(listen: list[str], manager: EndpointManager, tls: TLSFiles | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skiff-netsvc", description=__doc__.splitlines()[0])
     add_common_arguments(parser, default_socket="unix://<exec-root>/netsvc.sock")
+    parser.add_argument("--bip", type=parse_bip, default=None, metavar="CIDR",
+                        help="the bridge's subnet (default: the first free one of 172.18-31.0.0/16, ...)")
+    parser.add_argument("--bridge", type=bridge_name, default=os.environ.get("SKIFF_BRIDGE") or DEFAULT_BRIDGE,
+                        metavar="NAME",
+                        help="the bridge's name (default: $SKIFF_BRIDGE or skiff0; its chains are then "
+                             "SKIFF-<NAME>*, so that two engines on one host do not share rules)")
     args = parser.parse_args(argv)
     setup_logging("netsvc", args.log_level, args.debug)
     listen = args.listen or [f"unix://{args.exec_root}/netsvc.sock"]
-    manager = build_manager(args.data_root, args.exec_root)
+    manager = build_manager(args.data_root, args.exec_root, args.bip, args.bridge, chain_prefix(args.bridge))
     build_service(listen, manager, TLSFiles(args.tlscacert, args.tlscert, args.tlskey)).run_until_signal()
     manager.close()
     return 0

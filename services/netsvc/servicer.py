@@ -7,15 +7,50 @@ import grpc
 from skiff.common.grpcerr import handle
 from skiff.net.v1 import net_pb2, net_pb2_grpc
 from skiff.netsvc.manager import Network
-from skiff.netsvc.model import Endpoint
+from skiff.netsvc.model import Endpoint, EndpointOptions, PortBinding
+from skiff.types.v1 import types_pb2
+
+
+def port_to_proto(p: PortBinding) -> types_pb2.PortBinding:
+    return types_pb2.PortBinding(host_ip=p.host_ip, host_port=p.host_port, container_port=p.container_port,
+                                 protocol=p.protocol)
+
+
+def port_from_proto(p: types_pb2.PortBinding) -> PortBinding:
+    return PortBinding(p.host_ip, p.host_port, p.container_port, p.protocol or "tcp")
 
 
 def to_proto(e: Endpoint) -> net_pb2.Endpoint:
-    return net_pb2.Endpoint(container_id=e.container_id, network_mode=e.network_mode, netns_path=e.netns_path)
+    return net_pb2.Endpoint(
+        container_id=e.container_id, network_mode=e.network_mode, netns_path=e.netns_path,
+        ip_address=e.ip_address, prefix_length=e.prefix_length, gateway=e.gateway, mac_address=e.mac_address,
+        bridge=e.bridge, ports=[port_to_proto(p) for p in e.ports], hosts=e.hosts, resolv_conf=e.resolv_conf,
+    )
 
 
 def from_proto(e: net_pb2.Endpoint) -> Endpoint:
-    return Endpoint(e.container_id, e.network_mode, e.netns_path)
+    return Endpoint(
+        e.container_id, e.network_mode, e.netns_path, ip_address=e.ip_address, prefix_length=e.prefix_length,
+        gateway=e.gateway, mac_address=e.mac_address, bridge=e.bridge,
+        ports=tuple(port_from_proto(p) for p in e.ports), hosts=e.hosts, resolv_conf=e.resolv_conf,
+    )
+
+
+def options_from_request(r: net_pb2.CreateEndpointRequest) -> EndpointOptions:
+    return EndpointOptions(
+        hostname=r.hostname, port_bindings=tuple(port_from_proto(p) for p in r.port_bindings),
+        exposed_ports=tuple(r.exposed_ports), publish_all_ports=r.publish_all_ports, dns=tuple(r.dns),
+        dns_search=tuple(r.dns_search), dns_options=tuple(r.dns_options), extra_hosts=tuple(r.extra_hosts),
+    )
+
+
+def options_to_request(container_id: str, network_mode: str, o: EndpointOptions) -> net_pb2.CreateEndpointRequest:
+    return net_pb2.CreateEndpointRequest(
+        container_id=container_id, network_mode=network_mode, hostname=o.hostname,
+        port_bindings=[port_to_proto(p) for p in o.port_bindings], exposed_ports=o.exposed_ports,
+        publish_all_ports=o.publish_all_ports, dns=o.dns, dns_search=o.dns_search, dns_options=o.dns_options,
+        extra_hosts=o.extra_hosts,
+    )
 
 
 class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
@@ -25,7 +60,8 @@ class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
     def CreateEndpoint(self, request: net_pb2.CreateEndpointRequest, context: grpc.ServicerContext
                        ) -> net_pb2.CreateEndpointResponse:
         with handle(context):
-            e = self.network.create_endpoint(request.container_id, request.network_mode)
+            e = self.network.create_endpoint(request.container_id, request.network_mode,
+                                             options_from_request(request))
             return net_pb2.CreateEndpointResponse(endpoint=to_proto(e))
         raise AssertionError("unreachable")
 

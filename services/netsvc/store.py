@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from skiff.netsvc.model import Endpoint
+from skiff.netsvc.model import Endpoint, PortBinding
 
 #: Bumped when the file's shape changes; a reader refuses a version it does not know.
 VERSION = 1
@@ -30,7 +30,7 @@ class EndpointStore:
             return {}
         if data.get("version") != VERSION:
             raise RuntimeError(f"{self.path}: unsupported version {data.get('version')!r}")
-        return {e["container_id"]: Endpoint(**e) for e in data["endpoints"]}
+        return {e["container_id"]: _endpoint(e) for e in data["endpoints"]}
 
     def save(self, endpoints: dict[str, Endpoint]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,3 +45,10 @@ class EndpointStore:
         except BaseException:
             os.unlink(tmp)
             raise
+
+
+def _endpoint(fields: dict) -> Endpoint:
+    """An Endpoint from its JSON form (fields added later have defaults, so old files load)."""
+    fields = dict(fields)
+    fields["ports"] = tuple(PortBinding(**p) for p in fields.get("ports", ()))
+    return Endpoint(**fields)

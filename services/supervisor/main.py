@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tlscert", type=Path)
     p.add_argument("--tlskey", type=Path)
     p.add_argument("--pidfile", type=Path, help="default <exec-root>/skiffd.pid")
+    p.add_argument("--bip", default="", metavar="CIDR", help="the bridge's subnet (passed to netsvc)")
+    p.add_argument("-b", "--bridge", default="", metavar="NAME", help="the bridge's name (passed to netsvc)")
     args = p.parse_args(argv)
     args.hosts = args.hosts or [address.DEFAULT_HOST]
     args.pidfile = args.pidfile or args.exec_root / "skiffd.pid"
@@ -52,6 +54,10 @@ def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[
     sock = {name: f"unix://{args.exec_root}/{name}.sock" for name in BACKENDS}
     specs = [ServiceSpec(name, [python, "-m", f"skiff.{name}", "-H", sock[name], *common], sock[name])
              for name in BACKENDS]
+    net = next(s for s in specs if s.name == "netsvc")
+    for flag, value in (("--bip", getattr(args, "bip", "")), ("--bridge", getattr(args, "bridge", ""))):
+        if value:
+            net.argv.extend([flag, value])
     api = [python, "-m", "skiff.apiserver"]
     for host in args.hosts:
         api += ["-H", host]

@@ -57,11 +57,14 @@ def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Itera
     data_root, exec_root = base / "data", base / "run"
     host = f"unix://{exec_root}/skiff.sock"
     log = base / "skiffd.log"
+    bridge = f"skt{os.getpid() % 1000000}"
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
             [str(VENV_BIN / "skiffd"), "-D", "--data-root", str(data_root), "--exec-root", str(exec_root),
              "-H", host],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            # A bridge (and iptables chains) of this run's own: engines running side by side don't share one.
+            env=dict(os.environ, SKIFF_BRIDGE=bridge),
         )
     eng = Engine(data_root, exec_root, host, proc, log)
     deadline = time.monotonic() + 60
@@ -87,6 +90,10 @@ def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Itera
         for mnt in reversed(leftovers):
             subprocess.run(["umount", "-l", mnt], check=False)
         assert not leftovers, f"mounts left behind: {leftovers}"
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+        assert f" {bridge}:" not in links and f"master {bridge} " not in links, "bridge or veths left behind"
+        assert f"SKIFF-{bridge.upper()}" not in rules, "iptables rules left behind"
         cgroups = [p for p in Path("/sys/fs/cgroup").glob("*/skiff") if p.is_dir()]
         assert not cgroups, f"cgroups left behind: {cgroups}"
 

@@ -81,8 +81,10 @@ def test_writes_stay_in_the_data_root(engine: Engine, skiff) -> None:
 
 def test_exit_codes(skiff) -> None:
     assert skiff("run", "--rm", "busybox", "sh", "-c", "exit 3").returncode == 3
-    r = skiff("run", "--rm", "no-such-image")
-    assert r.returncode == 125 and "No such image: no-such-image" in r.stderr
+    # A missing image is pulled first; from a registry that is not there (nothing listens on port 1).
+    r = skiff("run", "--rm", "127.0.0.1:1/no-such-image")
+    assert r.returncode == 125 and "Unable to find image '127.0.0.1:1/no-such-image:latest' locally" in r.stderr
+    assert "Error response from daemon: registry 127.0.0.1:1" in r.stderr
     r = skiff("run", "--rm", "busybox", "definitely-not-a-command")
     assert r.returncode == 127, r
     assert "definitely-not-a-command" in r.stderr

@@ -131,19 +131,19 @@ def test_version_and_info(env: Env) -> None:
 # --- create / start --------------------------------------------------------------------------
 
 
-def test_create_defaults_to_network_none_and_reads_created(env: Env) -> None:
+def test_create_defaults_to_network_bridge_and_reads_created(env: Env) -> None:
     cid = env.create("sleep")
     view = env.inspect(cid[:10])
     assert view.state.status == Status.CONTAINER_STATUS_CREATED
-    assert view.network_settings.network_mode == "none"
-    assert view.host_config.network_mode == "none"
+    assert view.network_settings.network_mode == "bridge"
+    assert view.host_config.network_mode == "bridge"
     assert view.rootfs.type == "overlay"
 
 
 @pytest.mark.parametrize(
     ("host", "reason"),
     [
-        ({"network_mode": "bridge"}, "INVALID_NETWORK_MODE"),
+        ({"network_mode": "overlay"}, "INVALID_NETWORK_MODE"),
         ({"network_mode": "container:x"}, "INVALID_NETWORK_MODE"),
         ({"memory_bytes": -1}, "INVALID_ARGUMENT"),
         ({"pids_limit": -5}, "INVALID_ARGUMENT"),

@@ -294,9 +294,11 @@ class FakeNet:
         self.endpoints: dict[str, net_pb2.Endpoint] = {}
         self.calls: list[str] = []
 
-    def create_endpoint(self, container_id: str, network_mode: str) -> net_pb2.Endpoint:
+    def create_endpoint(self, container_id: str, network_mode: str,
+                        options: net_pb2.CreateEndpointRequest | None = None) -> net_pb2.Endpoint:
         self.calls.append("create_endpoint")
-        if network_mode not in ("none", "host"):
+        self.options = options
+        if network_mode not in ("none", "host", "bridge"):
             raise errors.InvalidArgument(f"unknown network mode {network_mode}")
         netns = "" if network_mode == "host" else f"/run/skiff/netns/{container_id[:12]}"
         endpoint = net_pb2.Endpoint(container_id=container_id, network_mode=network_mode, netns_path=netns)

@@ -112,6 +112,11 @@ class FakeEngine(api_pb2_grpc.SystemServiceServicer, api_pb2_grpc.ImageServiceSe
         return api_pb2.RemoveImageResponse(items=[types_pb2.ImageDeleteItem(untagged="busybox:latest"),
                                                   types_pb2.ImageDeleteItem(deleted=IMG_ID)])
 
+    def PullImage(self, request: api_pb2.PullImageRequest,
+                  context: grpc.ServicerContext) -> Iterator[api_pb2.PullImageResponse]:
+        yield api_pb2.PullImageResponse(progress=types_pb2.Progress(id="latest", status="Pulling from library/missing"))
+        abort(context, errors.NotFound(f"pull access denied for {request.reference}, repository does not exist"))
+
     # ContainerService
     def CreateContainer(self, request: api_pb2.CreateContainerRequest,
                         context: grpc.ServicerContext) -> api_pb2.CreateContainerResponse:
@@ -335,7 +340,9 @@ def test_run_start_failures(engine: FakeEngine, capsysbinary: pytest.CaptureFixt
 def test_engine_errors(engine: FakeEngine, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     code, _, stderr = skiff(capsysbinary, "run", "missing")
     assert code == 125
-    assert stderr == "skiff: Error response from daemon: No such image: missing:latest.\nSee 'skiff run --help'.\n"
+    assert stderr == ("Unable to find image 'missing:latest' locally\nlatest: Pulling from library/missing\n"
+                      "skiff: Error response from daemon: pull access denied for missing, repository does not exist."
+                      "\nSee 'skiff run --help'.\n")
     skiff(capsysbinary, "create", "--name", "dup", "busybox")
     code, _, stderr = skiff(capsysbinary, "create", "--name", "dup", "busybox")
     assert code == 125 and 'The container name "/dup" is already in use' in stderr

@@ -1,0 +1,307 @@
+"""``bridge``: a namespace on skiff's bridge, with an address, NAT and published ports.
+
+Per endpoint, in order (undone in reverse on failure)::
+
+    host port checks      nothing changed yet: a refused port leaves no trace
+    address (Ipam)        persisted before any kernel object that uses it
+    namespace             as the ``none`` driver makes it (lo up)
+    veth pair             host end veth<hex> on the bridge, up; the peer is created
+                          directly inside the namespace as eth0 with a MAC derived
+                          from the address (02:42:<ip>, as Docker)
+    inside the namespace  address, eth0 up, default route via the gateway — from a
+                          short-lived thread that setns()es (netsvc never forks)
+    iptables              skiff's chains rewritten from the records (iptables.py)
+
+The bridge itself is made on first use: the subnet is ``--bip`` or the first
+free one of the pool (ipam.py), the gateway its first address.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from skiff.common.errors import FailedPrecondition, Internal, InvalidArgument
+from skiff.netsvc import netns
+from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
+from skiff.netsvc.iptables import Rules
+from skiff.netsvc.model import MODE_BRIDGE, Endpoint, EndpointOptions, PortBinding
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BRIDGE = "skiff0"
+PORT_ALLOCATED = "PORT_ALREADY_ALLOCATED"
+INVALID_PORT = "INVALID_PORT"
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def mac_for(ip: IPv4Address) -> str:
+    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _in_netns(path: str, fn: Callable[[IPRoute], None]) -> None:
+    """Run ``fn`` with a netlink socket inside the namespace at ``path``, from a throwaway thread."""
+    result: list[BaseException | None] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, netns.CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({path}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            with IPRoute() as ipr:
+                fn(ipr)
+            result.append(None)
+        except BaseException as err:
+            result.append(err)
+
+    t = threading.Thread(target=body, name="netns-config")
+    t.start()
+    t.join()
+    err = result[0] if result else RuntimeError("netns thread died")
+    if err is not None:
+        raise err
+
+
+def parse_exposed(item: str) -> tuple[int, str]:
+    port, _, proto = item.partition("/")
+    proto = proto or "tcp"
+    if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp"):
+        raise InvalidArgument(f"invalid port {item!r}: want PORT[/tcp|udp]", reason=INVALID_PORT)
+    return int(port), proto
+
+
+def _bind_test(ip: str, port: int, proto: str) -> int:
+    """Bind (ip, port) on the host and return the port bound (a free one for 0); OSError if taken."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((ip or "0.0.0.0", port))
+        return int(s.getsockname()[1])
+
+
+class BridgeDriver:
+    mode = MODE_BRIDGE
+
+    def __init__(self, netns_dir: Path, state_dir: Path, bridge: str = DEFAULT_BRIDGE,
+                 bip: IPv4Network | None = None, chain_prefix: str = "SKIFF"):
+        self.netns_dir = netns_dir
+        self.bridge = bridge
+        self.bip = bip
+        self.ipam = Ipam(state_dir / "ipam.json")
+        self.rules = Rules(bridge, chain_prefix)
+        self.endpoints: dict[str, Endpoint] = {}
+        self._ready = False
+
+    # --- the bridge -------------------------------------------------------------
+
+    def _subnet(self) -> IPv4Network:
+        if self.bip is not None:
+            self.ipam.set_subnet(self.bip)
+        elif self.ipam.subnet is None:
+            self.ipam.set_subnet(choose_subnet(host_networks()))
+        assert self.ipam.subnet is not None
+        return self.ipam.subnet
+
+    def _ensure_bridge(self) -> None:
+        if self._ready:
+            return
+        subnet = self._subnet()
+        with IPRoute() as ipr:
+            if not ipr.link_lookup(ifname=self.bridge):
+                ipr.link("add", ifname=self.bridge, kind="bridge")
+            idx = ipr.link_lookup(ifname=self.bridge)[0]
+            have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+            if (str(self.ipam.gateway), subnet.prefixlen) not in have:
+                ipr.addr("add", index=idx, address=str(self.ipam.gateway), prefixlen=subnet.prefixlen)
+            ipr.link("set", index=idx, state="up")
+        _write("/proc/sys/net/ipv4/ip_forward", "1")
+        _write(f"/proc/sys/net/ipv4/conf/{self.bridge}/route_localnet", "1")
+        self.rules.sync(str(subnet), self.endpoints.values())
+        self._ready = True
+        log.info("bridge %s up on %s", self.bridge, subnet)
+
+    def _teardown(self) -> None:
+        self.rules.teardown()
+        with IPRoute() as ipr:
+            for idx in ipr.link_lookup(ifname=self.bridge):
+                ipr.link("del", index=idx)
+        self._ready = False
+
+    # --- ports ------------------------------------------------------------------
+
+    def _ports(self, container_id: str, opts: EndpointOptions) -> tuple[PortBinding, ...]:
+        """Validated bindings with host ports chosen; refuses a port taken here or on the host."""
+        wanted = list(opts.port_bindings)
+        if opts.publish_all_ports:
+            bound = {(p.container_port, p.protocol or "tcp") for p in wanted}
+            for item in opts.exposed_ports:
+                port, proto = parse_exposed(item)
+                if (port, proto) not in bound:
+                    wanted.append(PortBinding("", 0, port, proto))
+        taken = {(p.host_ip, p.host_port, p.protocol): cid
+                 for cid, e in self.endpoints.items() if cid != container_id for p in e.ports}
+        out: list[PortBinding] = []
+        for p in wanted:
+            proto = p.protocol or "tcp"
+            if proto not in ("tcp", "udp") or not 0 < p.container_port < 65536 or not 0 <= p.host_port < 65536:
+                raise InvalidArgument(f"invalid port binding {p}", reason=INVALID_PORT)
+            ip = "" if p.host_ip in ("", "0.0.0.0") else p.host_ip
+            if p.host_port:
+                clash = [cid for (tip, tport, tproto), cid in taken.items()
+                         if tport == p.host_port and tproto == proto and (not tip or not ip or tip == ip)]
+                clash += [f"this container ({b.host_ip or '0.0.0.0'}:{b.host_port})" for b in out
+                          if b.host_port == p.host_port and b.protocol == proto
+                          and (not b.host_ip or not ip or b.host_ip == ip)]
+                if clash:
+                    raise FailedPrecondition(
+                        f"Bind for {ip or '0.0.0.0'}:{p.host_port} failed: port is already allocated "
+                        f"(published by {clash[0][:12]})", reason=PORT_ALLOCATED)
+            try:
+                host_port = _bind_test(ip, p.host_port, proto)
+            except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:
+                    raise InvalidArgument(f"host address {ip} is not an address of this host",
+                                          reason=INVALID_PORT) from None
+                raise FailedPrecondition(
+                    f"Bind for {ip or '0.0.0.0'}:{p.host_port}/{proto} failed: {err.strerror} "
+                    f"(the port is in use on the host)", reason=PORT_ALLOCATED) from None
+            out.append(PortBinding(ip, host_port, p.container_port, proto))
+        return tuple(out)
+
+    # --- the NetworkDriver calls -----------------------------------------------
+
+    def path(self, container_id: str) -> Path:
+        return self.netns_dir / container_id
+
+    def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
+        opts = opts or EndpointOptions()
+        ports = self._ports(container_id, opts)
+        self._ensure_bridge()
+        assert self.ipam.subnet is not None
+        subnet, gateway = self.ipam.subnet, self.ipam.gateway
+        undo: list[Callable[[], None]] = []
+        try:
+            ip = self.ipam.allocate(container_id)
+            undo.append(lambda: self.ipam.release(str(ip)))
+            netns.ensure_mount_point(self.netns_dir)
+            path = self.path(container_id)
+            netns.create(path)
+            undo.append(lambda: netns.remove(path))
+            veth = "veth" + secrets.token_hex(4)[:7]
+            mac = mac_for(ip)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with IPRoute() as ipr:
+                    found = ipr.link_lookup(ifname=self.bridge)
+                    if not found:  # removed behind our back: make it (and its rules) again
+                        self._ready = False
+                        self._ensure_bridge()
+                        found = ipr.link_lookup(ifname=self.bridge)
+                    master = found[0]
+                    ipr.link("add", ifname=veth, kind="veth",
+                             peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac})
+                    undo.append(lambda: self._del_link(veth))
+                    idx = ipr.link_lookup(ifname=veth)[0]
+                    ipr.link("set", index=idx, master=master, state="up")
+            finally:
+                os.close(fd)
+
+            def inside(ipr: IPRoute) -> None:
+                eth0 = ipr.link_lookup(ifname="eth0")[0]
+                ipr.addr("add", index=eth0, address=str(ip), prefixlen=subnet.prefixlen)
+                ipr.link("set", index=eth0, state="up")
+                ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+
+            _in_netns(str(path), inside)
+            endpoint = Endpoint(container_id, self.mode, str(path), ip_address=str(ip),
+                                prefix_length=subnet.prefixlen, gateway=str(gateway), mac_address=mac,
+                                bridge=self.bridge, veth=veth, ports=ports)
+            self.endpoints[container_id] = endpoint
+            undo.append(lambda: self._forget(container_id))
+            if ports:
+                self.rules.sync(str(subnet), self.endpoints.values())
+            return endpoint
+        except BaseException as err:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception as undo_err:  # keep undoing; report the first error
+                    log.warning("undo after failed bridge endpoint of %s: %s", container_id, undo_err)
+            if isinstance(err, (NetlinkError, OSError)):
+                raise Internal(f"cannot create bridge endpoint for {container_id}: {err}") from err
+            raise
+
+    def _forget(self, container_id: str) -> None:
+        self.endpoints.pop(container_id, None)
+
+    @staticmethod
+    def _del_link(name: str) -> None:
+        with IPRoute() as ipr:
+            for idx in ipr.link_lookup(ifname=name):
+                ipr.link("del", index=idx)
+
+    def delete_endpoint(self, endpoint: Endpoint) -> None:
+        had_ports = bool(endpoint.ports)
+        self.endpoints.pop(endpoint.container_id, None)
+        if had_ports and self._ready and self.ipam.subnet is not None:
+            self.rules.sync(str(self.ipam.subnet), self.endpoints.values())
+        if endpoint.veth:
+            self._del_link(endpoint.veth)
+        netns.remove(self.path(endpoint.container_id))
+        if endpoint.ip_address:
+            self.ipam.release(endpoint.ip_address)
+
+    def is_alive(self, endpoint: Endpoint) -> bool:
+        if not netns.is_mounted(self.path(endpoint.container_id)):
+            return False
+        with IPRoute() as ipr:
+            return bool(ipr.link_lookup(ifname=endpoint.veth))
+
+    def restore(self, endpoints: list[Endpoint]) -> None:
+        """At start-up, after dead records are dropped: adopt the live ones, or clean up entirely."""
+        self.endpoints = {e.container_id: e for e in endpoints}
+        self.ipam.reconcile({e.ip_address: e.container_id for e in endpoints})
+        if endpoints:
+            self._ensure_bridge()  # also rewrites the rules from the records
+        else:
+            self._teardown()
+
+    def orphans(self, known: set[str]) -> list[str]:
+        """Host-side veths on the bridge that no live record owns."""
+        owned = {e.veth for cid, e in self.endpoints.items() if cid in known}
+        with IPRoute() as ipr:
+            br = ipr.link_lookup(ifname=self.bridge)
+            if not br:
+                return []
+            return sorted(
+                name for link in ipr.get_links()
+                if link.get("IFLA_MASTER") == br[0]
+                and (name := link.get("IFLA_IFNAME", "")).startswith("veth") and name not in owned
+            )
+
+    def remove_orphan(self, name: str) -> None:
+        self._del_link(name)
+
+    def close(self) -> None:
+        """At shutdown with no bridge endpoint left: remove the bridge and skiff's chains."""
+        if not self.endpoints:
+            self._teardown()

@@ -1,0 +1,125 @@
+"""skiff's iptables rules: NAT for the bridge and DNAT for published ports, in its own chains.
+
+::
+
+    nat     PREROUTING  -m addrtype --dst-type LOCAL -j SKIFF
+            OUTPUT      -m addrtype --dst-type LOCAL -j SKIFF
+            POSTROUTING -j SKIFF-POSTROUTING
+    nat     SKIFF              -i skiff0 -j RETURN; one DNAT per published port
+    nat     SKIFF-POSTROUTING  MASQUERADE the subnet leaving by another interface,
+                               and 127.0.0.0/8 sources entering skiff0 (published
+                               ports reached on 127.0.0.1: route_localnet, as
+                               Docker's userland-proxy=false)
+    filter  FORWARD     -j SKIFF-FORWARD (first)
+    filter  SKIFF-FORWARD      ACCEPT in or out of skiff0
+
+Every change rewrites skiff's chains whole from the endpoint records with one
+``iptables-restore --noflush`` (a chain declared in the input is flushed, in one
+transaction): one fork+exec per change, and a rule no record owns cannot
+survive a change or a start-up. The jumps from the built-in chains are added
+once, when missing, and removed by :meth:`Rules.teardown`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Iterable
+
+from skiff.common.errors import Internal
+from skiff.netsvc.model import Endpoint
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 30
+
+
+def _run(argv: list[str], text: str | None = None) -> str:
+    try:
+        out = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise Internal(f"{argv[0]}: {err}") from err
+    if out.returncode != 0:
+        raise Internal(f"{' '.join(argv)} failed: {out.stderr.strip()}\n{text or ''}")
+    return out.stdout
+
+
+class Rules:
+    def __init__(self, bridge: str, prefix: str = "SKIFF"):
+        self.bridge = bridge
+        self.dnat = prefix
+        self.post = f"{prefix}-POSTROUTING"
+        self.fwd = f"{prefix}-FORWARD"
+        self._jumps_ok = False
+
+    def _jumps(self) -> dict[str, list[str]]:
+        return {
+            "nat": [f"PREROUTING -m addrtype --dst-type LOCAL -j {self.dnat}",
+                    f"OUTPUT -m addrtype --dst-type LOCAL -j {self.dnat}",
+                    f"POSTROUTING -j {self.post}"],
+            "filter": [f"FORWARD -j {self.fwd}"],
+        }
+
+    def _present_jumps(self) -> list[tuple[str, str]]:
+        """(table, rule as iptables-save prints it) of every jump into skiff's chains."""
+        found = []
+        table = ""
+        ours = {self.dnat, self.post, self.fwd}
+        for line in _run(["iptables-save"]).splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith("-A ") and line.split()[1] in ("PREROUTING", "OUTPUT", "POSTROUTING", "FORWARD"):
+                words = line.split()
+                if "-j" in words and words[words.index("-j") + 1] in ours:
+                    found.append((table, line[3:]))
+        return found
+
+    def render(self, subnet: str, endpoints: Iterable[Endpoint]) -> str:
+        """The restore input for ``subnet`` and the published ports of ``endpoints``."""
+        br = self.bridge
+        nat = [
+            "*nat",
+            f":{self.dnat} - [0:0]",
+            f":{self.post} - [0:0]",
+            f"-A {self.dnat} -i {br} -j RETURN",
+        ]
+        for e in endpoints:
+            for p in e.ports:
+                dst = f"-d {p.host_ip}/32 " if p.host_ip and p.host_ip != "0.0.0.0" else ""
+                nat.append(f"-A {self.dnat} {dst}! -i {br} -p {p.protocol} -m {p.protocol} --dport {p.host_port} "
+                           f"-j DNAT --to-destination {e.ip_address}:{p.container_port}")
+        nat += [
+            f"-A {self.post} -s {subnet} ! -o {br} -j MASQUERADE",
+            f"-A {self.post} -s 127.0.0.0/8 -o {br} -j MASQUERADE",
+        ]
+        filt = ["*filter", f":{self.fwd} - [0:0]", f"-A {self.fwd} -o {br} -j ACCEPT",
+                f"-A {self.fwd} -i {br} -j ACCEPT"]
+        if not self._jumps_ok:
+            present = {(t, r.split()[0]) for t, r in self._present_jumps()}
+            for table, rules in self._jumps().items():
+                for rule in rules:
+                    if (table, rule.split()[0]) not in present:
+                        add = f"-I {rule.split(' ', 1)[0]} 1 {rule.split(' ', 1)[1]}" if table == "filter" \
+                            else f"-A {rule}"
+                        (filt if table == "filter" else nat).append(add)
+        return "\n".join([*nat, "COMMIT", *filt, "COMMIT"]) + "\n"
+
+    def sync(self, subnet: str, endpoints: Iterable[Endpoint]) -> None:
+        """Make skiff's chains exactly the rules for ``endpoints``, in one transaction."""
+        _run(["iptables-restore", "-w", "--noflush"], self.render(subnet, endpoints))
+        self._jumps_ok = True
+
+    def teardown(self) -> None:
+        """Remove the jumps and skiff's chains. Idempotent."""
+        lines: dict[str, list[str]] = {"nat": [], "filter": []}
+        for table, rule in self._present_jumps():
+            lines.setdefault(table, []).append(f"-D {rule}")
+        existing = _run(["iptables-save"])
+        for table, chains in (("nat", (self.dnat, self.post)), ("filter", (self.fwd,))):
+            for chain in chains:
+                if f":{chain} " in existing:
+                    lines[table] += [f"-F {chain}", f"-X {chain}"]
+        text = "".join(f"*{t}\n" + "".join(f"{x}\n" for x in ls) + "COMMIT\n" for t, ls in lines.items() if ls)
+        if text:
+            _run(["iptables-restore", "-w", "--noflush"], text)
+        self._jumps_ok = False

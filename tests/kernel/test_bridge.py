@@ -1,0 +1,162 @@
+"""The bridge driver against the real kernel: veths, addresses, NAT rules, reconciliation.
+
+Root only. Each test uses its own data and exec roots, a bridge and chains of
+its own names (``sktest0``, ``SKTEST*``), touches only addresses it made, and
+checks that no bridge, veth, namespace or rule survives it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skiff.common.errors import FailedPrecondition
+from skiff.netsvc import netns
+from skiff.netsvc.manager import EndpointManager
+from skiff.netsvc.model import EndpointOptions, PortBinding
+from skiff.netsvc.server import build_manager
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="bridges, veths and iptables need root"),
+]
+
+BRIDGE = "sktest0"
+PREFIX = "SKTEST"
+
+
+def links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+
+
+def rules() -> list[str]:
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if PREFIX in line]
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    data, run = tmp_path / "data", tmp_path / "run"
+    yield data, run
+    # Whatever the test did: remove every endpoint and shut down as netsvc does.
+    m = make(data, run)
+    for e in m.list_endpoints():
+        m.delete_endpoint(e.container_id)
+    m.close()
+    for mp in reversed([mp for mp, _ in netns.mount_points() if mp.startswith(str(tmp_path) + "/")]):
+        netns.umount(mp)
+    assert f" {BRIDGE}:" not in links()
+    assert rules() == []
+
+
+def make(data: Path, run: Path) -> EndpointManager:
+    return build_manager(data, run, bridge=BRIDGE, chain_prefix=PREFIX)
+
+
+def ns_run(path: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["nsenter", f"--net={path}", *argv], capture_output=True, text=True, timeout=10)
+
+
+def test_two_endpoints_reach_each_other_and_delete_cleans(roots: tuple[Path, Path]) -> None:
+    data, run = roots
+    m = make(data, run)
+    a = m.create_endpoint("a", "bridge", EndpointOptions(hostname="alpha"))
+    b = m.create_endpoint("b", "bridge")
+    assert a.ip_address != b.ip_address and a.gateway == b.gateway
+    assert a.mac_address == "02:42:" + ":".join(f"{int(x):02x}" for x in a.ip_address.split("."))
+    addr = ns_run(a.netns_path, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    assert f"{a.ip_address}/{a.prefix_length}" in addr
+    assert f"default via {a.gateway}" in ns_run(a.netns_path, "ip", "route").stdout
+    ping = ns_run(a.netns_path, "busybox", "ping", "-c1", "-W1", b.ip_address)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert f"{a.ip_address}\talpha\n" in a.hosts and "nameserver" in a.resolv_conf
+    assert f" {BRIDGE}:" in links() and a.veth in links()
+    m.delete_endpoint("a")
+    assert a.veth not in links() and not Path(a.netns_path).exists()
+    m.delete_endpoint("b")
+
+
+def test_addresses_are_never_handed_out_twice_across_a_restart(roots: tuple[Path, Path]) -> None:
+    data, run = roots
+    m = make(data, run)
+    first = m.create_endpoint("one", "bridge")
+    m2 = make(data, run)  # a netsvc restart: reconcile adopts the live endpoint
+    assert [e.container_id for e in m2.list_endpoints()] == ["one"]
+    second = m2.create_endpoint("two", "bridge")
+    assert second.ip_address != first.ip_address
+    m2.delete_endpoint("one")
+    third = m2.create_endpoint("three", "bridge")  # round-robin: not the address just released
+    assert third.ip_address not in (first.ip_address, second.ip_address)
+
+
+def test_reconcile_removes_unrecorded_veths_and_lost_records(roots: tuple[Path, Path]) -> None:
+    data, run = roots
+    m = make(data, run)
+    kept = m.create_endpoint("kept", "bridge")
+    lost = m.create_endpoint("lost", "bridge")
+    subprocess.run(["ip", "link", "del", lost.veth], check=True)  # lost behind our back
+    orphan = "vethorphan1"
+    subprocess.run(["ip", "link", "add", orphan, "master", BRIDGE, "type", "veth", "peer", "name", "vethorphan2"],
+                   check=True)
+    m2 = make(data, run)
+    assert [e.container_id for e in m2.list_endpoints()] == ["kept"]
+    assert orphan not in links() and lost.veth not in links() and kept.veth in links()
+
+
+def test_published_ports_and_refusals(roots: tuple[Path, Path]) -> None:
+    data, run = roots
+    m = make(data, run)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(FailedPrecondition, match="in use"):
+            m.create_endpoint("c1", "bridge", EndpointOptions(port_bindings=(PortBinding("127.0.0.1", port, 80),)))
+        assert m.list_endpoints() == [] and not (run / "netns" / "c1").exists()
+    e = m.create_endpoint("c1", "bridge", EndpointOptions(
+        port_bindings=(PortBinding("127.0.0.1", port, 80), PortBinding("", 0, 81, "udp"))))
+    assert e.ports[0] == PortBinding("127.0.0.1", port, 80, "tcp") and e.ports[1].host_port > 0
+    assert any(f"--dport {port} -j DNAT --to-destination {e.ip_address}:80" in r for r in rules())
+    with pytest.raises(FailedPrecondition, match="already allocated"):
+        m.create_endpoint("c2", "bridge", EndpointOptions(port_bindings=(PortBinding("", port, 80),)))
+    m.delete_endpoint("c1")
+    assert not any("DNAT" in r for r in rules())
+
+
+def test_published_port_reaches_the_container_on_127_0_0_1(roots: tuple[Path, Path]) -> None:
+    data, run = roots
+    m = make(data, run)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    e = m.create_endpoint("web", "bridge", EndpointOptions(port_bindings=(PortBinding("127.0.0.1", port, 8080),)))
+    server = subprocess.Popen(["nsenter", f"--net={e.netns_path}", "busybox", "nc", "-l", "-p", "8080", "-e",
+                               "echo", "hello-from-ns"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        got = b""
+        for _ in range(50):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    got = c.recv(100)
+                    break
+            except OSError:
+                subprocess.run(["sleep", "0.1"])
+        assert got.strip() == b"hello-from-ns"
+    finally:
+        server.kill()
+        server.wait(5)
+
+
+def test_a_bridge_removed_behind_our_back_is_made_again(roots: tuple[Path, Path]) -> None:
+    data, run = roots
+    m = make(data, run)
+    m.create_endpoint("a", "bridge")
+    subprocess.run(["ip", "link", "del", BRIDGE], check=True)
+    b = m.create_endpoint("b", "bridge")
+    assert f" {BRIDGE}:" in links() and b.veth in links()
+    assert any(f"-o {BRIDGE} -j ACCEPT" in r for r in rules())
