@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -549,8 +550,197 @@ static void monitor(int report_fd, char **init_argv)
     _exit(0);
 }
 
+/* ---- exec mode: another process in a running container ----------------
+ *
+ *   skiff-shim exec <bundle-dir> <exec-id> -- <helper argv...>
+ *
+ * The same handshake as above, with the helper (exec_init.py, run from the host)
+ * in place of the init. The monitor is a child subreaper: the helper joins the
+ * container's namespaces and cgroup (non-dumpable), forks the process that will
+ * exec the command (only a fork puts it in the pid namespace) and exits at once,
+ * so that process is reparented to this monitor, which waits for it.
+ *
+ *   monitor --fork--> helper: setns(ipc,uts,net,pid,mnt) --fork--> process: security, execve
+ *                       | exit 0 (handed over)                      | sync fd 3: EOF = started
+ *
+ * Files, all in the bundle: exec-<id>-json.log (json-file log), exec-<id>.start.json
+ * (the monitor's pid and start time) and exec-<id>.exit.json (atomic).
+ */
+static const char *exec_id;
+
+static void exec_name(char *dst, size_t n, const char *suffix)
+{
+    snprintf(dst, n, "exec-%s%s", exec_id, suffix);
+}
+
+static void exec_fail(int report_fd, const char *kind, const char *msg)
+{
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ; /* the helper and a failed process: nothing may outlive a failed start */
+    char code = !strcmp(kind, "not-found") ? 'n' : !strcmp(kind, "not-executable") ? 'x' : 'e';
+    report(report_fd, code, msg);
+    _exit(1);
+}
+
+static void exec_monitor(int report_fd, char **helper_argv)
+{
+    char msg[PATH_MAX + 256], buf[512], name[PATH_MAX];
+    setsid();
+    if (chdir("/") < 0)
+        _exit(1);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull < 0)
+        _exit(1);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    close_fds_except(report_fd);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        exec_fail(report_fd, "other", "prctl(PR_SET_CHILD_SUBREAPER) failed");
+
+    char log_path[PATH_MAX];
+    exec_name(name, sizeof name, "-json.log");
+    bundle_path(log_path, name);
+    log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (log_fd < 0) {
+        snprintf(msg, sizeof msg, "open log %s: %s", log_path, strerror(errno));
+        exec_fail(report_fd, "other", msg);
+    }
+    int po[2], pe[2], ps[2];
+    if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC) || pipe2(ps, O_CLOEXEC))
+        exec_fail(report_fd, "other", "pipe2 failed");
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+
+    pid_t helper = fork();
+    if (helper < 0)
+        exec_fail(report_fd, "other", "fork failed");
+    if (helper == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        move_fd(po[1], 1);
+        move_fd(pe[1], 2);
+        move_fd(ps[1], SYNC_FD);
+        syscall(SYS_close_range, SYNC_FD + 1, ~0U, 0);
+        execv(helper_argv[0], helper_argv);
+        dprintf(SYNC_FD, "other\nexecve(%s): %s", helper_argv[0], strerror(errno));
+        _exit(1);
+    }
+    close(po[1]);
+    close(pe[1]);
+    close(ps[1]);
+    snprintf(buf, sizeof buf, "{\"shim_pid\": %d, \"shim_starttime\": %llu}\n", (int)getpid(),
+             proc_starttime(getpid()));
+    exec_name(name, sizeof name, ".start.json");
+    write_file_atomic(name, buf);
+
+    /* EOF: the helper has exited and the process has exec'd the command. */
+    size_t got = read_full(ps[0], msg, sizeof msg);
+    close(ps[0]);
+    if (got > 0) {
+        char *nl = strchr(msg, '\n');
+        const char *text = nl ? nl + 1 : msg;
+        if (nl)
+            *nl = 0;
+        exec_fail(report_fd, msg, text);
+    }
+    int status = 0;
+    while (waitpid(helper, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(msg, sizeof msg, "exec helper failed (status 0x%x)", status);
+        exec_fail(report_fd, "other", msg);
+    }
+    report(report_fd, '0', "");
+
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
+    s_out.fd = po[0];
+    s_err.fd = pe[0];
+    status = 0;
+    int exited = 0;
+    while (!exited) {
+        /* The helper is reaped: any child now is the process (reparented to us). */
+        pid_t r;
+        while ((r = waitpid(-1, &status, WNOHANG)) < 0 && errno == EINTR)
+            ;
+        if (r > 0 || (r < 0 && errno == ECHILD)) {
+            exited = 1;
+            drain(&s_out);
+            drain(&s_err);
+            break;
+        }
+        if (s_out.fd < 0 && s_err.fd < 0) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) < 0 && errno != EINTR)
+                break;
+            continue;
+        }
+        struct pollfd fds[3] = {{s_out.fd, POLLIN, 0}, {s_err.fd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        if (poll(fds, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[0].revents)
+            pump(&s_out);
+        if (fds[1].revents)
+            pump(&s_err);
+        if (fds[2].revents) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) < 0) {
+                /* nothing: waitpid above decides */
+            }
+        }
+    }
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + sig;
+    char ts[64];
+    now_rfc3339(ts, sizeof ts);
+    snprintf(buf, sizeof buf, "{\"exit_code\": %d, \"signal\": %d, \"finished_at\": \"%s\"}\n", code, sig, ts);
+    exec_name(name, sizeof name, ".exit.json");
+    write_file_atomic(name, buf);
+    _exit(0);
+}
+
+static int run_exec(int argc, char **argv)
+{
+    if (argc < 6 || strcmp(argv[4], "--") != 0)
+        die("usage: skiff-shim exec <bundle-dir> <exec-id> -- <helper argv...>");
+    bundle = argv[2];
+    exec_id = argv[3];
+    if (bundle[0] != '/')
+        die("bundle path must be absolute: %s", bundle);
+    if (!exec_id[0] || strchr(exec_id, '/') || exec_id[0] == '.')
+        die("invalid exec id: %s", exec_id);
+    int rp[2];
+    if (pipe2(rp, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    pid_t m = fork();
+    if (m < 0)
+        die("fork: %s", strerror(errno));
+    if (m == 0) {
+        close(rp[0]);
+        exec_monitor(rp[1], &argv[5]);
+        _exit(1);
+    }
+    close(rp[1]);
+    char msg[PATH_MAX + 512];
+    size_t got = read_full(rp[0], msg, sizeof msg);
+    if (got == 0)
+        die("monitor exited before reporting the start");
+    if (msg[0] == '0')
+        return 0;
+    fprintf(stderr, "%s\n", msg + 1);
+    return msg[0] == 'n' ? 127 : msg[0] == 'x' ? 126 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "exec"))
+        return run_exec(argc, argv);
     if (argc < 4 || strcmp(argv[2], "--") != 0)
         die("usage: skiff-shim <bundle-dir> -- <init argv...>");
     bundle = argv[1];

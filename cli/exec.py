@@ -1,0 +1,62 @@
+"""`skiff exec`: run a command in a running container (ExecContainer).
+
+As Docker: the output is copied to our stdout/stderr, the command's exit code is
+ours; 126/127 when it cannot be invoked / is not found; 1 for other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from skiff.cli import attach, exits, runopts
+from skiff.cli.args import add_command
+
+if TYPE_CHECKING:
+    from skiff.api.v1 import api_pb2
+    from skiff.cli.client import Client
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "exec", cmd_exec, "Execute a command in a running container",
+                    usage="skiff exec [OPTIONS] CONTAINER COMMAND [ARG...]")
+    p.add_argument("-d", "--detach", action="store_true", help="detached mode: run command in the background")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set environment variables")
+    p.add_argument("-u", "--user", default="", help="username or UID (format: <name|uid>[:<group|gid>])")
+    p.add_argument("-w", "--workdir", default="", help="working directory inside the container")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open (not supported yet)")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not supported yet)")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+
+
+def requests(args: argparse.Namespace) -> Iterator[api_pb2.ExecContainerRequest]:
+    from skiff.api.v1 import api_pb2
+
+    opts = api_pb2.ExecOptions(
+        container=args.container, cmd=args.command, env=runopts.expand_env(args.env, os.environ),
+        user=args.user, working_dir=args.workdir, detach=args.detach, tty=args.tty, stdin=args.interactive,
+    )
+    yield api_pb2.ExecContainerRequest(options=opts)
+
+
+def cmd_exec(client: Client, args: argparse.Namespace) -> int:
+    from skiff.common.errors import SkiffError
+
+    if not args.command:
+        raise exits.Usage('"skiff exec" requires at least 2 arguments.')
+    try:
+        with client.translated():
+            code = attach.stream_output(client.containers.ExecContainer(requests(args)))
+    except SkiffError as err:
+        if err.reason in exits.START_FAILURES:
+            print(f"OCI runtime exec failed: {err.message}: unknown", file=sys.stderr)
+            return exits.START_FAILURES[err.reason]
+        raise
+    if code is None:
+        raise exits.CLIError("the exec stream ended without an exit status")
+    return code
