@@ -16,8 +16,10 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from skiff.common.errors import Internal
 
@@ -60,6 +62,75 @@ class Cgroups(Protocol):
     def remove(self, cid: str, timeout: float = 5.0) -> None: ...
 
     def remove_parent_if_empty(self) -> None: ...
+
+    def set_resources(self, cid: str, res: Resources) -> None:
+        """CPU quota/shares/cpuset, memory reservation, block I/O weight (0/empty: leave as is)."""
+        ...
+
+    def freeze(self, cid: str, frozen: bool, timeout: float = 5.0) -> None:
+        """Freezes or thaws every process of the group; returns once the kernel reports it."""
+        ...
+
+    def frozen(self, cid: str) -> bool: ...
+
+    def usage(self, cid: str) -> Usage: ...
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The limits beyond memory and pids, in the OCI ``linux.resources`` units."""
+
+    cpu_quota: int = 0  # microseconds per period; 0 leaves it, -1 unlimited
+    cpu_period: int = 0
+    cpu_shares: int = 0
+    cpuset_cpus: str = ""
+    memory_reservation: int = 0
+    blkio_weight: int = 0
+
+    @classmethod
+    def from_oci(cls, res: dict[str, Any]) -> Resources:
+        cpu, mem, bio = res.get("cpu", {}), res.get("memory", {}), res.get("blockIO", {})
+        return cls(cpu_quota=cpu.get("quota", 0), cpu_period=cpu.get("period", 0), cpu_shares=cpu.get("shares", 0),
+                   cpuset_cpus=cpu.get("cpus", ""), memory_reservation=mem.get("reservation", 0),
+                   blkio_weight=bio.get("weight", 0))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One sample of a group's counters."""
+
+    cpu_ns: int = 0
+    memory: int = 0
+    memory_limit: int = 0
+    block_read: int = 0
+    block_write: int = 0
+    pids: int = 0
+
+
+def shares_to_weight(shares: int) -> int:
+    """cgroup v1 cpu.shares (2..262144) to v2 cpu.weight (1..10000), as runc converts."""
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def blkio_to_io_weight(weight: int) -> int:
+    """v1 blkio.weight (10..1000) to v2 io.weight (1..10000), as runc converts."""
+    return 1 + ((weight - 10) * 9999) // 990
+
+
+def _read_int(path: Path, default: int = 0) -> int:
+    try:
+        v = path.read_text().strip()
+    except OSError:
+        return default
+    return default if v in ("", "max") else int(v)
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise Internal(f"{what} did not happen within {timeout}s")
+        time.sleep(0.01)
 
 
 def _write(path: Path, value: str) -> None:
@@ -185,6 +256,68 @@ class CgroupV2:
     def remove_parent_if_empty(self) -> None:
         self._rmdir(self.root / self.parent)
 
+    def set_resources(self, cid: str, res: Resources) -> None:
+        d = self._dir(cid)
+        need = tuple(c for c, on in (("cpu", res.cpu_quota or res.cpu_period or res.cpu_shares),
+                                     ("cpuset", res.cpuset_cpus), ("io", res.blkio_weight)) if on)
+        if need:  # only when asked for: every enabled controller costs on each group
+            self._enable(self.root, need)
+            self._enable(self.root / self.parent, need)
+        if res.cpu_quota or res.cpu_period:
+            quota = "max" if res.cpu_quota <= 0 else str(res.cpu_quota)
+            _write(d / "cpu.max", f"{quota} {res.cpu_period or 100000}")
+        if res.cpu_shares:
+            _write(d / "cpu.weight", str(shares_to_weight(res.cpu_shares)))
+        if res.cpuset_cpus:
+            _write(d / "cpuset.cpus", res.cpuset_cpus)
+        if res.memory_reservation:
+            _write(d / "memory.low", str(res.memory_reservation))
+        if res.blkio_weight:
+            if (d / "io.bfq.weight").exists():
+                _write(d / "io.bfq.weight", str(res.blkio_weight))
+            else:
+                _write(d / "io.weight", f"default {blkio_to_io_weight(res.blkio_weight)}")
+
+    def freeze(self, cid: str, frozen: bool, timeout: float = 5.0) -> None:
+        _write(self._dir(cid) / "cgroup.freeze", "1" if frozen else "0")
+        _wait_for(lambda: self.frozen(cid) == frozen, timeout, f"{'freeze' if frozen else 'thaw'} of {cid}")
+
+    def frozen(self, cid: str) -> bool:
+        try:
+            events = (self._dir(cid) / "cgroup.events").read_text().split("\n")
+        except OSError:
+            return False
+        return "frozen 1" in events
+
+    def usage(self, cid: str) -> Usage:
+        d = self._dir(cid)
+        cpu = 0
+        stat = d / "cpu.stat"
+        if stat.exists():
+            for line in stat.read_text().splitlines():
+                k, _, v = line.partition(" ")
+                if k == "usage_usec":
+                    cpu = int(v) * 1000
+        mem = _read_int(d / "memory.current")
+        try:
+            for line in (d / "memory.stat").read_text().splitlines():
+                k, _, v = line.partition(" ")
+                if k == "inactive_file":  # as Docker's CLI: page cache that can go is not usage
+                    mem = max(mem - int(v), 0)
+        except OSError:
+            pass
+        rd = wr = 0
+        try:
+            for line in (d / "io.stat").read_text().splitlines():
+                for kv in line.split()[1:]:
+                    k, _, v = kv.partition("=")
+                    rd += int(v) if k == "rbytes" else 0
+                    wr += int(v) if k == "wbytes" else 0
+        except OSError:
+            pass
+        return Usage(cpu_ns=cpu, memory=mem, memory_limit=_read_int(d / "memory.max"),
+                     block_read=rd, block_write=wr, pids=_read_int(d / "pids.current"))
+
 
 class CgroupV1:
     """One directory per controller hierarchy (``<mount>/<parent>/<id>``)."""
@@ -285,6 +418,72 @@ class CgroupV1:
     def remove_parent_if_empty(self) -> None:
         for d in self._dirs("x"):
             self._rmdir(d.parent)
+
+    def set_resources(self, cid: str, res: Resources) -> None:
+        cpu = self._ctrl("cpu", cid)
+        if cpu:
+            if res.cpu_period:
+                _write(cpu / "cpu.cfs_period_us", str(res.cpu_period))
+            if res.cpu_quota:
+                _write(cpu / "cpu.cfs_quota_us", str(res.cpu_quota if res.cpu_quota > 0 else -1))
+            if res.cpu_shares:
+                _write(cpu / "cpu.shares", str(res.cpu_shares))
+        cpuset = self._ctrl("cpuset", cid)
+        if cpuset and res.cpuset_cpus:
+            _write(cpuset / "cpuset.cpus", res.cpuset_cpus)
+        mem = self._ctrl("memory", cid)
+        if mem and res.memory_reservation:
+            _write(mem / "memory.soft_limit_in_bytes", str(res.memory_reservation))
+        blkio = self._ctrl("blkio", cid)
+        if blkio and res.blkio_weight:
+            for name in ("blkio.weight", "blkio.bfq.weight"):
+                if (blkio / name).exists():
+                    _write(blkio / name, str(res.blkio_weight))
+                    break
+
+    def freeze(self, cid: str, frozen: bool, timeout: float = 5.0) -> None:
+        f = self._ctrl("freezer", cid)
+        if not f:
+            raise Internal("the freezer cgroup controller is not mounted")
+        _write(f / "freezer.state", "FROZEN" if frozen else "THAWED")
+        _wait_for(lambda: self.frozen(cid) == frozen, timeout, f"{'freeze' if frozen else 'thaw'} of {cid}")
+
+    def frozen(self, cid: str) -> bool:
+        f = self._ctrl("freezer", cid)
+        try:
+            return bool(f) and (f / "freezer.state").read_text().strip() == "FROZEN"  # type: ignore[operator]
+        except OSError:
+            return False
+
+    def usage(self, cid: str) -> Usage:
+        cpuacct = self._ctrl("cpuacct", cid)
+        mem = self._ctrl("memory", cid)
+        blkio = self._ctrl("blkio", cid)
+        pids = self._ctrl("pids", cid)
+        memory = limit = 0
+        if mem:
+            memory = _read_int(mem / "memory.usage_in_bytes")
+            try:
+                for line in (mem / "memory.stat").read_text().splitlines():
+                    k, _, v = line.partition(" ")
+                    if k == "total_inactive_file":
+                        memory = max(memory - int(v), 0)
+            except OSError:
+                pass
+            limit = self.memory_limit(cid)
+        rd = wr = 0
+        if blkio:
+            try:
+                for line in (blkio / "blkio.throttle.io_service_bytes").read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) == 3 and parts[1] in ("Read", "Write"):
+                        rd += int(parts[2]) if parts[1] == "Read" else 0
+                        wr += int(parts[2]) if parts[1] == "Write" else 0
+            except OSError:
+                pass
+        return Usage(cpu_ns=_read_int(cpuacct / "cpuacct.usage") if cpuacct else 0, memory=memory,
+                     memory_limit=limit, block_read=rd, block_write=wr,
+                     pids=_read_int(pids / "pids.current") if pids else 0)
 
 
 def parse_mountinfo(text: str) -> tuple[Path | None, dict[str, Path]]:

@@ -36,7 +36,7 @@ from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondit
 
 from . import logs
 from . import spec as specmod
-from .cgroups import Cgroups, detect
+from .cgroups import Cgroups, Resources, detect
 from .spec import ContainerSpec
 
 INIT_SCRIPT = Path(__file__).with_name("init.py")
@@ -124,7 +124,8 @@ class Runtime:
         if (b / "config.json").exists() and self.state(spec.id).status != "created":
             raise AlreadyExists(f"container {spec.id} already exists and was started")
         (b / "rootfs").mkdir(parents=True, exist_ok=True)
-        procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit)
+        procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap)
+        self.cgroups.set_resources(spec.id, spec.options.resources)
         cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
         specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id)))
         specmod.write_json_atomic(b / "config.json", cfg)
@@ -140,7 +141,9 @@ class Runtime:
         cfg = self.config(cid)
         res = cfg["linux"]["resources"]
         # Re-created when a restart follows an earlier clean-up; limits are rewritten either way.
-        self.cgroups.create(cid, res.get("memory", {}).get("limit", 0), res.get("pids", {}).get("limit", 0))
+        mem = res.get("memory", {})
+        self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
+        self.cgroups.set_resources(cid, Resources.from_oci(res))
         cmd = [
             str(self.shim_path),
             str(b.resolve()),
@@ -215,6 +218,8 @@ class Runtime:
             os.kill(st.pid, sig)
         except ProcessLookupError:
             pass  # exited in between: exit.json will say how
+        if sig == signals.SIGKILL and self.cgroups.frozen(cid):
+            self.cgroups.freeze(cid, False)  # as Docker: a paused container is thawed to die
 
     def wait(self, cid: str, timeout: float | None = None) -> int:
         """The exit code; works for a container that exited while nobody was watching.
