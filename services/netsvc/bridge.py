@@ -100,6 +100,8 @@ def _bind_test(ip: str, port: int, proto: str) -> int:
 
 class BridgeDriver:
     mode = MODE_BRIDGE
+    #: No default route in the containers (user networks' ``--internal``).
+    internal = False
 
     def __init__(self, netns_dir: Path, state_dir: Path, bridge: str = DEFAULT_BRIDGE,
                  bip: IPv4Network | None = None, chain_prefix: str = "SKIFF"):
@@ -200,7 +202,7 @@ class BridgeDriver:
         subnet, gateway = self.ipam.subnet, self.ipam.gateway
         undo: list[Callable[[], None]] = []
         try:
-            ip = self.ipam.allocate(container_id)
+            ip = self._allocate(container_id, opts)
             undo.append(lambda: self.ipam.release(str(ip)))
             netns.ensure_mount_point(self.netns_dir)
             path = self.path(container_id)
@@ -229,7 +231,8 @@ class BridgeDriver:
                 eth0 = ipr.link_lookup(ifname="eth0")[0]
                 ipr.addr("add", index=eth0, address=str(ip), prefixlen=subnet.prefixlen)
                 ipr.link("set", index=eth0, state="up")
-                ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+                if not self.internal:
+                    ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
 
             _in_netns(str(path), inside)
             endpoint = Endpoint(container_id, self.mode, str(path), ip_address=str(ip),
@@ -249,6 +252,9 @@ class BridgeDriver:
             if isinstance(err, (NetlinkError, OSError)):
                 raise Internal(f"cannot create bridge endpoint for {container_id}: {err}") from err
             raise
+
+    def _allocate(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
+        return self.ipam.allocate(container_id)
 
     def _forget(self, container_id: str) -> None:
         self.endpoints.pop(container_id, None)

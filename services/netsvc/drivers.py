@@ -110,3 +110,30 @@ class HostDriver:
 
     def close(self) -> None:
         pass
+
+
+class JoinDriver:
+    """``container:<id>``: the endpoint is another container's namespace; this driver owns nothing."""
+
+    mode = "container"
+
+    def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
+        raise AssertionError("the manager makes container: endpoints itself")
+
+    def delete_endpoint(self, endpoint: Endpoint) -> None:
+        pass
+
+    def is_alive(self, endpoint: Endpoint) -> bool:
+        return netns.is_mounted(Path(endpoint.netns_path))
+
+    def restore(self, endpoints: list[Endpoint]) -> None:
+        pass
+
+    def orphans(self, known: set[str]) -> list[str]:
+        return []
+
+    def remove_orphan(self, name: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

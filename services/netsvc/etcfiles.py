@@ -128,3 +128,20 @@ def read_host_hosts(path: Path = Path("/etc/hosts")) -> str:
         return path.read_text()
     except OSError:
         return _LOCALHOST
+
+
+def embedded_resolv_conf(host_text: str, dns_search: Sequence[str] = (), dns_options: Sequence[str] = ()) -> str:
+    """A user network's resolv.conf: the embedded DNS (127.0.0.11) and the host's search and options.
+
+    ``ndots:0`` (as Docker) makes a short name be asked as it is first, so the
+    embedded DNS answers it before any search domain is tried upstream.
+    """
+    _, search, options = parse_resolv(host_text)
+    if dns_search:
+        search = [] if list(dns_search) == ["."] else list(dns_search)
+    options = list(dns_options) if dns_options else [o for o in options if not o.startswith("ndots:")] + ["ndots:0"]
+    out = ["nameserver 127.0.0.11\n"]
+    if search:
+        out.append(f"search {' '.join(search)}\n")
+    out.append(f"options {' '.join(options)}\n")
+    return "".join(out)

@@ -6,19 +6,25 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from skiff.common.errors import AlreadyExists, InvalidArgument, NotFound
+from skiff.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from skiff.netsvc import etcfiles
 from skiff.netsvc.drivers import NetworkDriver
 from skiff.netsvc.model import MODE_HOST, Endpoint, EndpointOptions, validate_container_id
 from skiff.netsvc.store import EndpointStore
+
+if TYPE_CHECKING:
+    from skiff.netsvc.networks import Networks
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
 UNKNOWN_NETWORK_MODE = "UNKNOWN_NETWORK_MODE"
 ENDPOINT_MODE_MISMATCH = "ENDPOINT_MODE_MISMATCH"
+CONTAINER_NOT_RUNNING = "CONTAINER_NOT_RUNNING"
+#: ``container:<id>``: join another container's namespace (drivers.JoinDriver).
+MODE_CONTAINER_PREFIX = "container:"
 
 
 class Network(Protocol):
@@ -50,8 +56,12 @@ class EndpointManager:
         self.host_hosts = host_hosts
         self._lock = threading.Lock()
         self._endpoints = store.load()
+        #: User-defined networks (networks.py); set by the server when enabled.
+        self.networks: Networks | None = None
 
     def _driver(self, mode: str) -> NetworkDriver:
+        if mode.startswith(MODE_CONTAINER_PREFIX):
+            mode = "container"
         try:
             return self.drivers[mode]
         except KeyError:
@@ -73,6 +83,8 @@ class EndpointManager:
             return dataclasses.replace(endpoint, hosts=self.host_hosts(), resolv_conf=self.host_resolv())
         hosts = etcfiles.hosts(opts.hostname, endpoint.ip_address, opts.extra_hosts, endpoint.gateway)
         resolv = etcfiles.resolv_conf(self.host_resolv(), opts.dns, opts.dns_search, opts.dns_options)
+        if getattr(self.drivers.get(endpoint.network_mode), "embedded_dns", False):
+            resolv = etcfiles.embedded_resolv_conf(self.host_resolv(), opts.dns_search, opts.dns_options)
         return dataclasses.replace(endpoint, hosts=hosts, resolv_conf=resolv)
 
     def create_endpoint(self, container_id: str, network_mode: str,
@@ -84,6 +96,8 @@ class EndpointManager:
             etcfiles.parse_extra_host(item, "0.0.0.0")
         with self._lock:
             existing = self._endpoints.get(container_id)
+            if existing is None and network_mode.startswith(MODE_CONTAINER_PREFIX):
+                return self._join(container_id, network_mode)
             if existing is not None:
                 if existing.network_mode != network_mode:
                     raise AlreadyExists(
@@ -104,6 +118,20 @@ class EndpointManager:
             log.info("created %s endpoint for %s", network_mode, container_id)
             return endpoint
 
+    def _join(self, container_id: str, network_mode: str) -> Endpoint:
+        """``container:<id>``: the other container's namespace and /etc files; nothing is made."""
+        target = self._endpoints.get(network_mode[len(MODE_CONTAINER_PREFIX):])
+        if target is None or not target.netns_path:
+            raise FailedPrecondition(
+                f"cannot join the network of container {network_mode[len(MODE_CONTAINER_PREFIX):]}: "
+                "it is not running (or shares the host's)", reason=CONTAINER_NOT_RUNNING)
+        endpoint = Endpoint(container_id, network_mode, target.netns_path, ip_address=target.ip_address,
+                            prefix_length=target.prefix_length, gateway=target.gateway,
+                            mac_address=target.mac_address, hosts=target.hosts, resolv_conf=target.resolv_conf)
+        self._endpoints[container_id] = endpoint
+        self.store.save(self._endpoints)
+        return endpoint
+
     def get_endpoint(self, container_id: str) -> Endpoint:
         with self._lock:
             endpoint = self._endpoints.get(container_id)
@@ -122,6 +150,8 @@ class EndpointManager:
                 return
             # Kernel first, record second: a crash in between leaves a record whose
             # namespace is gone, which reconcile() drops at the next start.
+            if self.networks is not None:
+                self.networks.detach_all(container_id)
             self._driver(endpoint.network_mode).delete_endpoint(endpoint)
             del self._endpoints[container_id]
             self.store.save(self._endpoints)
@@ -142,7 +172,8 @@ class EndpointManager:
         with self._lock:
             changed = False
             for cid, endpoint in list(self._endpoints.items()):
-                driver = self.drivers.get(endpoint.network_mode)
+                mode = endpoint.network_mode
+                driver = self.drivers.get("container" if mode.startswith(MODE_CONTAINER_PREFIX) else mode)
                 if driver is None or not driver.is_alive(endpoint):
                     log.warning("dropping endpoint of %s (%s): its namespace is gone",
                                 cid, endpoint.network_mode)
@@ -151,8 +182,10 @@ class EndpointManager:
                     del self._endpoints[cid]
                     changed = True
             known = set(self._endpoints)
+            attached = self.networks.live_attachments(known) if self.networks is not None else {}
             for driver in self.drivers.values():
-                driver.restore([e for _, e in sorted(self._endpoints.items()) if e.network_mode == driver.mode])
+                driver.restore([e for _, e in sorted(self._endpoints.items()) if e.network_mode == driver.mode]
+                               + attached.get(driver.mode, []))
                 for name in driver.orphans(known):
                     log.warning("removing orphaned %s endpoint %s (no record)", driver.mode, name)
                     driver.remove_orphan(name)

@@ -38,6 +38,10 @@ class EndpointOptions:
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     extra_hosts: tuple[str, ...] = ()
+    #: On a user network: the container's name and ``--network-alias``es (DNS), and ``--ip``.
+    container_name: str = ""
+    aliases: tuple[str, ...] = ()
+    ip_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Endpoint:
     #: The container's /etc/hosts and /etc/resolv.conf (empty: keep the image's).
     hosts: str = ""
     resolv_conf: str = ""
+    #: On a user network: the names its embedded DNS answers with ``ip_address``.
+    aliases: tuple[str, ...] = ()
 
 
 def validate_container_id(container_id: str) -> None:

@@ -19,9 +19,12 @@ from skiff.common.server import Service, add_common_arguments, setup_logging
 from skiff.common.tls import TLSFiles
 from skiff.net.v1 import net_pb2_grpc
 from skiff.netsvc.bridge import DEFAULT_BRIDGE, BridgeDriver
-from skiff.netsvc.drivers import HostDriver, NoneDriver
+from skiff.netsvc.dns import DnsServer, host_upstreams
+from skiff.netsvc.drivers import HostDriver, JoinDriver, NoneDriver
+from skiff.netsvc.etcfiles import read_host_resolv
 from skiff.netsvc.ipam import parse_bip
 from skiff.netsvc.manager import EndpointManager
+from skiff.netsvc.networks import Networks
 from skiff.netsvc.servicer import NetworkServicer
 from skiff.netsvc.store import EndpointStore
 
@@ -31,15 +34,22 @@ SERVICE_NAME = "skiff.net.v1.NetworkService"
 
 
 def build_manager(data_root: Path, exec_root: Path, bip: IPv4Network | None = None,
-                  bridge: str = DEFAULT_BRIDGE, chain_prefix: str = "SKIFF") -> EndpointManager:
-    """The manager with every driver, reconciled with the kernel."""
+                  bridge: str = DEFAULT_BRIDGE, chain_prefix: str = "SKIFF",
+                  dns: DnsServer | None = None) -> EndpointManager:
+    """The manager with every driver (user networks' too), reconciled with the kernel."""
     manager = EndpointManager(
-        [NoneDriver(exec_root / "netns"), HostDriver(),
+        [NoneDriver(exec_root / "netns"), HostDriver(), JoinDriver(),
          BridgeDriver(exec_root / "netns", data_root / "network", bridge, bip, chain_prefix)],
         EndpointStore(data_root / "network" / "endpoints.json"),
     )
+    manager.networks = Networks(manager, exec_root / "netns", data_root / "network", dns)
     manager.reconcile()
     return manager
+
+
+def upstream_resolvers() -> list[tuple[str, int]]:
+    """The embedded DNS's upstreams: the host's (systemd-resolved's real ones behind its stub)."""
+    return host_upstreams(read_host_resolv())
 
 
 def chain_prefix(bridge: str) -> str:
@@ -56,7 +66,8 @@ def bridge_name(text: str) -> str:
 
 def build_service(listen: list[str], manager: EndpointManager, tls: TLSFiles | None = None) -> Service:
     service = Service("netsvc", listen, tls)
-    service.add(net_pb2_grpc.add_NetworkServiceServicer_to_server, NetworkServicer(manager), SERVICE_NAME)
+    service.add(net_pb2_grpc.add_NetworkServiceServicer_to_server, NetworkServicer(manager, manager.networks),
+                SERVICE_NAME)
     return service
 
 
@@ -72,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging("netsvc", args.log_level, args.debug)
     listen = args.listen or [f"unix://{args.exec_root}/netsvc.sock"]
-    manager = build_manager(args.data_root, args.exec_root, args.bip, args.bridge, chain_prefix(args.bridge))
+    dns = DnsServer(upstream_resolvers)
+    manager = build_manager(args.data_root, args.exec_root, args.bip, args.bridge, chain_prefix(args.bridge), dns)
     build_service(listen, manager, TLSFiles(args.tlscacert, args.tlscert, args.tlskey)).run_until_signal()
     manager.close()
+    dns.close()
     return 0

@@ -51,4 +51,5 @@ def _endpoint(fields: dict) -> Endpoint:
     """An Endpoint from its JSON form (fields added later have defaults, so old files load)."""
     fields = dict(fields)
     fields["ports"] = tuple(PortBinding(**p) for p in fields.get("ports", ()))
+    fields["aliases"] = tuple(fields.get("aliases", ()))
     return Endpoint(**fields)

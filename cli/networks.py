@@ -1,0 +1,200 @@
+"""``skiff network create|ls|inspect|rm|prune``: user-defined networks, as Docker's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from skiff.cli import exits
+from skiff.cli import format as fmt
+from skiff.cli.args import Parser, add_command, split_kv
+
+if TYPE_CHECKING:
+    from skiff.cli.client import Client
+    from skiff.types.v1 import types_pb2
+
+
+def _stub(client: Client) -> Any:
+    from skiff.api.v1 import api_pb2_grpc
+
+    return api_pb2_grpc.NetworkServiceStub(client.channel)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    net = add_command(sub, "network", cmd_help, "Manage networks", usage="skiff network COMMAND")
+    nsub = net.add_subparsers(dest="network_command", metavar="COMMAND", parser_class=Parser)
+
+    p = add_command(nsub, "create", cmd_create, "Create a network", usage="skiff network create [OPTIONS] NETWORK")
+    p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network (bridge only)")
+    p.add_argument("--subnet", default="", help="subnet in CIDR format that represents a network segment")
+    p.add_argument("--gateway", default="", help="IPv4 gateway for the master subnet")
+    p.add_argument("--ip-range", default="", help="allocate container ip from a sub-range")
+    p.add_argument("--internal", action="store_true", help="restrict external access to the network")
+    p.add_argument("--label", action="append", default=[], help="set metadata on a network")
+    p.add_argument("name", metavar="NETWORK")
+    p.set_defaults(prog="skiff network create")
+
+    p = add_command(nsub, "ls", cmd_ls, "List networks")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display network IDs")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
+    p.set_defaults(prog="skiff network ls")
+
+    p = add_command(nsub, "inspect", cmd_inspect, "Display detailed information on one or more networks")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.set_defaults(prog="skiff network inspect")
+
+    p = add_command(nsub, "rm", cmd_rm, "Remove one or more networks")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.set_defaults(prog="skiff network rm")
+
+    p = add_command(nsub, "connect", cmd_connect, "Connect a container to a network",
+                    usage="skiff network connect [OPTIONS] NETWORK CONTAINER")
+    p.add_argument("--alias", action="append", default=[], help="add network-scoped alias for the container")
+    p.add_argument("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(prog="skiff network connect")
+
+    p = add_command(nsub, "disconnect", cmd_disconnect, "Disconnect a container from a network",
+                    usage="skiff network disconnect [OPTIONS] NETWORK CONTAINER")
+    p.add_argument("-f", "--force", action="store_true", help="force the container to disconnect from a network")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(prog="skiff network disconnect")
+
+    p = add_command(nsub, "prune", cmd_prune, "Remove all unused networks")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.set_defaults(prog="skiff network prune")
+
+
+def cmd_help(client: Client, args: argparse.Namespace) -> int:
+    args.parser.print_help()
+    return 0
+
+
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    if args.driver != "bridge":
+        raise exits.CLIError(f"Error response from daemon: plugin {args.driver!r} not found")
+    labels = dict(split_kv(args.label, "label"))
+    with client.translated():
+        resp = _stub(client).CreateNetwork(api_pb2.CreateNetworkRequest(
+            name=args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range,
+            internal=args.internal, labels=labels))
+    print(resp.network.id)
+    return 0
+
+
+def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    with client.translated():
+        nets = _stub(client).ListNetworks(api_pb2.ListNetworksRequest()).networks
+    ids = [n.id if args.no_trunc else fmt.short_id(n.id) for n in nets]
+    if args.quiet:
+        for i in ids:
+            print(i)
+        return 0
+    rows = [[i, n.name, n.driver, n.scope or "local"] for i, n in zip(ids, nets, strict=True)]
+    sys.stdout.write(fmt.table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows))
+    return 0
+
+
+def network_json(n: types_pb2.Network) -> dict[str, Any]:
+    """Docker's ``network inspect`` shape."""
+    created = fmt.rfc3339nano(n.created.seconds, n.created.nanos) if n.created.seconds else ""
+    config = []
+    if n.subnet:
+        entry = {"Subnet": n.subnet, "Gateway": n.gateway}
+        if n.ip_range:
+            entry["IPRange"] = n.ip_range
+        config.append(entry)
+    return {
+        "Name": n.name,
+        "Id": n.id,
+        "Created": created,
+        "Scope": n.scope or "local",
+        "Driver": n.driver,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        "Internal": n.internal,
+        "Attachable": False,
+        "Containers": {
+            c.container_id: {"Name": c.name, "MacAddress": c.mac_address, "IPv4Address": c.ipv4_address,
+                             "IPv6Address": "", "Aliases": list(c.aliases)}
+            for c in n.containers
+        },
+        "Options": {"com.docker.network.bridge.name": n.bridge} if n.bridge else {},
+        "Labels": dict(n.labels),
+    }
+
+
+def cmd_inspect(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+    from skiff.common.errors import NotFound
+
+    out, status = [], 0
+    for ref in args.networks:
+        try:
+            with client.translated():
+                out.append(network_json(_stub(client).InspectNetwork(
+                    api_pb2.InspectNetworkRequest(ref=ref)).network))
+        except NotFound as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            status = 1
+    print(json.dumps(out, indent=4))
+    return status
+
+
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+    from skiff.common.errors import SkiffError
+
+    status = 0
+    for ref in args.networks:
+        try:
+            with client.translated():
+                _stub(client).RemoveNetwork(api_pb2.RemoveNetworkRequest(ref=ref))
+            print(ref)
+        except SkiffError as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_connect(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    with client.translated():
+        _stub(client).ConnectNetwork(api_pb2.ConnectNetworkRequest(
+            network=args.network, container=args.container, aliases=args.alias, ip_address=args.ip))
+    return 0
+
+
+def cmd_disconnect(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    with client.translated():
+        _stub(client).DisconnectNetwork(api_pb2.DisconnectNetworkRequest(
+            network=args.network, container=args.container, force=args.force))
+    return 0
+
+
+def cmd_prune(client: Client, args: argparse.Namespace) -> int:
+    from skiff.api.v1 import api_pb2
+
+    if not args.force:
+        print("WARNING! This will remove all custom networks not used by at least one container.")
+        answer = input("Are you sure you want to continue? [y/N] ") if sys.stdin.isatty() else ""
+        if answer.strip().lower() not in ("y", "yes"):
+            return 0
+    with client.translated():
+        names = _stub(client).PruneNetworks(api_pb2.PruneNetworksRequest()).names
+    if names:
+        print("Deleted Networks:")
+        for name in names:
+            print(name)
+    return 0

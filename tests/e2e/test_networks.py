@@ -1,0 +1,121 @@
+"""User-defined networks end to end: create/ls/inspect/rm, names and aliases by DNS, --internal,
+``container:`` mode, and nothing left behind. All traffic stays inside the test's own networks
+(no query for a name the embedded DNS does not know, so nothing is forwarded upstream)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+Skiff = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+def _rules(mark: str) -> list[str]:
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if mark in line]
+
+
+def _inspect(skiff: Skiff, ref: str) -> dict[str, Any]:
+    return json.loads(skiff("inspect", ref, check=True).stdout)[0]  # type: ignore[no-any-return]
+
+
+def test_user_network_names_aliases_internal_and_container_mode(skiff: Skiff) -> None:
+    tag = f"n{os.getpid() % 100000}"
+    net, inet, web = f"{tag}-net", f"{tag}-int", f"{tag}-web"
+    net_id = skiff("network", "create", "--label", "team=a", net, check=True).stdout.strip()
+    inet_id = ""
+    try:
+        assert len(net_id) == 64 and f" br-{net_id[:12]}:" in _links()
+        names = skiff("network", "ls", check=True).stdout
+        for name in ("bridge", "host", "none", net):
+            assert f" {name} " in names, names
+        info = json.loads(skiff("network", "inspect", net, check=True).stdout)[0]
+        assert info["Id"] == net_id and info["Labels"] == {"team": "a"} and info["IPAM"]["Config"]
+        subnet = info["IPAM"]["Config"][0]["Subnet"]
+        # Invalid input changes nothing.
+        assert skiff("network", "create", net).returncode != 0
+        assert skiff("network", "create", "--subnet", subnet, f"{tag}-x").returncode != 0
+        assert f" {tag}-x " not in skiff("network", "ls").stdout
+
+        skiff("run", "-d", "--name", web, "--network", net, "--network-alias", "webalias", "busybox", "sh", "-c",
+              "mkdir -p /www && echo hello-net > /www/index.html && exec httpd -f -p 8080 -h /www", check=True)
+        ip = _inspect(skiff, web)["NetworkSettings"]["IPAddress"]
+        assert ip
+        for host in (web, "webalias"):
+            got = ""
+            for _ in range(25):  # httpd may need a moment to listen
+                r = skiff("run", "--rm", "--network", net, "busybox", "wget", "-qO-", f"http://{host}:8080/")
+                got = r.stdout
+                if "hello-net" in got:
+                    break
+                time.sleep(0.2)
+            assert "hello-net" in got, r.stderr
+        look = skiff("run", "--rm", "--network", net, "busybox", "nslookup", web, "127.0.0.11", check=True)
+        assert ip in look.stdout
+        resolv = skiff("run", "--rm", "--network", net, "busybox", "cat", "/etc/resolv.conf", check=True).stdout
+        assert "nameserver 127.0.0.11" in resolv
+
+        # container: mode shares the namespace.
+        shared = skiff("run", "--rm", "--network", f"container:{web}", "busybox", "ip", "-o", "-4", "addr",
+                       check=True).stdout
+        assert f"inet {ip}/" in shared
+
+        rm = skiff("network", "rm", net)
+        assert rm.returncode != 0 and "active endpoints" in rm.stderr
+
+        # network connect: a second interface on another network, reachable there by its alias.
+        other = f"{tag}-oth"
+        skiff("network", "create", other, check=True)
+        try:
+            skiff("network", "connect", "--alias", "webtoo", other, web, check=True)
+            addrs = skiff("run", "--rm", "--network", f"container:{web}", "busybox", "ip", "-o", "-4", "addr",
+                          check=True).stdout
+            assert " eth1 " in addrs, addrs
+            got = skiff("run", "--rm", "--network", other, "busybox", "wget", "-qO-", "http://webtoo:8080/")
+            assert "hello-net" in got.stdout, got.stderr
+            assert skiff("network", "rm", other).returncode != 0
+            skiff("network", "disconnect", other, web, check=True)
+            addrs = skiff("run", "--rm", "--network", f"container:{web}", "busybox", "ip", "-o", "-4", "addr",
+                          check=True).stdout
+            assert " eth1 " not in addrs
+        finally:
+            skiff("network", "rm", other)
+        assert f" {other} " not in skiff("network", "ls").stdout
+        assert f" {net} " in skiff("network", "ls").stdout
+
+        inet_id = skiff("network", "create", "--internal", inet, check=True).stdout.strip()
+        routes = skiff("run", "--rm", "--network", inet, "busybox", "ip", "route", check=True).stdout
+        assert "default" not in routes and routes.strip()
+        assert not any("MASQUERADE" in r for r in _rules(f"SK-{inet_id[:12]}"))
+    finally:
+        skiff("rm", "-f", web)
+        skiff("network", "rm", net)
+        if inet_id:
+            skiff("network", "rm", inet)
+    assert f" {net} " not in skiff("network", "ls").stdout
+    for ident in (net_id, inet_id):
+        if ident:
+            assert f" br-{ident[:12]}:" not in _links()
+            assert _rules(f"SK-{ident[:12]}") == []
+
+
+def test_network_prune_and_unknown_network(skiff: Skiff) -> None:
+    tag = f"p{os.getpid() % 100000}"
+    skiff("network", "create", f"{tag}-a", check=True)
+    r = skiff("run", "--rm", "--network", f"{tag}-nosuch", "busybox", "true")
+    assert r.returncode == 125 and "not found" in r.stderr
+    pruned = skiff("network", "prune", "-f", check=True).stdout
+    assert f"{tag}-a" in pruned
+    assert f" {tag}-a " not in skiff("network", "ls").stdout

@@ -1,0 +1,212 @@
+"""User-defined networks against the real kernel: bridges, pools, internal, DNS, container: mode.
+
+Root only. Each test has its own roots, a default bridge of its own name and
+networks with random ids (so bridges ``br-<id>`` and chains ``SK-<id>*`` are
+the test's own); the fixture checks that none of them survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skiff.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from skiff.netsvc import netns
+from skiff.netsvc.dns import DnsServer, parse_query, response
+from skiff.netsvc.manager import EndpointManager
+from skiff.netsvc.model import EndpointOptions
+from skiff.netsvc.server import build_manager
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="bridges, veths and iptables need root"),
+]
+
+BRIDGE = "sknet0"
+PREFIX = "SKNET"
+
+
+def links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+
+
+def rules(marks: list[str]) -> list[str]:
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if any(m in line for m in marks)]
+
+
+def ns_run(path: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["nsenter", f"--net={path}", *argv], capture_output=True, text=True, timeout=20)
+
+
+class FakeUpstream:
+    """A resolver on 127.0.0.1 that answers every A query with 10.9.9.9 (never the real upstream)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.addr = self.sock.getsockname()
+        self.seen: list[str] = []
+        self._stop = False
+        self._t = threading.Thread(target=self._serve, daemon=True)
+        self._t.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            q = parse_query(data)
+            if q is not None:
+                self.seen.append(q.name)
+                self.sock.sendto(response(data, q, ["10.9.9.9"] if q.qtype == 1 else []), peer)
+
+    def close(self) -> None:
+        self._stop = True
+        self._t.join(timeout=2)
+        self.sock.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Path, Path, DnsServer, FakeUpstream]]:
+    data, run = tmp_path / "data", tmp_path / "run"
+    upstream = FakeUpstream()
+    dns = DnsServer(lambda: [upstream.addr])
+    yield data, run, dns, upstream
+    m = make(data, run, dns)
+    for e in m.list_endpoints():
+        m.delete_endpoint(e.container_id)
+    assert m.networks is not None
+    ids = [i.record.id[:12] for i in m.networks.list_networks() if i.record.driver == "bridge" and i.bridge
+           and i.record.name != "bridge"]
+    m.networks.prune()
+    m.close()
+    dns.close()
+    upstream.close()
+    for mp in reversed([mp for mp, _ in netns.mount_points() if mp.startswith(str(tmp_path) + "/")]):
+        netns.umount(mp)
+    assert all(f"br-{i}" not in links() for i in ids)
+    assert f" {BRIDGE}:" not in links()
+    assert rules([PREFIX, *[f"SK-{i}" for i in ids]]) == []
+
+
+def make(data: Path, run: Path, dns: DnsServer) -> EndpointManager:
+    return build_manager(data, run, bridge=BRIDGE, chain_prefix=PREFIX, dns=dns)
+
+
+def test_network_lifecycle_dns_and_validation(env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    data, run, dns, upstream = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    nets = m.networks
+    assert [i.record.name for i in nets.list_networks()] == ["bridge", "host", "none"]
+    info = nets.create("tnet", labels={"k": "v"})
+    rec = info.record
+    assert rec.bridge == f"br-{rec.id[:12]}" and f" {rec.bridge}:" in links()
+    assert any(f"SK-{rec.id[:12]}-POSTROUTING" in r and "MASQUERADE" in r for r in rules([f"SK-{rec.id[:12]}"]))
+    before = (data / "network" / "networks.json").read_text()
+    with pytest.raises(AlreadyExists):
+        nets.create("tnet")
+    with pytest.raises(InvalidArgument):
+        nets.create("other", subnet=rec.subnet)
+    with pytest.raises(InvalidArgument):
+        nets.create("other", subnet="10.254.254.0/24", gateway="10.254.253.1")
+    assert (data / "network" / "networks.json").read_text() == before
+
+    a = m.create_endpoint("a" * 64, "tnet", EndpointOptions(hostname="alpha", container_name="alpha",
+                                                            aliases=("web",)))
+    b = m.create_endpoint("b" * 64, "tnet", EndpointOptions(hostname="beta", container_name="beta"))
+    assert "nameserver 127.0.0.11" in a.resolv_conf
+    assert f"default via {rec.gateway}" in ns_run(a.netns_path, "ip", "route").stdout
+    for name in ("alpha", "web", "beta"):
+        out = ns_run(b.netns_path, "busybox", "nslookup", name, "127.0.0.11")
+        want = a.ip_address if name != "beta" else b.ip_address
+        assert want in out.stdout, out.stdout + out.stderr
+    fwd = ns_run(b.netns_path, "busybox", "nslookup", "elsewhere.test", "127.0.0.11")
+    assert "10.9.9.9" in fwd.stdout and "elsewhere.test" in upstream.seen
+    ping = ns_run(b.netns_path, "busybox", "ping", "-c1", "-W2", a.ip_address)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+    with pytest.raises(FailedPrecondition):
+        nets.remove("tnet")
+    # container: mode shares a's namespace.
+    j = m.create_endpoint("c" * 64, "container:" + "a" * 64)
+    assert j.netns_path == a.netns_path and j.ip_address == a.ip_address
+    m.delete_endpoint("c" * 64)
+    assert Path(a.netns_path).exists()
+
+    # Records survive a restart; DNS is served again.
+    m2 = make(data, run, dns)
+    assert m2.networks is not None and [i.record.name for i in m2.networks.list_networks()][-1] == "tnet"
+    out = ns_run(b.netns_path, "busybox", "nslookup", "alpha", "127.0.0.11")
+    assert a.ip_address in out.stdout, out.stdout + out.stderr
+    for e in m2.list_endpoints():
+        m2.delete_endpoint(e.container_id)
+    assert m2.networks.remove("tnet") == rec.id
+    assert f" {rec.bridge}:" not in links() and rules([f"SK-{rec.id[:12]}"]) == []
+    assert json.loads((data / "network" / "networks.json").read_text())["networks"] == []
+
+
+def test_internal_network_has_no_route_out(env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    out_net = m.networks.create("outer").record
+    rec = m.networks.create("inner", internal=True).record
+    base = rec.subnet.rsplit(".", 2)[0]
+    with pytest.raises(InvalidArgument):
+        m.networks.create("x", subnet=rec.subnet)
+    a = m.create_endpoint("a" * 64, "inner", EndpointOptions(container_name="a", ip_address=f"{base}.0.77"
+                                                               if rec.subnet.endswith("/16") else ""))
+    routes = ns_run(a.netns_path, "ip", "route").stdout
+    assert "default" not in routes, routes
+    mine = rules([f"SK-{rec.id[:12]}"])
+    assert not any("MASQUERADE" in r for r in mine) and any("DROP" in r for r in mine)
+    ping = ns_run(a.netns_path, "busybox", "ping", "-c1", "-W1", out_net.gateway)
+    assert ping.returncode != 0
+    m.delete_endpoint("a" * 64)
+
+
+def test_query_parsing_roundtrip() -> None:
+    q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x03web\x00" + struct.pack("!HH", 1, 1)
+    parsed = parse_query(q)
+    assert parsed is not None and parsed.name == "web"
+    r = response(q, parsed, ["10.0.0.2"])
+    assert r[:2] == q[:2] and r.endswith(socket.inet_aton("10.0.0.2"))
+
+
+def test_connect_survives_restart_and_goes_with_the_container(
+        env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    m.networks.create("one")
+    two = m.networks.create("two").record
+    a = m.create_endpoint("a" * 64, "one", EndpointOptions(container_name="alpha"))
+    b = m.create_endpoint("b" * 64, "two", EndpointOptions(container_name="beta"))
+    extra = m.networks.connect("two", "a" * 64, EndpointOptions(container_name="alpha", aliases=("al",)))
+    assert f"inet {extra.ip_address}/" in ns_run(a.netns_path, "ip", "-o", "-4", "addr", "show", "eth1").stdout
+    with pytest.raises(AlreadyExists):
+        m.networks.connect("two", "a" * 64, EndpointOptions())
+    # a's DNS answers names of both its networks; b reaches a by its alias on "two".
+    assert b.ip_address in ns_run(a.netns_path, "busybox", "nslookup", "beta", "127.0.0.11").stdout
+    assert extra.ip_address in ns_run(b.netns_path, "busybox", "nslookup", "al", "127.0.0.11").stdout
+    with pytest.raises(FailedPrecondition):
+        m.networks.remove("two")
+    m2 = make(data, run, dns)  # a restart keeps the second interface (not taken for an orphan)
+    assert extra.veth in links()
+    m2.delete_endpoint("a" * 64)
+    assert extra.veth not in links()
+    assert m2.networks is not None and m2.networks.attachments == {}
+    m2.delete_endpoint("b" * 64)
+    assert m2.networks.remove("two") == two.id
