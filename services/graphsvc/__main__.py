@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from skiff.graph.v1 import graph_pb2_grpc
     from skiff.graphsvc.graph import open_graph
-    from skiff.graphsvc.servicer import ContainerGraphServicer, ImageServicer
+    from skiff.graphsvc.servicer import ContainerGraphServicer, ImageServicer, ImageToolServicer
 
     listen = args.listen or [f"unix://{args.exec_root}/graphsvc.sock"]
     try:
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                 "skiff.graph.v1.ImageService")
         svc.add(graph_pb2_grpc.add_ContainerGraphServiceServicer_to_server, ContainerGraphServicer(graph),
                 "skiff.graph.v1.ContainerGraphService")
+        svc.add(graph_pb2_grpc.add_ImageToolServiceServicer_to_server, ImageToolServicer(graph),
+                "skiff.graph.v1.ImageToolService")
         svc.run_until_signal()
     except SkiffError as err:
         print(f"graphsvc: {err}", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,10 +15,11 @@ from skiff.common import grpcerr, streams
 from skiff.common.errors import InvalidArgument
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.graphsvc import changes as changes_mod
+from skiff.graphsvc import commit as commit_mod
+from skiff.graphsvc import imagefilter, registry, saveload
 from skiff.graphsvc import images as images_mod
 from skiff.graphsvc import pull as pull_mod
 from skiff.graphsvc import push as push_mod
-from skiff.graphsvc import registry
 from skiff.graphsvc.graph import Container, Graph
 from skiff.graphsvc.layers import Mount
 from skiff.types.v1 import types_pb2
@@ -42,6 +45,7 @@ def image_to_proto(image: images_mod.Image) -> types_pb2.Image:
         id=image.id, repo_tags=image.repo_tags, created=timestamp(image.created), size=image.size,
         layers=image.layers, config=run, repo_digests=image.repo_digests, comment=history[-1].get("comment", ""),
         architecture=image.config.get("architecture", ""), os=image.config.get("os", ""),
+        parent_id=image.config.get("parent", "") if isinstance(image.config.get("parent"), str) else "",
     )
 
 
@@ -115,7 +119,9 @@ class ImageServicer(graph_pb2_grpc.ImageServiceServicer):
     def ListImages(self, request: graph_pb2.ListImagesRequest,
                    context: grpc.ServicerContext) -> graph_pb2.ListImagesResponse:
         with grpcerr.handle(context):
-            return graph_pb2.ListImagesResponse(images=[image_to_proto(i) for i in self.graph.images.list()])
+            images = imagefilter.apply(self.graph.images.list(), [(f.key, f.value) for f in request.filters],
+                                       self.graph.images)
+            return graph_pb2.ListImagesResponse(images=[image_to_proto(i) for i in images])
 
     def GetImage(self, request: graph_pb2.GetImageRequest,
                  context: grpc.ServicerContext) -> graph_pb2.GetImageResponse:
@@ -189,3 +195,88 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
             return graph_pb2.ListLinksResponse(
                 links=[types_pb2.Link(parent_id=lk.parent_id, child_id=lk.child_id, name=lk.name)
                        for lk in links])
+
+
+def tools_tmp(graph: Graph) -> Path:
+    """Private staging for load spools and export mount points; emptied at start (leftovers of a crash)."""
+    tmp = graph.images.dir.parent.parent / "tools-tmp"
+    if tmp.exists():
+        for leftover in tmp.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink()
+    tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return tmp
+
+
+_KINDS = {"A": types_pb2.CHANGE_KIND_ADDED, "C": types_pb2.CHANGE_KIND_MODIFIED, "D": types_pb2.CHANGE_KIND_DELETED}
+
+
+class ImageToolServicer(graph_pb2_grpc.ImageToolServiceServicer):
+    def __init__(self, graph: Graph, client_factory: pull_mod.ClientFactory = pull_mod.default_client):
+        tmp = tools_tmp(graph)
+        self.saver = saveload.Saver(graph.images, tmp)
+        self.loader = saveload.Loader(graph.images, tmp)
+        self.snapshots = commit_mod.Snapshots(graph, tmp)
+        self.client_factory = client_factory
+
+    def SaveImages(self, request: graph_pb2.SaveImagesRequest,
+                   context: grpc.ServicerContext) -> Iterator[graph_pb2.SaveImagesResponse]:
+        with grpcerr.handle(context):
+            for chunk in _rechunk(self.saver.save(list(request.images))):
+                yield graph_pb2.SaveImagesResponse(chunk=chunk)
+
+    def LoadImages(self, request_iterator: Iterator[graph_pb2.LoadImagesRequest],
+                   context: grpc.ServicerContext) -> graph_pb2.LoadImagesResponse:
+        with grpcerr.handle(context):
+            with streams.reader(req.chunk for req in request_iterator) as stream:
+                messages, images = self.loader.load(stream)
+            return graph_pb2.LoadImagesResponse(messages=messages, images=[image_to_proto(i) for i in images])
+
+    def CommitContainer(self, request: graph_pb2.CommitContainerRequest,
+                        context: grpc.ServicerContext) -> graph_pb2.CommitContainerResponse:
+        with grpcerr.handle(context):
+            image = self.snapshots.commit(request.container, request.reference, request.message, request.author,
+                                          list(request.changes))
+            return graph_pb2.CommitContainerResponse(image=image_to_proto(image))
+
+    def ListContainerChanges(self, request: graph_pb2.ListContainerChangesRequest,
+                             context: grpc.ServicerContext) -> graph_pb2.ListContainerChangesResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.ListContainerChangesResponse(changes=[
+                types_pb2.FileChange(path=path, kind=_KINDS[kind])
+                for kind, path in self.snapshots.changes(request.container)])
+
+    def ExportContainer(self, request: graph_pb2.ExportContainerRequest,
+                        context: grpc.ServicerContext) -> Iterator[graph_pb2.ExportContainerResponse]:
+        with grpcerr.handle(context):
+            for chunk in self.snapshots.export(request.container):
+                yield graph_pb2.ExportContainerResponse(chunk=chunk)
+
+    def GetImageHistory(self, request: graph_pb2.GetImageHistoryRequest,
+                        context: grpc.ServicerContext) -> graph_pb2.GetImageHistoryResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.GetImageHistoryResponse(items=[
+                types_pb2.ImageHistoryItem(id=h.id, created=timestamp(h.created), created_by=h.created_by,
+                                           size=h.size, comment=h.comment, tags=h.tags)
+                for h in self.snapshots.history(request.image)])
+
+    def CheckRegistryLogin(self, request: graph_pb2.CheckRegistryLoginRequest,
+                           context: grpc.ServicerContext) -> graph_pb2.CheckRegistryLoginResponse:
+        with grpcerr.handle(context):
+            server = request.server or "registry-1.docker.io"
+            self.client_factory(server, "", credentials(request.auth), ("pull",)).ping()
+            return graph_pb2.CheckRegistryLoginResponse(status="Login Succeeded")
+
+
+def _rechunk(chunks: Iterator[bytes], size: int = saveload.CHUNK) -> Iterator[bytes]:
+    """Many small pieces (tar headers) joined into messages of about ``size`` bytes."""
+    buf = bytearray()
+    for c in chunks:
+        buf += c
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
