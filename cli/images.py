@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-f", "--filter", action="append", help="filter output based on conditions provided")
+    p.add_argument("--digests", action="store_true", help="show digests")
 
     p = add_command(sub, "rmi", cmd_rmi, "Remove one or more images")
     p.add_argument("-f", "--force", action="store_true", help="force removal of the image")
@@ -125,6 +126,12 @@ def cmd_images(client: Client, args: argparse.Namespace) -> int:
         sys.stdout.write("".join(f"{i}\n" for i in seen))
         return 0
     header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    if getattr(args, "digests", False):
+        from skiff.cli.imagetools import digest_rows
+
+        header.insert(2, "DIGEST")
+        sys.stdout.write(fmt.table(header, digest_rows(imgs, image_rows(imgs, args.no_trunc, time.time()))))
+        return 0
     sys.stdout.write(fmt.table(header, image_rows(imgs, args.no_trunc, time.time())))
     return 0
 

@@ -18,7 +18,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from skiff.cli import containers, exits, images, inspect, system
+from skiff.cli import containers, exits, images, imagetools, inspect, lifecycle, networks, system
+from skiff.cli import exec as exec_cmd
 from skiff.cli.args import Parser
 from skiff.cli.client import DEFAULT_HOST, Client, Options, client_version
 
@@ -59,7 +60,11 @@ def build_parser() -> Parser:
     system.register(sub)
     images.register(sub)
     containers.register(sub)
+    lifecycle.register(sub)
+    exec_cmd.register(sub)
     inspect.register(sub)
+    networks.register(sub)
+    imagetools.register(sub)
     sub.add_parser("daemon", help="run the daemon (skiffd)", add_help=False)
     return parser
 

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from skiff.cli import exits
+from skiff.cli import exits, lifecycle
 from skiff.cli import format as fmt
 from skiff.cli.args import split_kv
 
@@ -32,6 +32,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-h", "--hostname", default="", help="container host name")
     p.add_argument("--entrypoint", default=None, help="overwrite the default ENTRYPOINT of the image")
     p.add_argument("--network", "--net", dest="network", default="", help="connect a container to a network")
+    p.add_argument("--network-alias", "--net-alias", dest="network_alias", action="append", default=[],
+                   help="add network-scoped alias for the container")
+    p.add_argument("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
     p.add_argument("-m", "--memory", default=None, help="memory limit (e.g. 64m, 1g)")
     p.add_argument("--pids-limit", type=int, default=0, help="tune container pids limit (-1 for unlimited)")
     p.add_argument("-l", "--label", action="append", default=[], help="set meta data on a container")
@@ -48,6 +51,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns-option", action="append", default=[], help="set DNS options")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a custom host-to-IP mapping (host:ip, or host:host-gateway)")
+    lifecycle.add_run_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -151,5 +155,8 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         dns_search=args.dns_search,
         dns_options=args.dns_option,
         extra_hosts=args.add_host,
+        network_aliases=args.network_alias,
+        ipv4_address=args.ip,
     )
+    lifecycle.apply_run_flags(host, args)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)

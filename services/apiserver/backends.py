@@ -18,6 +18,12 @@ from typing import Any, Protocol
 import grpc
 
 from skiff.apiserver.callctx import Call
+from skiff.apiserver.lifecycle_backend import (
+    LifecycleExecBackend,
+    LifecycleExecClient,
+    LifecycleGraphBackend,
+    LifecycleGraphClient,
+)
 from skiff.common import errors, grpcerr
 from skiff.common.server import CALL_TIMEOUT
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
@@ -36,7 +42,7 @@ class LogStream(Protocol):
     def cancel(self) -> None: ...
 
 
-class GraphBackend(Protocol):
+class GraphBackend(LifecycleGraphBackend, Protocol):
     def create_container(self, req: graph_pb2.CreateContainerRequest) -> graph_pb2.CreateContainerResponse: ...
 
     def get_container(self, ref: str) -> graph_pb2.Container:
@@ -68,7 +74,7 @@ class GraphBackend(Protocol):
     def tag_image(self, source: str, target: str) -> None: ...
 
 
-class ExecBackend(Protocol):
+class ExecBackend(LifecycleExecBackend, Protocol):
     def start_task(self, spec: exec_pb2.TaskSpec) -> exec_pb2.Task: ...
 
     def get_task(self, task_id: str) -> exec_pb2.Task:
@@ -91,6 +97,10 @@ class ExecBackend(Protocol):
     def read_logs(self, req: exec_pb2.ReadLogsRequest, call: Call | None = None) -> LogStream: ...
 
     def get_runtime_info(self) -> exec_pb2.GetRuntimeInfoResponse: ...
+
+    def start_exec(self, spec: exec_pb2.ExecSpec) -> None: ...
+
+    def attach_exec(self, task_id: str, exec_id: str, call: Call) -> Iterator[exec_pb2.AttachExecResponse]: ...
 
 
 class NetBackend(Protocol):
@@ -136,7 +146,7 @@ class _Stream:
         self._call.cancel()
 
 
-class GraphClient:
+class GraphClient(LifecycleGraphClient):
     """GraphBackend over graphsvc's ImageService and ContainerGraphService."""
 
     def __init__(self, channel: grpc.Channel):
@@ -221,7 +231,7 @@ class GraphClient:
             self._images.TagImage(graph_pb2.TagImageRequest(source=source, target=target), timeout=CALL_TIMEOUT)
 
 
-class ExecClient:
+class ExecClient(LifecycleExecClient):
     """ExecBackend over execsvc's ExecService."""
 
     def __init__(self, channel: grpc.Channel):
@@ -270,6 +280,20 @@ class ExecClient:
             call.on_cancel(stream.cancel)
         return stream
 
+    def start_exec(self, spec: exec_pb2.ExecSpec) -> None:
+        with grpcerr.translated():
+            self._stub.StartExec(exec_pb2.StartExecRequest(spec=spec), timeout=CALL_TIMEOUT)
+
+    def attach_exec(self, task_id: str, exec_id: str, call: Call) -> Iterator[exec_pb2.AttachExecResponse]:
+        rendezvous = self._stub.AttachExec(exec_pb2.AttachExecRequest(task_id=task_id, exec_id=exec_id),
+                                           timeout=_timeout(call))
+        call.on_cancel(rendezvous.cancel)
+        try:
+            with grpcerr.translated():
+                yield from rendezvous
+        finally:
+            rendezvous.cancel()
+
     def get_runtime_info(self) -> exec_pb2.GetRuntimeInfoResponse:
         with grpcerr.translated():
             resp: exec_pb2.GetRuntimeInfoResponse = self._stub.GetRuntimeInfo(
@@ -304,6 +328,11 @@ class NetClient:
     def list_endpoints(self) -> list[net_pb2.Endpoint]:
         with grpcerr.translated():
             return list(self._stub.ListEndpoints(net_pb2.ListEndpointsRequest(), timeout=CALL_TIMEOUT).endpoints)
+
+    def network_call(self, method: str, request: Any) -> Any:
+        """A network RPC of netsvc by name (skiff.apiserver.networks: CreateNetwork, ...)."""
+        with grpcerr.translated():
+            return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT)
 
     def delete_endpoint(self, container_id: str) -> None:
         with grpcerr.translated():

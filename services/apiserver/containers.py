@@ -21,6 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 from skiff.api.v1 import api_pb2
+from skiff.apiserver import hostopts, networks
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
@@ -112,17 +113,14 @@ class Containers:
     def create(self, req: api_pb2.CreateContainerRequest) -> api_pb2.CreateContainerResponse:
         host = types_pb2.HostConfig()
         host.CopyFrom(req.host_config)
-        mode = host.network_mode or DEFAULT_NETWORK_MODE
-        if mode not in NETWORK_MODES:
-            raise errors.InvalidArgument(
-                f"network mode {mode!r} is not supported (yet): use one of {', '.join(NETWORK_MODES)}",
-                reason=INVALID_NETWORK_MODE,
-            )
+        mode = networks.normalize_mode(self._graph, self._net, host.network_mode or DEFAULT_NETWORK_MODE,
+                                       list(host.network_aliases), host.ipv4_address)
         if host.memory_bytes < 0:
             raise errors.InvalidArgument(f"invalid memory limit {host.memory_bytes}: must not be negative")
         if host.pids_limit < 0:
             raise errors.InvalidArgument(f"invalid pids limit {host.pids_limit}: must not be negative")
         host.network_mode = mode
+        hostopts.validate(host)
         created = self._graph.create_container(
             graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
         )
@@ -141,6 +139,7 @@ class Containers:
             hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
             publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
             dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
+            container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
         ))
         spec = exec_pb2.TaskSpec(
             id=record.id,
@@ -158,6 +157,7 @@ class Containers:
             memory_bytes=record.host_config.memory_bytes,
             pids_limit=record.host_config.pids_limit,
         )
+        hostopts.fill_task_spec(spec, record.host_config)
         try:
             self._exec.start_task(spec)
         except errors.AlreadyExists:

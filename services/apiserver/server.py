@@ -17,6 +17,8 @@ from skiff.api.v1 import api_pb2, api_pb2_grpc
 from skiff.apiserver.backends import ExecBackend, ExecClient, GraphBackend, GraphClient, NetBackend, NetClient
 from skiff.apiserver.containers import Containers
 from skiff.apiserver.images import Images
+from skiff.apiserver.imagetools import ImageToolServicer, NoTools, ToolsBackend, ToolsClient
+from skiff.apiserver.networks import Networks, NetworkServicer
 from skiff.apiserver.servicers import ContainerServicer, ImageServicer, SystemServicer
 from skiff.apiserver.system import System
 from skiff.common import errors
@@ -46,6 +48,7 @@ def build(
     data_root: str = "",
     exec_root: str = "",
     containers: Containers | None = None,
+    tools: ToolsBackend | None = None,
 ) -> Gateway:
     containers = containers or Containers(graph, exec_, net)
     service = Service(NAME, listen, tls)
@@ -56,6 +59,11 @@ def build(
                 ImageServicer(Images(graph)), svc["ImageService"].full_name)
     service.add(api_pb2_grpc.add_ContainerServiceServicer_to_server,
                 ContainerServicer(containers), svc["ContainerService"].full_name)
+    service.add(api_pb2_grpc.add_NetworkServiceServicer_to_server,
+                NetworkServicer(Networks(net, graph)), svc["NetworkService"].full_name)  # type: ignore[arg-type]
+    service.add(api_pb2_grpc.add_ImageToolServiceServicer_to_server,
+                ImageToolServicer(tools or NoTools(), graph),  # type: ignore[arg-type]
+                svc["ImageToolService"].full_name)
     return Gateway(service, containers)
 
 
@@ -78,14 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(args, svc) or f"unix://{exec_root / (svc + '.sock')}"
 
     try:
+        graph_channel = channel(target("graphsvc"), tls, internal=True)
         gateway = build(
             args.listen or [DEFAULT_HOST],
-            GraphClient(channel(target("graphsvc"), tls, internal=True)),
+            GraphClient(graph_channel),
             ExecClient(channel(target("execsvc"), tls, internal=True)),
             NetClient(channel(target("netsvc"), tls, internal=True)),
             tls=tls,
             data_root=str(args.data_root),
             exec_root=str(exec_root),
+            tools=ToolsClient(graph_channel),
         )
         gateway.containers.sweep_in_background()
         gateway.service.run_until_signal()

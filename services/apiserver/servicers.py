@@ -15,7 +15,9 @@ import grpc
 from skiff.api.v1 import api_pb2, api_pb2_grpc
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
+from skiff.apiserver.exec import Execs
 from skiff.apiserver.images import Images
+from skiff.apiserver.lifecycle import LifecycleRPCs
 from skiff.apiserver.system import System
 from skiff.common import grpcerr
 
@@ -89,7 +91,7 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         return _unary(context, tag)
 
 
-class ContainerServicer(api_pb2_grpc.ContainerServiceServicer):
+class ContainerServicer(LifecycleRPCs, api_pb2_grpc.ContainerServiceServicer):
     def __init__(self, containers: Containers):
         self._containers = containers
 
@@ -158,3 +160,8 @@ class ContainerServicer(api_pb2_grpc.ContainerServiceServicer):
 
         return _stream(context, lambda: self._containers.attach(request_iterator, Call.from_context(context),
                                                                 attached))
+
+    def ExecContainer(
+        self, request_iterator: Iterator[api_pb2.ExecContainerRequest], context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.ExecContainerResponse]:
+        return _stream(context, lambda: Execs.of(self._containers).run(request_iterator, Call.from_context(context)))

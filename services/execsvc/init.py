@@ -299,18 +299,55 @@ def set_capabilities(caps):
         check(rc, f"prctl PR_CAP_AMBIENT_RAISE {name}")
 
 
-def security_hooks(cfg):
+def security_hooks(cfg, seccomp=None):
     """Masked/read-only paths (needs CAP_SYS_ADMIN: before the capabilities go), then
     capabilities, then no_new_privs. Before the user switch: setuid() to a non-root user
     without PR_SET_KEEPCAPS empties the permitted and effective sets, as Docker's
     non-root users have them (CapEff 0; the bounding set stays Docker's 14).
-    Seccomp comes later, in load_seccomp()."""
+    Seccomp comes later, in load_seccomp(), except without no_new_privs: then loading a
+    filter needs CAP_SYS_ADMIN, so it is loaded here before the capabilities go (runc's
+    order); returns True when it did."""
     linux = cfg.get("linux", {})
     mask_paths(linux.get("maskedPaths", []), linux.get("readonlyPaths", []))
+    early = seccomp is not None and not cfg["process"].get("noNewPrivileges")
+    if early:
+        load_seccomp(seccomp)
     if "capabilities" in cfg["process"]:
         set_capabilities(cfg["process"]["capabilities"])
     if cfg["process"].get("noNewPrivileges"):
         prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+    return early
+
+
+def set_sysctls(sysctls):
+    for key, value in sysctls.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+        except OSError as e:
+            raise StartError("other", f"write sysctl key {key}: {e.strerror}") from e
+
+
+def copy_host_devices(rootfs):
+    """--privileged: the host's device nodes (the top level of /dev, before pivot_root)."""
+    dev = os.path.join(rootfs, "dev")
+    for name in os.listdir("/dev"):
+        src = os.path.join("/dev", name)
+        try:
+            st = os.lstat(src)
+        except OSError:
+            continue
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            continue
+        dest = os.path.join(dev, name)
+        if os.path.lexists(dest):
+            continue
+        try:
+            os.mknod(dest, stat.S_IMODE(st.st_mode) | stat.S_IFMT(st.st_mode), st.st_rdev)
+            os.chown(dest, st.st_uid, st.st_gid)
+        except OSError:
+            continue  # best effort, as a device may vanish meanwhile
 
 
 def seccomp_program(cfg):
@@ -437,7 +474,11 @@ def run(bundle):
         mount_one(rootfs, m)
         if m["destination"] == "/dev":
             populate_dev(rootfs)
+            if cfg["skiff"].get("privileged"):
+                copy_host_devices(rootfs)
     enter_rootfs(rootfs)
+    # The container's /proc/sys, before it is made read-only; net.* in the container's netns.
+    set_sysctls(cfg.get("linux", {}).get("sysctl", {}))
     os.umask(old_umask)
     if cfg.get("hostname"):
         sethostname(cfg["hostname"])
@@ -445,9 +486,17 @@ def run(bundle):
     uid, gid, groups = resolve_user(proc.get("user", {}))  # needs the container's /etc: after pivot_root
     cwd = proc.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)  # as root, like Docker's WORKDIR
-    security_hooks(cfg)
-    switch_user(uid, gid, groups)
+    if cfg["root"].get("readonly"):
+        # Last of the mounts: binds (/etc/hosts, tmpfs, ...) on top keep their own flags.
+        mount("", "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     seccomp = seccomp_program(cfg)
+    if uid == 0:
+        # Root stays root: switch groups while CAP_SETGID is still there (--cap-drop ALL).
+        switch_user(uid, gid, groups)
+    if security_hooks(cfg, seccomp):
+        seccomp = None  # already loaded
+    if uid != 0:
+        switch_user(uid, gid, groups)
     try:
         os.chdir(cwd)
     except OSError as e:

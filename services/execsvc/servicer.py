@@ -12,6 +12,8 @@ from google.protobuf import timestamp_pb2
 
 from skiff.common import errors, grpcerr
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
+from skiff.execsvc import lifecycle
+from skiff.execsvc.exec import ExecRPCs
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
 from skiff.types.v1 import types_pb2
@@ -68,6 +70,7 @@ class Tasks:
             rootfs=RootfsMount(type=ts.rootfs.type, source=ts.rootfs.source, options=tuple(ts.rootfs.options)),
             memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),
             etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
+            options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
@@ -102,14 +105,17 @@ class Tasks:
             shutil.rmtree(self.log_path(cid).parent, ignore_errors=True)
 
 
-class ExecServicer(exec_pb2_grpc.ExecServiceServicer):
+class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
     def __init__(self, tasks: Tasks):
         self.tasks = tasks
         self.runtime = tasks.runtime
+        self.lifecycle = lifecycle.Lifecycle(tasks.runtime)
 
     def _task(self, cid: str) -> exec_pb2.Task:
-        return exec_pb2.Task(id=cid, state=state_to_proto(self.runtime.state(cid)),
-                             log_path=str(self.tasks.log_path(cid)))
+        state = state_to_proto(self.runtime.state(cid))
+        if state.status == types_pb2.CONTAINER_STATUS_RUNNING and self.lifecycle.paused(cid):
+            state.status = types_pb2.CONTAINER_STATUS_PAUSED
+        return exec_pb2.Task(id=cid, state=state, log_path=str(self.tasks.log_path(cid)))
 
     def StartTask(self, request: exec_pb2.StartTaskRequest,
                   context: grpc.ServicerContext) -> exec_pb2.StartTaskResponse:
@@ -187,3 +193,30 @@ class ExecServicer(exec_pb2_grpc.ExecServiceServicer):
                     continue
             return exec_pb2.GetRuntimeInfoResponse(cgroup_version=f"v{self.runtime.cgroups.version}",
                                                    exec_root=str(self.runtime.exec_root), tasks_running=running)
+
+    def PauseTask(self, request: exec_pb2.PauseTaskRequest,
+                  context: grpc.ServicerContext) -> exec_pb2.PauseTaskResponse:
+        with grpcerr.handle(context):
+            self.lifecycle.pause(request.id)
+            return exec_pb2.PauseTaskResponse()
+
+    def ResumeTask(self, request: exec_pb2.ResumeTaskRequest,
+                   context: grpc.ServicerContext) -> exec_pb2.ResumeTaskResponse:
+        with grpcerr.handle(context):
+            self.lifecycle.resume(request.id)
+            return exec_pb2.ResumeTaskResponse()
+
+    def UpdateTask(self, request: exec_pb2.UpdateTaskRequest,
+                   context: grpc.ServicerContext) -> exec_pb2.UpdateTaskResponse:
+        with grpcerr.handle(context):
+            self.lifecycle.update(request.id, request.resources)
+            return exec_pb2.UpdateTaskResponse()
+
+    def TopTask(self, request: exec_pb2.TopTaskRequest, context: grpc.ServicerContext) -> exec_pb2.TopTaskResponse:
+        with grpcerr.handle(context):
+            return exec_pb2.TopTaskResponse(processes=self.lifecycle.top(request.id))
+
+    def StatsTask(self, request: exec_pb2.StatsTaskRequest,
+                  context: grpc.ServicerContext) -> exec_pb2.StatsTaskResponse:
+        with grpcerr.handle(context):
+            return exec_pb2.StatsTaskResponse(stats=self.lifecycle.stats(request.id))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.common.errors import InvalidArgument
+from skiff.execsvc import options as optionsmod
 from skiff.execsvc import security
 
 CLONE_NEWNS = 0x00020000
@@ -68,6 +69,8 @@ class ContainerSpec:
     etc_hosts: str = ""
     etc_resolv_conf: str = ""
     etc_hostname: str = ""
+    #: resources beyond memory/pids and the security choices (capabilities, seccomp, read-only root, ...)
+    options: optionsmod.Options = field(default_factory=optionsmod.Options)
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -112,6 +115,7 @@ class ContainerSpec:
         for name, soft, hard in self.rlimits:
             if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
+        self.options.validate(self.network_mode, self.rlimits)
 
 
 def clone_flags(spec: ContainerSpec) -> int:
@@ -216,7 +220,7 @@ def build_config(
         resources["memory"] = {"limit": spec.memory_limit}
     if spec.pids_limit:
         resources["pids"] = {"limit": spec.pids_limit}
-    return {
+    return optionsmod.apply({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
@@ -251,7 +255,7 @@ def build_config(
             # linux.seccomp compiled on the host: the init only hands it to the kernel.
             "seccompFilter": security.compile_bpf(seccomp),
         },
-    }
+    }, spec.options)
 
 
 def log_path(spec: ContainerSpec, bundle: Path) -> str:
