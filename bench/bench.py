@@ -360,7 +360,7 @@ def chart(s1: dict[str, list[float]], s2: dict[str, list[float]], out: Path) -> 
     for ax, (title, samples) in zip(axes, [("1. CLI run --rm true", s1), ("2. API create+start+wait", s2)],
                                     strict=True):
         names = [n for n, v in samples.items() if v]
-        ax.boxplot([samples[n] for n in names], labels=names)
+        ax.boxplot([samples[n] for n in names], tick_labels=names)
         ax.set_title(title)
         ax.set_ylabel("ms")
     fig.tight_layout()
