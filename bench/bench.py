@@ -72,6 +72,14 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def unmount_under(base: Path) -> None:
+    """Podman leaves its storage's mounts behind (it has no daemon to stop): take them away."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.split()[4].startswith(str(base))]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
 class UnixHTTP(http.client.HTTPConnection):
     """Docker's HTTP API over its unix socket."""
 
@@ -229,7 +237,8 @@ class Podman(Engine):
 
     def stop(self) -> None:
         self.run("rm", "-af", check=False)
-        subprocess.run(["umount", "-R", str(self.base / "root")], capture_output=True)
+        self.run("system", "reset", "--force", check=False)
+        unmount_under(self.base)
 
 
 PODMAN_ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
@@ -360,6 +369,9 @@ def chart(s1: dict[str, list[float]], s2: dict[str, list[float]], out: Path) -> 
     for ax, (title, samples) in zip(axes, [("1. CLI run --rm true", s1), ("2. API create+start+wait", s2)],
                                     strict=True):
         names = [n for n, v in samples.items() if v]
+        if not names:
+            ax.set_visible(False)
+            continue
         ax.boxplot([samples[n] for n in names], tick_labels=names)
         ax.set_title(title)
         ax.set_ylabel("ms")
