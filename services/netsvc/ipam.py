@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from skiff.common.errors import FailedPrecondition
+from skiff.common.files import write_json_atomic
 
 VERSION = 1
 SUBNET_EXHAUSTED = "SUBNET_EXHAUSTED"
@@ -121,19 +120,9 @@ class Ipam:
             self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": VERSION, "subnet": str(self.subnet) if self.subnet else "",
                 "allocated": self.allocated, "last": self.last}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ipam-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_json_atomic(self.path, data)
 
 
 def parse_bip(text: str) -> IPv4Network:

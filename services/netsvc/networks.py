@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from skiff.common.files import write_json_atomic
 from skiff.netsvc.bridge import BridgeDriver, _in_netns, mac_for
 from skiff.netsvc.dns import DnsServer
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
@@ -109,18 +109,8 @@ class NetworkStore:
         return {n["id"]: NetworkRecord(**n) for n in data["networks"]}
 
     def save(self, records: dict[str, NetworkRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": VERSION, "networks": [asdict(r) for _, r in sorted(records.items())]}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".networks-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_json_atomic(self.path, data)
 
 
 class NetIpam(Ipam):

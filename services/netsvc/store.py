@@ -8,11 +8,10 @@ new file (write to a temporary file, fsync, rename) — never a torn one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from skiff.common.files import write_json_atomic
 from skiff.netsvc.model import Endpoint, PortBinding
 
 #: Bumped when the file's shape changes; a reader refuses a version it does not know.
@@ -33,18 +32,8 @@ class EndpointStore:
         return {e["container_id"]: _endpoint(e) for e in data["endpoints"]}
 
     def save(self, endpoints: dict[str, Endpoint]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": VERSION, "endpoints": [asdict(e) for _, e in sorted(endpoints.items())]}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".endpoints-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_json_atomic(self.path, data)
 
 
 def _endpoint(fields: dict) -> Endpoint:
