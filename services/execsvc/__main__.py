@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skiff-execsvc", description=__doc__)
     server.add_common_arguments(parser, default_socket="unix://<exec-root>/execsvc.sock")
     parser.add_argument("--shim", type=Path, default=SHIM, help="the skiff-shim binary (built by `make shim`)")
-    parser.add_argument("--cgroup-parent", default="skiff", help="cgroup under which containers are created")
+    parser.add_argument("--cgroup-parent", default=os.environ.get("SKIFF_CGROUP_PARENT") or "skiff",
+                        help="cgroup under which containers are created ($SKIFF_CGROUP_PARENT; default skiff)")
     args = parser.parse_args(argv)
     server.setup_logging("execsvc", args.log_level, args.debug)
 

@@ -58,13 +58,14 @@ def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Itera
     host = f"unix://{exec_root}/skiff.sock"
     log = base / "skiffd.log"
     bridge = f"skt{os.getpid() % 1000000}"
+    cgroup_parent = f"skiff-e2e-{os.getpid()}"
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
             [str(VENV_BIN / "skiffd"), "-D", "--data-root", str(data_root), "--exec-root", str(exec_root),
              "-H", host],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-            # A bridge (and iptables chains) of this run's own: engines running side by side don't share one.
-            env=dict(os.environ, SKIFF_BRIDGE=bridge),
+            # A bridge, iptables chains and cgroup parent of this run's own: engines side by side share none.
+            env=dict(os.environ, SKIFF_BRIDGE=bridge, SKIFF_CGROUP_PARENT=cgroup_parent),
         )
     eng = Engine(data_root, exec_root, host, proc, log)
     deadline = time.monotonic() + 60
@@ -94,7 +95,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Itera
         rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
         assert f" {bridge}:" not in links and f"master {bridge} " not in links, "bridge or veths left behind"
         assert f"SKIFF-{bridge.upper()}" not in rules, "iptables rules left behind"
-        cgroups = [p for p in Path("/sys/fs/cgroup").glob("*/skiff") if p.is_dir()]
+        cgroups = [p for p in Path("/sys/fs/cgroup").glob(f"*/{cgroup_parent}") if p.is_dir()]
         assert not cgroups, f"cgroups left behind: {cgroups}"
 
 
