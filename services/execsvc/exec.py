@@ -51,11 +51,15 @@ def exec_config(cfg: dict[str, Any], spec: exec_pb2.ExecSpec) -> dict[str, Any]:
         if "=" not in e or e.startswith("="):
             raise errors.InvalidArgument(f"invalid environment variable {e!r}")
     proc = cfg["process"]
+    env = merge_env(list(proc.get("env", [])), list(spec.env))
+    if spec.tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")  # as Docker's exec -t
     return {
         "args": list(spec.args),
-        "env": merge_env(list(proc.get("env", [])), list(spec.env)),
+        "env": env,
         "cwd": spec.working_dir or proc.get("cwd") or "/",
         "user": specmod._user(spec.user) if spec.user else proc.get("user", {}),
+        "terminal": spec.tty,
     }
 
 
@@ -80,6 +84,9 @@ class Execs:
         if config.exists():
             raise errors.AlreadyExists(f"exec {eid} already exists in container {cid}")
         specmod.write_json_atomic(config, exec_config(self.runtime.config(cid), spec))
+        if spec.tty or spec.stdin:  # the monitor's interactive I/O (its socket is exec-<id>.sock)
+            specmod.write_atomic(self._path(cid, eid, ".io"),
+                                 "".join(f"{line}\n" for line in specmod.io_conf(spec.tty, spec.stdin)))
         bundle = str(self.runtime.bundle(cid).resolve())
         cmd = [str(self.runtime.shim_path), "exec", bundle, eid, "--",
                self.python, "-I", "-S", str(EXEC_INIT), bundle, eid]
@@ -101,7 +108,7 @@ class Execs:
         raise errors.Internal(f"exec {eid} in container {cid}: {msg}")
 
     def _forget(self, cid: str, eid: str) -> None:
-        for suffix in (".json", ".start.json", ".exit.json", "-json.log"):
+        for suffix in (".json", ".start.json", ".exit.json", "-json.log", ".io", ".sock"):
             self._path(cid, eid, suffix).unlink(missing_ok=True)
 
     def _check(self, cid: str, eid: str) -> None:

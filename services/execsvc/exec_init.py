@@ -63,6 +63,8 @@ def run_in_container(cfg, spec):
     """The process's set-up; the same steps and order as init.run after pivot_root."""
     init.set_rlimits(cfg)
     uid, gid, groups = init.resolve_user(spec["user"])
+    if spec.get("terminal"):
+        init.setup_terminal(uid)
     proc = cfg["process"]
     seccomp = init.seccomp_program(cfg)
     if uid == 0:

@@ -16,10 +16,16 @@ import json
 import os
 import resource
 import signal
+import socket
 import stat
 import sys
 
 SYNC_FD = 3
+#: With a terminal: the shim's end of the console socketpair (the master goes back over it).
+CONSOLE_FD = 4
+TIOCSCTTY = 0x540E
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -455,6 +461,31 @@ def find_command(name, env):
     raise StartError("not-found", f'exec: "{name}": executable file not found in $PATH')
 
 
+def setup_terminal(uid):
+    """The process's terminal, made inside the container (runc's console socket): a pty of
+    the container's own devpts instance, the slave as controlling terminal on fds 0-2, the
+    master sent to the shim's monitor over CONSOLE_FD with SCM_RIGHTS. The host never opens
+    a device node of the container."""
+    try:
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        unlock = ctypes.c_int(0)
+        check(libc.ioctl(master, TIOCSPTLCK, ctypes.byref(unlock)), "unlockpt")
+        num = ctypes.c_uint(0)
+        check(libc.ioctl(master, TIOCGPTN, ctypes.byref(num)), "ptsname")
+        slave = os.open(f"/dev/pts/{num.value}", os.O_RDWR | os.O_NOCTTY)
+        os.fchown(slave, uid, -1)  # the user's, group tty (devpts gid=5), mode 0620
+        os.setsid()
+        check(libc.ioctl(slave, TIOCSCTTY, 0), "TIOCSCTTY")
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+        os.close(slave)
+        with socket.socket(fileno=CONSOLE_FD) as console:
+            socket.send_fds(console, [b"m"], [master])
+        os.close(master)
+    except OSError as e:
+        raise StartError("other", f"set up the terminal: {e}") from e
+
+
 def run(bundle):
     os.set_inheritable(SYNC_FD, False)
     # Early: nothing in the container may ptrace us or read our memory while we set up.
@@ -484,6 +515,8 @@ def run(bundle):
         sethostname(cfg["hostname"])
     set_rlimits(cfg)
     uid, gid, groups = resolve_user(proc.get("user", {}))  # needs the container's /etc: after pivot_root
+    if proc.get("terminal"):
+        setup_terminal(uid)  # after pivot_root: /dev/ptmx is the container's devpts
     cwd = proc.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)  # as root, like Docker's WORKDIR
     if cfg["root"].get("readonly"):

@@ -16,6 +16,7 @@ from skiff.execsvc import lifecycle
 from skiff.execsvc.exec import ExecRPCs
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
+from skiff.execsvc.stdio import StdinRPCs
 from skiff.types.v1 import types_pb2
 
 _STATUS = {
@@ -71,6 +72,7 @@ class Tasks:
             memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),
             etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
+            terminal=ts.tty, open_stdin=ts.open_stdin,
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
@@ -105,7 +107,7 @@ class Tasks:
             shutil.rmtree(self.log_path(cid).parent, ignore_errors=True)
 
 
-class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
+class ExecServicer(ExecRPCs, StdinRPCs, exec_pb2_grpc.ExecServiceServicer):
     def __init__(self, tasks: Tasks):
         self.tasks = tasks
         self.runtime = tasks.runtime

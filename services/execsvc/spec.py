@@ -71,6 +71,9 @@ class ContainerSpec:
     etc_hostname: str = ""
     #: resources beyond memory/pids and the security choices (capabilities, seccomp, read-only root, ...)
     options: optionsmod.Options = field(default_factory=optionsmod.Options)
+    #: -t: a pseudo-terminal on fds 0-2; -i: stdin kept open for AttachStdin (else /dev/null)
+    terminal: bool = False
+    open_stdin: bool = False
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -209,6 +212,8 @@ def build_config(
     env = list(spec.env)
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, f"PATH={DEFAULT_PATH}")
+    if spec.terminal and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")  # as Docker does for -t
     namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "mount", "uts", "ipc")]
     if spec.network_mode == "none":
         namespaces.append({"type": "network"})
@@ -223,7 +228,7 @@ def build_config(
     return optionsmod.apply({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": spec.terminal,
             "user": _user(spec.user),
             "args": list(spec.args),
             "env": env,
@@ -269,9 +274,15 @@ def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
         lines.append(f"netns={spec.netns_path}")
     if oom_file:
         lines.append(f"oom={oom_file}")
+    lines += io_conf(spec.terminal, spec.open_stdin)
     if any("\n" in line for line in lines):
         raise InvalidArgument("paths must not contain newlines")
     return "\n".join(lines) + "\n"
+
+
+def io_conf(terminal: bool, open_stdin: bool) -> list[str]:
+    """The shim's interactive I/O lines (``tty=1``, ``stdin=1``)."""
+    return (["tty=1"] if terminal else []) + (["stdin=1"] if open_stdin else [])
 
 
 def write_atomic(path: Path, data: str) -> None:

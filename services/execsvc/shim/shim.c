@@ -45,12 +45,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -350,6 +354,325 @@ static int read_oom_kills(void)
     return p ? atoi(p + 9) : 0;
 }
 
+/* ---- interactive I/O: stdin, terminal, attach socket --------------------
+ *
+ * Enabled by "stdin=1" / "tty=1" in shim.conf (exec: in exec-<id>.io). The
+ * monitor listens on <bundle>/attach.sock (exec: exec-<id>.sock; bound through
+ * /proc/self/fd/<bundle dirfd>/ so a long bundle path does not matter).
+ *
+ *   CLI --gRPC AttachContainer--> apiserver --gRPC AttachStdin--> execsvc --unix socket--> monitor
+ *   (stdin bytes, resize)         (detach keys)                   (frames)                 |
+ *                                                                                          +-> stdin pipe or pty master
+ *   output: monitor -> json-file log -> execsvc ReadLogs -> apiserver -> CLI (as without -i/-t)
+ *
+ * Frames, client -> monitor only: 1 type byte, 4-byte big-endian length, payload:
+ *   'd' <= 4096 bytes for stdin;  'e' close stdin (ignored with a terminal);
+ *   'w' rows, cols (2 x uint16 BE): TIOCSWINSZ on the terminal.
+ * While stdin bytes wait for the container to read them, clients are not read
+ * (backpressure reaches the CLI through the socket and gRPC flow control).
+ *
+ * Terminal (as runc's console socket): the monitor makes a socketpair; the init
+ * gets one end as fd 4, opens /dev/ptmx in the container (its own devpts), makes
+ * the slave its controlling terminal on fds 0/1/2 (setsid, TIOCSCTTY) and sends
+ * the master back with SCM_RIGHTS before it execs. The host never opens a device
+ * node of the container. Terminal output is one stream, logged as stdout.
+ */
+#define CONSOLE_FD 4
+#define IO_MAX_CLIENTS 8
+#define IO_FRAME_MAX 4096
+
+struct io_client {
+    int fd;
+    size_t len;
+    unsigned char buf[5 + IO_FRAME_MAX];
+};
+
+static int io_stdin, io_tty;
+static int io_listen = -1, io_in_r = -1, io_in_w = -1, io_master = -1;
+static int io_console[2] = {-1, -1};
+static char io_sock_name[PATH_MAX];
+static struct io_client io_clients[IO_MAX_CLIENTS];
+static unsigned char io_pending[IO_FRAME_MAX];
+static size_t io_pending_len, io_pending_off;
+static int io_eof_requested;
+static struct stream s_tty = {.fd = -1, .name = "stdout"};
+
+/* key=value lines: tty=1, stdin=1. A missing file means neither. */
+static void io_read_conf(const char *name)
+{
+    char p[PATH_MAX], line[256];
+    bundle_path(p, name);
+    FILE *f = fopen(p, "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "tty=1", 5))
+            io_tty = 1;
+        else if (!strncmp(line, "stdin=1", 7))
+            io_stdin = 1;
+    }
+    fclose(f);
+}
+
+static int fd_high(int fd)
+{
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    close(fd);
+    return n;
+}
+
+/* Before the container process exists: the socket, the stdin pipe, the console socketpair.
+ * Returns NULL or what failed. */
+static const char *io_setup(const char *sock_name)
+{
+    for (int i = 0; i < IO_MAX_CLIENTS; i++)
+        io_clients[i].fd = -1;
+    signal(SIGPIPE, SIG_IGN); /* a container that closed its stdin must not kill us */
+    snprintf(io_sock_name, sizeof io_sock_name, "%s", sock_name);
+    int dfd = open(bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return "open bundle";
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dfd, sock_name);
+    unlink(sa.sun_path);
+    io_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int ok = io_listen >= 0 && bind(io_listen, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(io_listen, 8) == 0;
+    close(dfd);
+    if (!ok)
+        return "attach socket";
+    if (io_stdin && !io_tty) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+            return "stdin pipe";
+        io_in_r = fd_high(p[0]);
+        io_in_w = fd_high(p[1]);
+        fcntl(io_in_w, F_SETFL, O_NONBLOCK);
+    }
+    if (io_tty) {
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+            return "console socketpair";
+        io_console[0] = fd_high(sp[0]);
+        io_console[1] = fd_high(sp[1]);
+    }
+    return NULL;
+}
+
+/* In the new process, after fds 1-3 are in place: stdin on 0, the console socket on 4.
+ * Returns the first fd that may be closed. */
+static int io_child_fds(void)
+{
+    if (io_in_r >= 0)
+        dup2(io_in_r, 0);
+    if (io_console[1] >= 0) {
+        dup2(io_console[1], CONSOLE_FD);
+        return CONSOLE_FD + 1;
+    }
+    return SYNC_FD + 1;
+}
+
+/* The monitor's side, once the process exists. */
+static void io_parent_close(void)
+{
+    if (io_in_r >= 0)
+        close(io_in_r);
+    if (io_console[1] >= 0)
+        close(io_console[1]);
+    io_in_r = io_console[1] = -1;
+}
+
+/* After the command was exec'd: take the terminal master the init sent. NULL or an error. */
+static const char *io_receive_master(void)
+{
+    if (!io_tty)
+        return NULL;
+    char byte;
+    char ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    ssize_t n;
+    while ((n = recvmsg(io_console[0], &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    close(io_console[0]);
+    io_console[0] = -1;
+    struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+        return "the container sent no terminal";
+    memcpy(&io_master, CMSG_DATA(c), sizeof(int));
+    io_master = fd_high(io_master);
+    fcntl(io_master, F_SETFL, O_NONBLOCK);
+    s_tty.fd = io_master;
+    io_in_w = fcntl(io_master, F_DUPFD_CLOEXEC, 10);
+    return NULL;
+}
+
+static void io_close_stdin(void)
+{
+    if (io_in_w >= 0)
+        close(io_in_w);
+    io_in_w = -1;
+    io_pending_len = io_pending_off = 0;
+}
+
+static void io_flush_pending(void)
+{
+    while (io_pending_off < io_pending_len && io_in_w >= 0) {
+        ssize_t w = write(io_in_w, io_pending + io_pending_off, io_pending_len - io_pending_off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN)
+            return;
+        if (w <= 0) { /* EPIPE/EIO: nobody reads stdin any more */
+            io_close_stdin();
+            return;
+        }
+        io_pending_off += (size_t)w;
+    }
+    io_pending_len = io_pending_off = 0;
+    if (io_eof_requested && !io_tty)
+        io_close_stdin();
+}
+
+static void io_frame(unsigned char type, const unsigned char *p, size_t n)
+{
+    if (type == 'd' && io_in_w >= 0 && n > 0) {
+        memcpy(io_pending, p, n);
+        io_pending_len = n;
+        io_pending_off = 0;
+        io_flush_pending();
+    } else if (type == 'e') {
+        io_eof_requested = 1;
+        if (!io_tty && io_pending_len == 0)
+            io_close_stdin();
+    } else if (type == 'w' && n == 4 && io_master >= 0) {
+        struct winsize ws = {.ws_row = (unsigned short)(p[0] << 8 | p[1]),
+                             .ws_col = (unsigned short)(p[2] << 8 | p[3])};
+        ioctl(io_master, TIOCSWINSZ, &ws);
+    }
+}
+
+static void io_drop(struct io_client *c)
+{
+    close(c->fd);
+    c->fd = -1;
+    c->len = 0;
+}
+
+static void io_process(struct io_client *c);
+
+/* Reads what a client sent and acts on every complete frame (stops while stdin is pending). */
+static void io_read_client(struct io_client *c)
+{
+    ssize_t n = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        io_drop(c);
+        return;
+    }
+    c->len += (size_t)n;
+    io_process(c);
+}
+
+/* Acts on the complete frames a client has sent, until stdin bytes are left pending. */
+static void io_process(struct io_client *c)
+{
+    size_t off = 0;
+    while (c->len - off >= 5 && io_pending_len == 0) {
+        unsigned char *h = c->buf + off;
+        size_t flen = (size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4];
+        if (flen > IO_FRAME_MAX) {
+            io_drop(c);
+            return;
+        }
+        if (c->len - off < 5 + flen)
+            break;
+        io_frame(h[0], h + 5, flen);
+        off += 5 + flen;
+    }
+    memmove(c->buf, c->buf + off, c->len - off);
+    c->len -= off;
+}
+
+static void io_accept(void)
+{
+    int fd = accept4(io_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+        return;
+    for (int i = 0; i < IO_MAX_CLIENTS; i++) {
+        if (io_clients[i].fd < 0) {
+            io_clients[i].fd = fd;
+            io_clients[i].len = 0;
+            return;
+        }
+    }
+    close(fd); /* too many clients */
+}
+
+/* Chunks as they come, not lines: a prompt without a newline must show at once. */
+static int io_pump_tty(void)
+{
+    char ts[64], buf[LINE_CAP];
+    ssize_t n = read(s_tty.fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return -1;
+    if (n <= 0) { /* EIO: every slave is closed */
+        close(s_tty.fd);
+        s_tty.fd = io_master = -1;
+        return 0;
+    }
+    now_rfc3339(ts, sizeof ts);
+    emit(&s_tty, buf, (size_t)n, ts);
+    flush_out();
+    return 1;
+}
+
+#define IO_NFDS (2 + IO_MAX_CLIENTS + 1)
+
+/* Fills fds[0..IO_NFDS) (negative fds are ignored by poll). */
+static void io_poll_fill(struct pollfd *fds)
+{
+    int waiting = io_pending_len > 0;
+    fds[0] = (struct pollfd){io_listen, POLLIN, 0};
+    fds[1] = (struct pollfd){s_tty.fd, POLLIN, 0};
+    fds[2] = (struct pollfd){waiting ? io_in_w : -1, POLLOUT, 0};
+    for (int i = 0; i < IO_MAX_CLIENTS; i++)
+        fds[3 + i] = (struct pollfd){waiting ? -1 : io_clients[i].fd, POLLIN, 0};
+}
+
+static void io_poll_handle(const struct pollfd *fds)
+{
+    if (fds[1].revents)
+        io_pump_tty();
+    if (fds[2].revents) {
+        io_flush_pending();
+        for (int i = 0; i < IO_MAX_CLIENTS && io_pending_len == 0; i++)
+            if (io_clients[i].fd >= 0 && io_clients[i].len > 0)
+                io_process(&io_clients[i]);
+    }
+    for (int i = 0; i < IO_MAX_CLIENTS; i++)
+        if (fds[3 + i].revents && io_clients[i].fd >= 0)
+            io_read_client(&io_clients[i]);
+    if (fds[0].revents)
+        io_accept();
+}
+
+/* The process exited: log what the terminal still holds, stop listening. */
+static void io_finish(void)
+{
+    if (s_tty.fd >= 0)
+        while (io_pump_tty() > 0)
+            ;
+    if (s_tty.fd >= 0)
+        close(s_tty.fd);
+    s_tty.fd = io_master = -1;
+    if (io_listen >= 0) {
+        unlink_in_bundle(io_sock_name);
+        close(io_listen);
+        io_listen = -1;
+    }
+}
+
 /* ---- processes -------------------------------------------------------- */
 
 static void close_fds_except(int keep)
@@ -389,7 +712,7 @@ static void child(char **init_argv, int netns_fd, int out_w, int err_w, int sync
     move_fd(out_w, 1);
     move_fd(err_w, 2);
     move_fd(sync_w, SYNC_FD);
-    syscall(SYS_close_range, SYNC_FD + 1, ~0U, 0);
+    syscall(SYS_close_range, io_child_fds(), ~0U, 0);
     execv(init_argv[0], init_argv);
     dprintf(SYNC_FD, "other\nexecve(%s): %s", init_argv[0], strerror(errno));
     _exit(1);
@@ -466,6 +789,11 @@ static void monitor(int report_fd, char **init_argv)
     int po[2], pe[2], ps[2];
     if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC) || pipe2(ps, O_CLOEXEC))
         fail(report_fd, "other", "pipe2 failed");
+    const char *io_err = io_setup("attach.sock");
+    if (io_err) {
+        snprintf(msg, sizeof msg, "%s: %s", io_err, strerror(errno));
+        fail(report_fd, "other", msg);
+    }
 
     /* Block SIGCHLD before clone so its arrival cannot be missed; the child unblocks. */
     sigset_t chld;
@@ -483,6 +811,7 @@ static void monitor(int report_fd, char **init_argv)
     close(po[1]);
     close(pe[1]);
     close(ps[1]);
+    io_parent_close();
     if (netns_fd >= 0)
         close(netns_fd);
 
@@ -510,6 +839,12 @@ static void monitor(int report_fd, char **init_argv)
             *nl = 0;
         fail(report_fd, msg, text);
     }
+    if ((io_err = io_receive_master())) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        fail(report_fd, "other", io_err);
+    }
     report(report_fd, '0', "");
 
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
@@ -517,8 +852,9 @@ static void monitor(int report_fd, char **init_argv)
     s_err.fd = pe[0];
     int status = 0, exited = 0;
     while (!exited || s_out.fd >= 0 || s_err.fd >= 0) {
-        struct pollfd fds[3] = {{s_out.fd, POLLIN, 0}, {s_err.fd, POLLIN, 0}, {exited ? -1 : sfd, POLLIN, 0}};
-        if (poll(fds, 3, -1) < 0) {
+        struct pollfd fds[3 + IO_NFDS] = {{s_out.fd, POLLIN, 0}, {s_err.fd, POLLIN, 0}, {exited ? -1 : sfd, POLLIN, 0}};
+        io_poll_fill(fds + 3);
+        if (poll(fds, 3 + IO_NFDS, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -527,6 +863,7 @@ static void monitor(int report_fd, char **init_argv)
             pump(&s_out);
         if (fds[1].revents)
             pump(&s_err);
+        io_poll_handle(fds + 3);
         if (fds[2].revents) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) < 0) {
@@ -541,6 +878,7 @@ static void monitor(int report_fd, char **init_argv)
             }
         }
     }
+    io_finish();
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + sig;
     now_rfc3339(ts, sizeof ts);
@@ -609,6 +947,14 @@ static void exec_monitor(int report_fd, char **helper_argv)
     int po[2], pe[2], ps[2];
     if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC) || pipe2(ps, O_CLOEXEC))
         exec_fail(report_fd, "other", "pipe2 failed");
+    exec_name(name, sizeof name, ".io");
+    io_read_conf(name);
+    exec_name(name, sizeof name, ".sock");
+    const char *io_err = io_setup(name);
+    if (io_err) {
+        snprintf(msg, sizeof msg, "%s: %s", io_err, strerror(errno));
+        exec_fail(report_fd, "other", msg);
+    }
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -624,7 +970,7 @@ static void exec_monitor(int report_fd, char **helper_argv)
         move_fd(po[1], 1);
         move_fd(pe[1], 2);
         move_fd(ps[1], SYNC_FD);
-        syscall(SYS_close_range, SYNC_FD + 1, ~0U, 0);
+        syscall(SYS_close_range, io_child_fds(), ~0U, 0);
         execv(helper_argv[0], helper_argv);
         dprintf(SYNC_FD, "other\nexecve(%s): %s", helper_argv[0], strerror(errno));
         _exit(1);
@@ -632,6 +978,7 @@ static void exec_monitor(int report_fd, char **helper_argv)
     close(po[1]);
     close(pe[1]);
     close(ps[1]);
+    io_parent_close();
     snprintf(buf, sizeof buf, "{\"shim_pid\": %d, \"shim_starttime\": %llu}\n", (int)getpid(),
              proc_starttime(getpid()));
     exec_name(name, sizeof name, ".start.json");
@@ -654,6 +1001,8 @@ static void exec_monitor(int report_fd, char **helper_argv)
         snprintf(msg, sizeof msg, "exec helper failed (status 0x%x)", status);
         exec_fail(report_fd, "other", msg);
     }
+    if ((io_err = io_receive_master()))
+        exec_fail(report_fd, "other", io_err); /* kills nothing: the process may have exited */
     report(report_fd, '0', "");
 
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
@@ -672,14 +1021,15 @@ static void exec_monitor(int report_fd, char **helper_argv)
             drain(&s_err);
             break;
         }
-        if (s_out.fd < 0 && s_err.fd < 0) {
+        if (s_out.fd < 0 && s_err.fd < 0 && io_listen < 0) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) < 0 && errno != EINTR)
                 break;
             continue;
         }
-        struct pollfd fds[3] = {{s_out.fd, POLLIN, 0}, {s_err.fd, POLLIN, 0}, {sfd, POLLIN, 0}};
-        if (poll(fds, 3, -1) < 0) {
+        struct pollfd fds[3 + IO_NFDS] = {{s_out.fd, POLLIN, 0}, {s_err.fd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        io_poll_fill(fds + 3);
+        if (poll(fds, 3 + IO_NFDS, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -688,6 +1038,7 @@ static void exec_monitor(int report_fd, char **helper_argv)
             pump(&s_out);
         if (fds[1].revents)
             pump(&s_err);
+        io_poll_handle(fds + 3);
         if (fds[2].revents) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) < 0) {
@@ -695,6 +1046,7 @@ static void exec_monitor(int report_fd, char **helper_argv)
             }
         }
     }
+    io_finish();
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + sig;
     char ts[64];
@@ -747,6 +1099,7 @@ int main(int argc, char **argv)
     if (bundle[0] != '/')
         die("bundle path must be absolute: %s", bundle);
     read_conf();
+    io_read_conf("shim.conf");
 
     int rp[2];
     if (pipe2(rp, O_CLOEXEC) < 0)
