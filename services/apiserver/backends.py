@@ -12,6 +12,7 @@ cancelled when the caller goes away. Failures surface as skiff errors
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.net.v1 import net_pb2, net_pb2_grpc
 from skiff.types.v1 import types_pb2
 
+log = logging.getLogger(__name__)
 
 class LogStream(Protocol):
     """An iterator of log entries that can be cancelled from another thread."""
@@ -101,6 +103,9 @@ class ExecBackend(LifecycleExecBackend, Protocol):
     def start_exec(self, spec: exec_pb2.ExecSpec) -> None: ...
 
     def attach_exec(self, task_id: str, exec_id: str, call: Call) -> Iterator[exec_pb2.AttachExecResponse]: ...
+
+    def attach_stdin(self, requests: Iterator[exec_pb2.AttachStdinRequest]) -> Any:
+        """Starts AttachStdin over ``requests``; returns a handle whose ``cancel()`` ends it without EOF."""
 
 
 class NetBackend(Protocol):
@@ -293,6 +298,16 @@ class ExecClient(LifecycleExecClient):
                 yield from rendezvous
         finally:
             rendezvous.cancel()
+
+    def attach_stdin(self, requests: Iterator[exec_pb2.AttachStdinRequest]) -> Any:
+        future = self._stub.AttachStdin.future(requests)
+
+        def done(f: Any) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.info("AttachStdin ended: %s", f.exception())
+
+        future.add_done_callback(done)
+        return future
 
     def get_runtime_info(self) -> exec_pb2.GetRuntimeInfoResponse:
         with grpcerr.translated():

@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import hostopts, networks
+from skiff.apiserver import hostopts, networks, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
@@ -156,6 +156,8 @@ class Containers:
             host_network=mode == "host",
             memory_bytes=record.host_config.memory_bytes,
             pids_limit=record.host_config.pids_limit,
+            tty=config.tty,
+            open_stdin=config.open_stdin,
         )
         hostopts.fill_task_spec(spec, record.host_config)
         try:
@@ -322,15 +324,15 @@ class Containers:
         if first is None or first.WhichOneof("part") != "options":
             raise errors.InvalidArgument("the first attach request must carry the options")
         options = first.options
-        if options.stdin:
-            raise errors.FailedPrecondition("attaching stdin is not supported yet", reason=STDIN_UNSUPPORTED)
+        keys = stdio.detach_sequence(options.detach_keys)
         record = self._graph.get_container(options.container)
         with self._lock:
             self._attached[record.id] += 1
         try:
             if attached is not None:
                 attached()
-            yield from self._attached_stream(record.id, options, call)
+            yield from self._attached_stream(record.id, options, call,
+                                             self._input(record, options, requests, keys))
         finally:
             with self._lock:
                 self._attached[record.id] -= 1
@@ -338,8 +340,17 @@ class Containers:
                     del self._attached[record.id]
                 self._detached.notify_all()
 
-    def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call
-                         ) -> Iterator[api_pb2.AttachContainerResponse]:
+    def _input(self, record: graph_pb2.Container, options: api_pb2.AttachOptions,
+               requests: Iterator[api_pb2.AttachContainerRequest], keys: bytes) -> stdio.Pump | None:
+        """The pump of the client's stdin and resizes, when the container takes either."""
+        with_stdin = options.stdin and record.config.open_stdin
+        if not (with_stdin or record.config.tty):
+            return None
+        target = exec_pb2.StdinTarget(task_id=record.id, close_on_eof=with_stdin and record.config.stdin_once)
+        return stdio.Pump(requests, target, keys, self._exec.attach_stdin, lambda: None, with_stdin=with_stdin)
+
+    def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call,
+                         pump: stdio.Pump | None = None) -> Iterator[api_pb2.AttachContainerResponse]:
         # Attached before start: wait for it (a task still "created" is being started).
         while (task := self._task(cid)) is None or task.state.status == Status.CONTAINER_STATUS_CREATED:
             with self._lock:
@@ -354,8 +365,20 @@ class Containers:
             id=cid, follow=True, tail=-1 if options.logs else 0,
             stdout=options.stdout or both, stderr=options.stderr or both,
         )
-        for entry in _drain(self._exec.read_logs(upstream, call), call):
-            yield api_pb2.AttachContainerResponse(output=entry)
+        output = call
+        if pump is not None:  # a detach ends the output, not the caller's call
+            output = Call(call.remaining())
+            call.on_cancel(output.cancel)
+            pump.start(on_detach=output.cancel)
+        try:
+            for entry in _drain(self._exec.read_logs(upstream, output), output):
+                yield api_pb2.AttachContainerResponse(output=entry)
+        finally:
+            if pump is not None:
+                pump.stop()
+        if pump is not None and pump.detached.is_set():
+            yield api_pb2.AttachContainerResponse(detached=True)
+            return
         if call.cancelled:
             return
         result = self._wait_task(cid, call)

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 
 from skiff.api.v1 import api_pb2
+from skiff.apiserver import stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
@@ -37,9 +38,7 @@ class Execs:
         opts = first.options
         if not opts.cmd:
             raise errors.InvalidArgument("no command given", reason=errors.NO_COMMAND)
-        if opts.stdin or opts.tty:
-            raise errors.FailedPrecondition("exec with stdin or a terminal is not supported yet",
-                                            reason=errors.STDIN_UNSUPPORTED)
+        keys = stdio.detach_sequence(opts.detach_keys)
         record = self._graph.get_container(opts.container)
         try:
             running = self._exec.get_task(record.id).state.status == types_pb2.CONTAINER_STATUS_RUNNING
@@ -51,16 +50,33 @@ class Execs:
         exec_id = secrets.token_hex(16)
         self._exec.start_exec(exec_pb2.ExecSpec(
             task_id=record.id, exec_id=exec_id, args=opts.cmd, env=opts.env, user=opts.user,
-            working_dir=opts.working_dir,
+            working_dir=opts.working_dir, tty=opts.tty, stdin=opts.stdin,
         ))
         if opts.detach:
             yield api_pb2.ExecContainerResponse(exit=api_pb2.ExitStatus(exit_code=0))
             return
-        for resp in self._exec.attach_exec(record.id, exec_id, call):
-            if resp.WhichOneof("part") == "output":
-                yield api_pb2.ExecContainerResponse(output=resp.output)
-            else:
-                yield api_pb2.ExecContainerResponse(exit=api_pb2.ExitStatus(exit_code=resp.exit_code))
-                return
+        output, pump = call, None
+        if opts.stdin or opts.tty:
+            target = exec_pb2.StdinTarget(task_id=record.id, exec_id=exec_id, close_on_eof=opts.stdin)
+            pump = stdio.Pump(requests, target, keys, self._exec.attach_stdin, lambda: None, with_stdin=opts.stdin)
+            output = Call(call.remaining())  # a detach ends the output, not the caller's call
+            call.on_cancel(output.cancel)
+            pump.start(on_detach=output.cancel)
+        try:
+            for resp in self._exec.attach_exec(record.id, exec_id, output):
+                if resp.WhichOneof("part") == "output":
+                    yield api_pb2.ExecContainerResponse(output=resp.output)
+                else:
+                    yield api_pb2.ExecContainerResponse(exit=api_pb2.ExitStatus(exit_code=resp.exit_code))
+                    return
+        except errors.SkiffError:
+            if pump is None or not pump.detached.is_set():
+                raise
+        finally:
+            if pump is not None:
+                pump.stop()
+        if pump is not None and pump.detached.is_set():
+            yield api_pb2.ExecContainerResponse(detached=True)
+            return
         if not call.cancelled:
             raise errors.Unavailable(f"exec {exec_id}: the output stream ended without an exit status")

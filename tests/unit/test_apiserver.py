@@ -479,10 +479,10 @@ def test_attach_cancelled_by_the_client_releases_the_stream(env: Env) -> None:
 
 def test_attach_errors(env: Env) -> None:
     cid = env.run("sleep")
-    stdin = api_pb2.AttachOptions(container=cid, stdin=True)
-    code, reason, _ = failure(env.api.AttachContainer, iter([api_pb2.AttachContainerRequest(options=stdin)]),
-                              timeout=5)
-    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STDIN_UNSUPPORTED")
+    keys = api_pb2.AttachOptions(container=cid, stdin=True, detach_keys="ctrl-1")
+    code, _, msg = failure(env.api.AttachContainer, iter([api_pb2.AttachContainerRequest(options=keys)]),
+                           timeout=5)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "Invalid detach keys (ctrl-1)" in msg
     code, _, _ = failure(env.api.AttachContainer, iter([api_pb2.AttachContainerRequest(stdin=b"x")]), timeout=5)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     missing = api_pb2.AttachOptions(container="nope")
@@ -519,3 +519,77 @@ def test_images_list_inspect_remove(env: Env) -> None:
     assert [i.WhichOneof("item") for i in items] == ["untagged", "deleted"]
     code, reason, _ = failure(env.images.InspectImage, api_pb2.InspectImageRequest(image="busybox"), timeout=5)
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, errors.IMAGE_NOT_FOUND)
+
+
+# --- interactive attach: stdin, resize, detach keys ------------------------------------------
+
+
+def _interactive(env: Env, *argv: str, tty: bool = False, stdin_once: bool = True) -> str:
+    config = types_pb2.ContainerConfig(image="busybox", tty=tty, open_stdin=True, stdin_once=stdin_once)
+    config.cmd.values.extend(argv)
+    cid = env.api.CreateContainer(api_pb2.CreateContainerRequest(config=config), timeout=5).id
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    return str(cid)
+
+
+def _requests(first: api_pb2.AttachOptions, *parts: api_pb2.AttachContainerRequest,
+              hold: threading.Event | None = None) -> Iterator[api_pb2.AttachContainerRequest]:
+    """The options, the parts, then (with ``hold``) no EOF until it is set."""
+    yield api_pb2.AttachContainerRequest(options=first)
+    yield from parts
+    if hold is not None:
+        hold.wait(10)
+
+
+def test_attach_stdin_reaches_the_container_and_eof_closes_it(env: Env) -> None:
+    cid = _interactive(env, "cat")
+    opts = api_pb2.AttachOptions(container=cid, stdin=True, stdout=True, logs=True)
+    parts = [api_pb2.AttachContainerRequest(stdin=b"hello "), api_pb2.AttachContainerRequest(stdin=b"you\n")]
+    responses = list(env.api.AttachContainer(_requests(opts, *parts), timeout=10))
+    assert [r.WhichOneof("part") for r in responses] == ["output", "exit"]
+    assert responses[0].output.data == b"hello you\n" and responses[1].exit.exit_code == 0
+    assert cid in env.exec.stdin_closed
+
+
+def test_attach_eof_keeps_stdin_open_without_stdin_once(env: Env) -> None:
+    cid = _interactive(env, "cat", stdin_once=False)
+    opts = api_pb2.AttachOptions(container=cid, stdin=True, stdout=True)
+    stream = env.api.AttachContainer(_requests(opts, api_pb2.AttachContainerRequest(stdin=b"x")), timeout=10)
+    deadline = time.monotonic() + 5
+    while env.exec.stdin.get(cid) != [b"x"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert env.exec.stdin.get(cid) == [b"x"]
+    time.sleep(0.2)
+    assert cid not in env.exec.stdin_closed and env.exec.running(cid)
+    stream.cancel()
+
+
+def test_detach_keys_end_the_stream_and_leave_the_container_running(env: Env) -> None:
+    cid = _interactive(env, "cat", tty=True)
+    hold = threading.Event()
+    size = types_pb2.TerminalSize(rows=24, cols=80)
+    opts = api_pb2.AttachOptions(container=cid, stdin=True, stdout=True, detach_keys="ctrl-a,x")
+    parts = [api_pb2.AttachContainerRequest(resize=size), api_pb2.AttachContainerRequest(stdin=b"ls\x01"),
+             api_pb2.AttachContainerRequest(stdin=b"x"), api_pb2.AttachContainerRequest(stdin=b"never")]
+    try:
+        responses = list(env.api.AttachContainer(_requests(opts, *parts, hold=hold), timeout=10))
+    finally:
+        hold.set()
+    assert [r.WhichOneof("part") for r in responses] == ["detached"]
+    assert env.exec.stdin[cid] == [b"ls"]  # the keys never reach the container
+    assert env.exec.resizes == [(24, 80)]
+    time.sleep(0.2)
+    assert env.exec.running(cid) and cid not in env.exec.stdin_closed
+    # Another client attaches and is heard.
+    opts = api_pb2.AttachOptions(container=cid, stdin=True, stdout=True)
+    list(env.api.AttachContainer(_requests(opts, api_pb2.AttachContainerRequest(stdin=b"\n")), timeout=10))
+    assert env.exec.stdin[cid] == [b"ls", b"\n"] and not env.exec.running(cid)
+
+
+def test_stdin_is_ignored_for_a_container_without_open_stdin(env: Env) -> None:
+    cid = env.run("sleep")
+    opts = api_pb2.AttachOptions(container=cid, stdin=True)
+    stream = env.api.AttachContainer(_requests(opts, api_pb2.AttachContainerRequest(stdin=b"\x10\x11")), timeout=10)
+    _later(0.3, env.exec.kill_task, cid, signal.SIGKILL)
+    assert [r.WhichOneof("part") for r in stream] == ["exit"]
+    assert cid not in env.exec.stdin

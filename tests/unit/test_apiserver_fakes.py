@@ -164,6 +164,15 @@ class FakeStream:
             self._fake.cond.notify_all()
 
 
+class FakeStdin:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
 class FakeExec:
     def __init__(self) -> None:
         self.tasks: dict[str, exec_pb2.Task] = {}
@@ -174,6 +183,9 @@ class FakeExec:
         self.fail_delete: errors.SkiffError | None = None
         self.streams: list[FakeStream] = []
         self.cond = threading.Condition()
+        self.stdin: dict[str, list[bytes]] = {}
+        self.resizes: list[tuple[int, int]] = []
+        self.stdin_closed: set[str] = set()
 
     def running(self, task_id: str) -> bool:
         task = self.tasks.get(task_id)
@@ -283,6 +295,37 @@ class FakeExec:
         if call is not None:
             call.on_cancel(stream.cancel)
         return stream
+
+    def attach_stdin(self, requests: Iterator[exec_pb2.AttachStdinRequest]) -> FakeStdin:
+        """As execsvc: data and resizes in order; EOF at a normal end with close_on_eof (``cat`` then exits)."""
+        handle = FakeStdin()
+
+        def consume() -> None:
+            target = None
+            for req in requests:
+                if handle.cancelled:
+                    return
+                part = req.WhichOneof("part")
+                with self.cond:
+                    if part == "target":
+                        target = req.target
+                    elif part == "data" and target is not None:
+                        self.stdin.setdefault(target.task_id, []).append(req.data)
+                        self.cond.notify_all()
+                    elif part == "resize":
+                        self.resizes.append((req.resize.rows, req.resize.cols))
+                        self.cond.notify_all()
+            if handle.cancelled or target is None or not target.close_on_eof:
+                return
+            with self.cond:
+                self.stdin_closed.add(target.task_id)
+                if self.specs[target.task_id].args[0] == "cat" and self.running(target.task_id):
+                    self.emit(target.task_id, b"".join(self.stdin.get(target.task_id, [])))
+                    self._exit(target.task_id, 0)
+                self.cond.notify_all()
+
+        threading.Thread(target=consume, daemon=True).start()
+        return handle
 
     def get_runtime_info(self) -> exec_pb2.GetRuntimeInfoResponse:
         return exec_pb2.GetRuntimeInfoResponse(cgroup_version="v2", exec_root="/run/skiff",

@@ -22,7 +22,8 @@ CFG = {"process": {"env": ["PATH=/bin", "FOO=1"], "cwd": "/srv", "user": {"uid":
 
 def test_exec_config_inherits_and_overrides_the_containers_process() -> None:
     cfg = exec_config(CFG, exec_pb2.ExecSpec(args=["sh"]))
-    assert cfg == {"args": ["sh"], "env": ["PATH=/bin", "FOO=1"], "cwd": "/srv", "user": {"uid": 0, "gid": 0}}
+    assert cfg == {"args": ["sh"], "env": ["PATH=/bin", "FOO=1"], "cwd": "/srv", "user": {"uid": 0, "gid": 0},
+                   "terminal": False}
     cfg = exec_config(CFG, exec_pb2.ExecSpec(args=["id"], env=["FOO=2", "BAR=3"], user="nobody", working_dir="/"))
     assert cfg["env"] == ["PATH=/bin", "FOO=2", "BAR=3"]
     assert cfg["user"] == {"uid": 0, "gid": 0, "username": "nobody"}
@@ -90,9 +91,8 @@ def test_gateway_refuses_a_container_that_is_not_running() -> None:
         _run(FakeExec(), container="missing", cmd=["true"])
     with pytest.raises(errors.InvalidArgument):
         _run(FakeExec(), container="web")
-    with pytest.raises(errors.FailedPrecondition) as e:
-        _run(FakeExec(), container="web", cmd=["sh"], stdin=True)
-    assert e.value.reason == errors.STDIN_UNSUPPORTED
+    with pytest.raises(errors.InvalidArgument, match="Invalid detach keys"):
+        _run(FakeExec(), container="web", cmd=["sh"], stdin=True, detach_keys="ctrl-")
 
 
 def test_cli_parses_exec_flags_before_the_container_only() -> None:
