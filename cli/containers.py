@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from skiff.cli import attach, exits, runopts
+from skiff.cli import attach, exits, interactive, runopts
 from skiff.cli import format as fmt
 from skiff.cli.args import add_command, parse_bool, split_kv
 
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "start", cmd_start, "Start one or more stopped containers", run_like=True)
     p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR and forward signals")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach container's STDIN")
+    p.add_argument("--detach-keys", default="", type=interactive.check_detach_keys,
+                   help="override the key sequence for detaching a container")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 
     p = add_command(sub, "ps", cmd_ps, "List containers")
@@ -122,30 +126,43 @@ def _wait(client: Client, container: str, condition: int) -> api_pb2.WaitContain
         return client.containers.WaitContainer(request)
 
 
-def _open_attach(client: Client, container: str) -> Any:
+def _open_attach(client: Client, container: str, inp: interactive.Input | None = None) -> Any:
     """Open the attach stream. Done before StartContainer (as Docker does) so that no
     output is lost and a fast ``--rm`` container cannot be removed before we attach;
     the gateway holds an attach to a created container until it starts."""
-    responses = client.containers.AttachContainer(attach.attach_options(container))
+    requests = inp.requests() if inp is not None else attach.attach_options(container)
+    responses = client.containers.AttachContainer(requests)
     responses.initial_metadata()  # the gateway has registered the stream: safe to start
     return responses
 
 
-def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_failure: bool = False) -> int:
-    """Attach, start, stream output until the exit message; the container's exit code."""
+def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_failure: bool = False,
+                    inp: interactive.Input | None = None) -> int:
+    """Attach, start, stream output until the exit message; the container's exit code.
+
+    With ``inp`` (``-i``/``-t``): stdin and terminal sizes go up the same stream; a
+    detach (the detach keys) returns 0 and leaves the container running."""
     from skiff.api.v1 import api_pb2
 
-    responses = _open_attach(client, container)
+    responses = _open_attach(client, container, inp)
     try:
         _start(client, container, remove_on_failure)
     except BaseException:
         responses.cancel()
+        if inp is not None:
+            inp.close()
         raise
-    with attach.signal_proxy(client, container, sig_proxy), client.translated():
+    terminal = inp.terminal() if inp is not None else contextlib.nullcontext()
+    with terminal, attach.signal_proxy(client, container, sig_proxy), client.translated():
         try:
-            code = attach.stream_output(responses)
+            code, detached = interactive.stream(responses)
         finally:
             responses.cancel()  # a no-op once the stream has ended
+            if inp is not None:
+                inp.close()
+    if detached:
+        interactive.detached_message()
+        return 0
     if code is None:  # the stream ended early (gateway restarted?): ask for the status
         resp = _wait(client, container, api_pb2.WAIT_CONDITION_NOT_RUNNING)
         if resp.error:
@@ -163,12 +180,17 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
     from skiff.common.errors import NotFound
 
+    interactive.check_tty(args.interactive and not args.detach, args.tty)
     cid = _create(client, args)
     if args.detach:
         _start(client, cid, args.rm)
         print(cid)
         return 0
-    code = _start_attached(client, cid, args.sig_proxy, args.rm)
+    inp = None
+    if args.interactive or args.tty:
+        inp = interactive.container_input(cid, request_config(args), stdin=args.interactive,
+                                          detach_keys=args.detach_keys, logs=True)
+    code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp)
     if args.rm:
         # The daemon removes it; wait so that `ps -a` right after no longer shows it.
         try:
@@ -176,6 +198,13 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
         except NotFound:
             pass
     return code
+
+
+def request_config(args: argparse.Namespace) -> Any:
+    """What run's attach needs of the container's config: its tty and open_stdin."""
+    from skiff.types.v1 import types_pb2
+
+    return types_pb2.ContainerConfig(tty=args.tty, open_stdin=args.interactive)
 
 
 def _quietly(call: Callable[[], Any]) -> None:
@@ -188,10 +217,23 @@ def _quietly(call: Callable[[], Any]) -> None:
 def cmd_start(client: Client, args: argparse.Namespace) -> int:
     from skiff.common.errors import SkiffError
 
-    if args.attach:
+    if args.attach or args.interactive:
+        args.attach = True
         if len(args.containers) > 1:
             raise exits.Usage("you cannot start and attach multiple containers at once")
-        return _start_attached(client, args.containers[0], True)
+        from skiff.api.v1 import api_pb2
+
+        with client.translated():  # the container's tty and open_stdin decide the session
+            c = client.containers.InspectContainer(
+                api_pb2.InspectContainerRequest(container=args.containers[0]), timeout=60).container
+        inp: interactive.Input | None = interactive.container_input(
+            c.id, c.config, stdin=args.interactive, detach_keys=args.detach_keys, logs=True)
+        assert inp is not None
+        interactive.check_tty(inp.stdin, inp.tty)
+        tty = inp.tty
+        if not (inp.stdin or inp.tty):
+            inp = None  # output only, as before
+        return _start_attached(client, args.containers[0], not tty, inp=inp)
     failed: list[str] = []
     code = 0
     for name in args.containers:

@@ -7,12 +7,13 @@ ours; 126/127 when it cannot be invoked / is not found; 1 for other failures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from skiff.cli import attach, exits, runopts
+from skiff.cli import attach, exits, interactive, runopts
 from skiff.cli.args import add_command
 
 if TYPE_CHECKING:
@@ -28,8 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="set environment variables")
     p.add_argument("-u", "--user", default="", help="username or UID (format: <name|uid>[:<group|gid>])")
     p.add_argument("-w", "--workdir", default="", help="working directory inside the container")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open (not supported yet)")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not supported yet)")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open even if not attached")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("--detach-keys", default="", type=interactive.check_detach_keys,
+                   help="override the key sequence for detaching a container")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -40,6 +43,7 @@ def requests(args: argparse.Namespace) -> Iterator[api_pb2.ExecContainerRequest]
     opts = api_pb2.ExecOptions(
         container=args.container, cmd=args.command, env=runopts.expand_env(args.env, os.environ),
         user=args.user, working_dir=args.workdir, detach=args.detach, tty=args.tty, stdin=args.interactive,
+        detach_keys=args.detach_keys,
     )
     yield api_pb2.ExecContainerRequest(options=opts)
 
@@ -49,9 +53,23 @@ def cmd_exec(client: Client, args: argparse.Namespace) -> int:
 
     if not args.command:
         raise exits.Usage('"skiff exec" requires at least 2 arguments.')
+    interactive_session = (args.interactive or args.tty) and not args.detach
+    if interactive_session:
+        interactive.check_tty(args.interactive, args.tty)
     try:
         with client.translated():
-            code = attach.stream_output(client.containers.ExecContainer(requests(args)))
+            if interactive_session:
+                from skiff.api.v1 import api_pb2
+
+                inp = interactive.Input(next(requests(args)), api_pb2.ExecContainerRequest,
+                                        stdin=args.interactive, tty=args.tty)
+                code, detached = interactive.run_session(inp, client.containers.ExecContainer,
+                                                         contextlib.nullcontext)
+                if detached:
+                    interactive.detached_message()
+                    return 0
+            else:
+                code = attach.stream_output(client.containers.ExecContainer(requests(args)))
     except SkiffError as err:
         if err.reason in exits.START_FAILURES:
             print(f"OCI runtime exec failed: {err.message}: unknown", file=sys.stderr)

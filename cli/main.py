@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from skiff.cli import containers, exits, images, imagetools, inspect, lifecycle, networks, system
+from skiff.cli import containers, exits, images, imagetools, inspect, interactive, lifecycle, networks, system
 from skiff.cli import exec as exec_cmd
 from skiff.cli.args import Parser
 from skiff.cli.client import DEFAULT_HOST, Client, Options, client_version
@@ -62,6 +62,7 @@ def build_parser() -> Parser:
     containers.register(sub)
     lifecycle.register(sub)
     exec_cmd.register(sub)
+    interactive.register(sub)
     inspect.register(sub)
     networks.register(sub)
     imagetools.register(sub)

@@ -51,9 +51,19 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns-option", action="append", default=[], help="set DNS options")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a custom host-to-IP mapping (host:ip, or host:host-gateway)")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open even if not attached")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("--detach-keys", default="", type=_detach_keys,
+                   help="override the key sequence for detaching a container")
     lifecycle.add_run_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+
+
+def _detach_keys(text: str) -> str:
+    from skiff.cli import interactive
+
+    return interactive.check_detach_keys(text)
 
 
 def parse_memory(text: str | None) -> int:
@@ -126,6 +136,10 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         user=args.user,
         hostname=args.hostname,
         labels=dict(split_kv(args.label, "label")),
+        tty=args.tty,
+        open_stdin=args.interactive,
+        # As Docker's run: an attached -i closes the container's stdin at the client's EOF.
+        stdin_once=args.interactive and getattr(args, "detach", True) is False,
     )
     published = [parse_publish(x) for x in args.publish]
     exposed: list[str] = []
