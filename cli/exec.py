@@ -45,6 +45,9 @@ def requests(args: argparse.Namespace) -> Iterator[api_pb2.ExecContainerRequest]
         user=args.user, working_dir=args.workdir, detach=args.detach, tty=args.tty, stdin=args.interactive,
         detach_keys=args.detach_keys,
     )
+    size = interactive.terminal_size() if args.tty else None
+    if size is not None:
+        opts.console_size.rows, opts.console_size.cols = size
     yield api_pb2.ExecContainerRequest(options=opts)
 
 

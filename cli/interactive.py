@@ -120,7 +120,7 @@ class Input:
         saved = None
         if self.stdin and os.isatty(0):
             saved = termios.tcgetattr(0)
-            ttymod.setraw(0)
+            ttymod.setraw(0, termios.TCSANOW)  # keep what was typed ahead
         previous: Any = None
         main = threading.current_thread() is threading.main_thread()
         if main:

@@ -18,6 +18,7 @@ from skiff.cli.args import split_kv
 
 if TYPE_CHECKING:
     from skiff.api.v1 import api_pb2
+    from skiff.types.v1 import types_pb2
 
 #: Docker's smallest memory limit (``Minimum memory limit allowed is 6MB``).
 MIN_MEMORY = 6 * 1024 * 1024
@@ -58,6 +59,15 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     lifecycle.add_run_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+
+
+def _console_size(host: types_pb2.HostConfig) -> None:
+    """As Docker's CLI: the container's terminal starts with our size (no 0x0 until the first resize)."""
+    from skiff.cli import interactive
+
+    size = interactive.terminal_size()
+    if size is not None:
+        host.console_size.rows, host.console_size.cols = size
 
 
 def _detach_keys(text: str) -> str:
@@ -173,4 +183,6 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         ipv4_address=args.ip,
     )
     lifecycle.apply_run_flags(host, args)
+    if args.tty:
+        _console_size(host)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)

@@ -158,6 +158,7 @@ class Containers:
             pids_limit=record.host_config.pids_limit,
             tty=config.tty,
             open_stdin=config.open_stdin,
+            console_size=record.host_config.console_size,
         )
         hostopts.fill_task_spec(spec, record.host_config)
         try:

@@ -60,6 +60,7 @@ def exec_config(cfg: dict[str, Any], spec: exec_pb2.ExecSpec) -> dict[str, Any]:
         "cwd": spec.working_dir or proc.get("cwd") or "/",
         "user": specmod._user(spec.user) if spec.user else proc.get("user", {}),
         "terminal": spec.tty,
+        "consoleSize": {"height": min(spec.console_size.rows, 0xFFFF), "width": min(spec.console_size.cols, 0xFFFF)},
     }
 
 

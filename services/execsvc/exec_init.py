@@ -64,7 +64,7 @@ def run_in_container(cfg, spec):
     init.set_rlimits(cfg)
     uid, gid, groups = init.resolve_user(spec["user"])
     if spec.get("terminal"):
-        init.setup_terminal(uid)
+        init.setup_terminal(uid, spec.get("consoleSize"))
     proc = cfg["process"]
     seccomp = init.seccomp_program(cfg)
     if uid == 0:

@@ -26,6 +26,7 @@ CONSOLE_FD = 4
 TIOCSCTTY = 0x540E
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
+TIOCSWINSZ = 0x5414
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -461,7 +462,7 @@ def find_command(name, env):
     raise StartError("not-found", f'exec: "{name}": executable file not found in $PATH')
 
 
-def setup_terminal(uid):
+def setup_terminal(uid, size=None):
     """The process's terminal, made inside the container (runc's console socket): a pty of
     the container's own devpts instance, the slave as controlling terminal on fds 0-2, the
     master sent to the shim's monitor over CONSOLE_FD with SCM_RIGHTS. The host never opens
@@ -474,6 +475,9 @@ def setup_terminal(uid):
         check(libc.ioctl(master, TIOCGPTN, ctypes.byref(num)), "ptsname")
         slave = os.open(f"/dev/pts/{num.value}", os.O_RDWR | os.O_NOCTTY)
         os.fchown(slave, uid, -1)  # the user's, group tty (devpts gid=5), mode 0620
+        if size and size.get("height") and size.get("width"):  # OCI's process.consoleSize
+            ws = (ctypes.c_ushort * 4)(size["height"], size["width"], 0, 0)
+            check(libc.ioctl(slave, TIOCSWINSZ, ctypes.byref(ws)), "TIOCSWINSZ")
         os.setsid()
         check(libc.ioctl(slave, TIOCSCTTY, 0), "TIOCSCTTY")
         for fd in (0, 1, 2):
@@ -516,7 +520,7 @@ def run(bundle):
     set_rlimits(cfg)
     uid, gid, groups = resolve_user(proc.get("user", {}))  # needs the container's /etc: after pivot_root
     if proc.get("terminal"):
-        setup_terminal(uid)  # after pivot_root: /dev/ptmx is the container's devpts
+        setup_terminal(uid, proc.get("consoleSize"))  # after pivot_root: /dev/ptmx is the container's devpts
     cwd = proc.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)  # as root, like Docker's WORKDIR
     if cfg["root"].get("readonly"):

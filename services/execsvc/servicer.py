@@ -73,6 +73,7 @@ class Tasks:
             etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
             terminal=ts.tty, open_stdin=ts.open_stdin,
+            console_size=(min(ts.console_size.rows, 0xFFFF), min(ts.console_size.cols, 0xFFFF)),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:

@@ -74,6 +74,8 @@ class ContainerSpec:
     #: -t: a pseudo-terminal on fds 0-2; -i: stdin kept open for AttachStdin (else /dev/null)
     terminal: bool = False
     open_stdin: bool = False
+    #: (rows, cols) of the terminal from the start; (0, 0): unset
+    console_size: tuple[int, int] = (0, 0)
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -229,6 +231,7 @@ def build_config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.terminal,
+            "consoleSize": {"height": spec.console_size[0], "width": spec.console_size[1]},
             "user": _user(spec.user),
             "args": list(spec.args),
             "env": env,

@@ -63,15 +63,21 @@ def test_without_stdin_it_is_dev_null(runtime: Runtime, make_rootfs: MakeRootfs)
 
 
 def test_terminal_made_in_the_container(runtime: Runtime, make_rootfs: MakeRootfs) -> None:
-    script = "tty; read x; stty size; echo got $x; [ -t 0 ] && [ -t 2 ] && echo all-tty; echo err >&2; " \
+    script = "tty; echo first $(stty size); read x; stty size; echo got $x; " \
+             "[ -t 0 ] && [ -t 2 ] && echo all-tty; echo err >&2; " \
              "echo sid-tty $(cut -d' ' -f6,7 /proc/self/stat); echo $TERM"
-    with start(runtime, make_rootfs, script, terminal=True, open_stdin=True) as sock:
+    with start(runtime, make_rootfs, script, terminal=True, open_stdin=True, console_size=(20, 60)) as sock:
+        deadline = time.monotonic() + 30
+        while "first" not in output(runtime.log_path("c1"))[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         sock.sendall(resize(33, 101) + data(b"hello\n"))
         assert runtime.wait("c1", timeout=30) == 0
     out, streams = output(runtime.log_path("c1"))
     lines = out.split("\r\n")
     assert "/dev/pts/0" in lines, out  # the container's own devpts instance
     assert "hello" in lines  # echoed by the terminal
+    assert "first 20 60" in lines  # set by the init before the command ran
     assert "33 101" in lines and "got hello" in lines and "all-tty" in lines and "err" in lines, out
     assert "xterm" in lines
     sid, tty_nr = next(line for line in lines if line.startswith("sid-tty ")).split()[1:]

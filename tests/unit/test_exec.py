@@ -23,7 +23,7 @@ CFG = {"process": {"env": ["PATH=/bin", "FOO=1"], "cwd": "/srv", "user": {"uid":
 def test_exec_config_inherits_and_overrides_the_containers_process() -> None:
     cfg = exec_config(CFG, exec_pb2.ExecSpec(args=["sh"]))
     assert cfg == {"args": ["sh"], "env": ["PATH=/bin", "FOO=1"], "cwd": "/srv", "user": {"uid": 0, "gid": 0},
-                   "terminal": False}
+                   "terminal": False, "consoleSize": {"height": 0, "width": 0}}
     cfg = exec_config(CFG, exec_pb2.ExecSpec(args=["id"], env=["FOO=2", "BAR=3"], user="nobody", working_dir="/"))
     assert cfg["env"] == ["PATH=/bin", "FOO=2", "BAR=3"]
     assert cfg["user"] == {"uid": 0, "gid": 0, "username": "nobody"}
