@@ -216,8 +216,9 @@ def cmd_attach(client: Client, args: argparse.Namespace) -> int:
     if detached:
         detached_message()
         return 0
-    if code is None:
-        resp = client.containers.WaitContainer(
-            api_pb2.WaitContainerRequest(container=c.id, condition=api_pb2.WAIT_CONDITION_NOT_RUNNING))
+    if code is None:  # the stream ended early (gateway restarted?): ask for the status
+        with client.translated():
+            resp = client.containers.WaitContainer(
+                api_pb2.WaitContainerRequest(container=c.id, condition=api_pb2.WAIT_CONDITION_NOT_RUNNING))
         code = resp.exit_code
     return code

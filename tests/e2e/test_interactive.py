@@ -178,3 +178,41 @@ def test_attach_after_execsvc_restart(engine: Engine, skiff, terminals) -> None:
     a.type(b"\x10\x11")
     assert a.wait() == 0
     skiff("rm", "-f", name, check=True)
+
+
+def test_attach_proxies_signals(engine: Engine, skiff) -> None:
+    name = "sig-proxied"
+    skiff("run", "-d", "--name", name, "busybox", "sh", "-c",
+          "trap 'echo got-usr1' USR1; while true; do echo tick; sleep 0.2; done", check=True)
+    proc = subprocess.Popen([str(VENV_BIN / "skiff"), "attach", name], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, env=dict(os.environ, SKIFF_HOST=engine.host))
+    try:
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        seen, sent, deadline = b"", False, time.monotonic() + 60
+        while b"got-usr1" not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen[-500:]
+            if b"tick" in seen and not sent:  # attached: the CLI's proxy is in place
+                proc.send_signal(signal.SIGUSR1)
+                sent = True
+            select.select([proc.stdout], [], [], 0.5)
+            seen += proc.stdout.read() or b""
+    finally:
+        proc.kill()
+        proc.wait()
+    assert skiff("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
+    skiff("rm", "-f", name, check=True)
+
+
+def test_exec_detach_leaves_the_process_running(skiff, terminals) -> None:
+    cid = skiff("run", "-d", "busybox", "sleep", "600", check=True).stdout.strip()
+    try:
+        t = terminals("exec", "-it", cid, "sh", "-c", "echo $$ > /tmp/exec.pid; echo started; exec sleep 600")
+        t.expect(b"started")
+        t.raw()
+        t.type(b"\x10\x11")
+        assert t.wait() == 0
+        r = skiff("exec", cid, "sh", "-c", "kill -0 $(cat /tmp/exec.pid) && echo alive")
+        assert r.stdout == "alive\n", (r.stdout, r.stderr)
+    finally:
+        skiff("rm", "-f", cid)
