@@ -76,3 +76,32 @@ def test_cli_interactive_flags() -> None:
     assert (s.attach, s.interactive) == (True, True)
     e = build_parser().parse_args(["exec", "-it", "--detach-keys", "ctrl-x,y", "web", "sh"])
     assert (e.interactive, e.tty, e.detach_keys, e.command) == (True, True, "ctrl-x,y", ["sh"])
+
+
+def test_it_needs_a_terminal_on_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skiff.cli import interactive
+
+    monkeypatch.setattr(interactive.os, "isatty", lambda fd: False)
+    with pytest.raises(exits.CLIError, match="the input device is not a TTY") as e:
+        interactive.check_tty(True, True)
+    assert e.value.code == exits.FAILED
+    interactive.check_tty(False, True)  # -t alone: no terminal needed
+    interactive.check_tty(True, False)
+
+
+def test_input_sends_options_then_the_size_then_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from skiff.api.v1 import api_pb2
+    from skiff.cli import interactive
+
+    r, w = os.pipe()
+    os.write(w, b"typed")
+    os.close(w)
+    monkeypatch.setattr(interactive, "terminal_size", lambda: (50, 132))
+    monkeypatch.setattr(interactive.sys, "stdin", os.fdopen(r, "rb"))
+    first = api_pb2.ExecContainerRequest(options=api_pb2.ExecOptions(container="c"))
+    inp = interactive.Input(first, api_pb2.ExecContainerRequest, stdin=True, tty=True)
+    sent = list(inp.requests())  # ends at our EOF: the half-close that closes the process's stdin
+    assert [m.WhichOneof("part") for m in sent] == ["options", "resize", "stdin"]
+    assert (sent[1].resize.rows, sent[1].resize.cols, sent[2].stdin) == (50, 132, b"typed")
