@@ -214,17 +214,32 @@ class GraphClient(LifecycleGraphClient):
             )
             return resp
 
-    def _relay(self, rendezvous: Any, call: Call) -> Iterator[Any]:
-        """A server stream passed on message by message; our caller leaving cancels it."""
+    def _relay(self, rendezvous: Any, call: Call, what: str = "") -> Iterator[Any]:
+        """A server stream passed on message by message; our caller leaving cancels it.
+
+        A stream that breaks without an error of graphsvc's own (no ErrorInfo: graphsvc died
+        and is being restarted) is reported as UNAVAILABLE saying so, for ``what``.
+        """
         call.on_cancel(rendezvous.cancel)
-        with grpcerr.translated():
+        try:
             yield from rendezvous
+        except grpc.RpcError as err:
+            translated = grpcerr.from_rpc_error(err)
+            trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+            own = any(key == "grpc-status-details-bin" for key, _ in (trailers or ()))
+            if what and not own and err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN,
+                                                   grpc.StatusCode.INTERNAL):
+                raise errors.Unavailable(
+                    f"the image service (graphsvc) stopped in the middle of the {what} ({translated.message}); "
+                    f"it is restarted and keeps nothing half-done: run the {what} again",
+                    reason="SERVICE_UNAVAILABLE") from None
+            raise translated from None
 
     def pull_image(self, req: graph_pb2.PullImageRequest, call: Call) -> Iterator[graph_pb2.PullImageResponse]:
-        return self._relay(self._images.PullImage(req, timeout=call.remaining()), call)
+        return self._relay(self._images.PullImage(req, timeout=call.remaining()), call, "pull")
 
     def push_image(self, req: graph_pb2.PushImageRequest, call: Call) -> Iterator[graph_pb2.PushImageResponse]:
-        return self._relay(self._images.PushImage(req, timeout=call.remaining()), call)
+        return self._relay(self._images.PushImage(req, timeout=call.remaining()), call, "push")
 
     def tag_image(self, source: str, target: str) -> None:
         with grpcerr.translated():

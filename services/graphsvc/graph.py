@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,9 +181,16 @@ def open_graph(data_root: Path) -> Graph:
     root = data_root / "graph"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = GraphDB(root / "graph.db")
+    caps = {}
+    # SKIFF_LAYER_MAX_BYTES: the cap on a layer's uncompressed tar (default 8 GiB); the tests lower it.
+    if os.environ.get("SKIFF_LAYER_MAX_BYTES"):
+        caps["max_bytes"] = int(os.environ["SKIFF_LAYER_MAX_BYTES"])
     driver: LayerStore
     if overlay_supported():
-        driver, name = layers_mod.OverlayDriver(root), "overlay"
+        driver, name = layers_mod.OverlayDriver(root, **caps), "overlay"
     else:
-        driver, name = layers_mod.VfsDriver(root), "vfs"
-    return Graph(db, ImageStore(root, driver, db), driver, name, data_root)
+        driver, name = layers_mod.VfsDriver(root, **caps), "vfs"
+    images = ImageStore(root, driver, db)
+    for digest in images.content.remove_unreferenced():
+        log.info("removed blob %s: no layer was made from it (an interrupted pull?)", digest)
+    return Graph(db, images, driver, name, data_root)

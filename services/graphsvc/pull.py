@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import queue
 import threading
@@ -25,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-from skiff.common.errors import InvalidArgument
+from skiff.common.errors import InvalidArgument, SkiffError
 from skiff.graphsvc import reference, registry
 from skiff.graphsvc.content import BlobRef, DigestMismatch
 from skiff.graphsvc.images import _ARCH, Image, ImageStore
@@ -47,8 +48,37 @@ Report = Callable[[Progress], None]
 ClientFactory = Callable[[str, str, registry.Credentials, tuple[str, ...]], registry.Client]
 
 
+log = logging.getLogger(__name__)
+
+
 def default_client(reg: str, repo: str, creds: registry.Credentials, actions: tuple[str, ...]) -> registry.Client:
     return registry.Client(reg, repo, creds, actions)
+
+
+class RegistryClients:
+    """Clients as the daemon's registry options say: insecure registries, mirrors, the hub's address.
+
+    ``hub`` is where Docker Hub names go (``registry-1.docker.io``; the tests point it at a
+    local registry so that nothing ever reaches the real hub).
+    """
+
+    def __init__(self, options: registry.Options | None = None, hub: str = reference.DOCKER_HUB_REGISTRY):
+        self.options = options or registry.Options()
+        self.hub = hub
+
+    def __call__(self, reg: str, repo: str, creds: registry.Credentials,
+                 actions: tuple[str, ...]) -> registry.Client:
+        if reg == reference.DOCKER_HUB_REGISTRY:
+            reg = self.hub
+        return registry.Client(reg, repo, creds, actions, insecure=self.options.is_insecure(reg))
+
+    def mirrors(self, reg: str, repo: str) -> list[registry.Client]:
+        """Docker Hub's mirrors, to try before the hub (pull only; the hub's credentials stay with the hub)."""
+        if reg != reference.DOCKER_HUB_REGISTRY:
+            return []
+        return [registry.Client(host, repo, registry.Credentials(), ("pull",), scheme=scheme,
+                                insecure=self.options.is_insecure(host))
+                for scheme, host in self.options.mirror_hosts()]
 
 
 def short(digest: str) -> str:
@@ -84,11 +114,23 @@ class Puller:
         ref = reference.parse(ref_s)
         remote = reference.remote(ref)
         client = self.client_factory(remote.registry, remote.repository, creds, ("pull",))
+        mirrors = getattr(self.client_factory, "mirrors", None)
+        candidates = [*(mirrors(remote.registry, remote.repository) if mirrors else []), client]
         os_, arch, variant = registry.parse_platform(platform_s, _ARCH.get(platform.machine(), platform.machine()))
         report(Progress(ref.tag if not ref.digest else ref.digest,
                         f"Pulling from {remote.repository.removeprefix('library/')}"))
 
-        manifest_digest, manifest = self._manifest(client, ref, os_, arch, variant)
+        for candidate in candidates:
+            try:
+                manifest_digest, manifest = self._manifest(candidate, ref, os_, arch, variant)
+            except SkiffError as err:
+                if candidate is client:
+                    raise
+                # As Docker: a mirror that fails or lacks the image is skipped, the hub is next.
+                log.info("mirror %s: %s; trying the next endpoint", candidate.registry, err)
+                continue
+            client = candidate
+            break
         config_desc = manifest.get("config") or {}
         config_bytes = self._config(client, config_desc)
         config = json.loads(config_bytes)
@@ -102,6 +144,21 @@ class Puller:
 
         image_id = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         existed = self.images.has_image(image_id)
+        fresh = [desc["digest"] for desc in layers if not self.content.exists(desc["digest"])]
+        try:
+            return self._layers(ref, client, manifest_digest, config_bytes, layers, diff_ids, existed, report)
+        except BaseException:
+            # Blobs this pull brought in whose layer did not come to be are dropped: nothing is left
+            # half done, and the next pull starts clean.
+            with self.images.lock:
+                for desc, diff_id in zip(layers, diff_ids, strict=True):
+                    if desc["digest"] in fresh and not self.images.layers.exists(diff_id):
+                        self.content.remove(desc["digest"])
+            raise
+
+    def _layers(self, ref: reference.Reference, client: registry.Client, manifest_digest: str,
+                config_bytes: bytes, layers: list[dict[str, Any]], diff_ids: list[str], existed: bool,
+                report: Report) -> Image:
         with ThreadPoolExecutor(CONCURRENT_DOWNLOADS, thread_name_prefix="pull") as pool:
             futures: list[Future[BlobRef] | None] = []
             for desc, diff_id in zip(layers, diff_ids, strict=True):
