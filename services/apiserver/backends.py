@@ -49,11 +49,19 @@ class GraphBackend(LifecycleGraphBackend, Protocol):
         """By id, unique id prefix or name. NotFound / InvalidArgument (ambiguous)."""
         ...
 
-    def list_containers(self) -> list[graph_pb2.Container]: ...
+    def list_containers(self, filters: list[types_pb2.Filter] | None = None) -> list[graph_pb2.Container]:
+        """All containers, or those the GraphDB filters (name, id, label, ancestor) select."""
+        ...
 
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse: ...
 
     def delete_container(self, container_id: str) -> None: ...
+
+    def delete_link(self, parent: str, name: str) -> None: ...
+
+    def container_sizes(self, container_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """id -> (writable layer bytes, root filesystem bytes)."""
+        ...
 
     def import_image(
         self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call
@@ -167,10 +175,21 @@ class GraphClient(LifecycleGraphClient):
             )
             return resp.container  # type: ignore[no-any-return]
 
-    def list_containers(self) -> list[graph_pb2.Container]:
+    def list_containers(self, filters: list[types_pb2.Filter] | None = None) -> list[graph_pb2.Container]:
         with grpcerr.translated():
-            resp = self._containers.ListContainers(graph_pb2.ListContainersRequest(), timeout=CALL_TIMEOUT)
+            resp = self._containers.ListContainers(graph_pb2.ListContainersRequest(filters=filters or []),
+                                                   timeout=CALL_TIMEOUT)
             return list(resp.containers)
+
+    def delete_link(self, parent: str, name: str) -> None:
+        with grpcerr.translated():
+            self._containers.DeleteLink(graph_pb2.DeleteLinkRequest(parent=parent, name=name), timeout=CALL_TIMEOUT)
+
+    def container_sizes(self, container_ids: list[str]) -> dict[str, tuple[int, int]]:
+        with grpcerr.translated():
+            resp = self._containers.GetContainerSizes(
+                graph_pb2.GetContainerSizesRequest(containers=container_ids), timeout=None)
+            return {s.container_id: (s.size_rw, s.size_root_fs) for s in resp.sizes}
 
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse:
         with grpcerr.translated():
@@ -180,9 +199,10 @@ class GraphClient(LifecycleGraphClient):
             return resp
 
     def delete_container(self, container_id: str) -> None:
+        # force: as in Docker, links from other containers go with it (they never block a removal).
         with grpcerr.translated():
             self._containers.DeleteContainer(
-                graph_pb2.DeleteContainerRequest(container_id=container_id), timeout=CALL_TIMEOUT
+                graph_pb2.DeleteContainerRequest(container_id=container_id, force=True), timeout=CALL_TIMEOUT
             )
 
     def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:

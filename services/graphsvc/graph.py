@@ -138,8 +138,31 @@ class Graph:
     def get(self, ref: str) -> Container:
         return self._container(self.db.get(ref))
 
-    def list(self) -> list[Container]:
-        return [self._container(r) for r in self.db.list()]
+    def list(self, filters: builtins.list[tuple[str, str]] | None = None) -> builtins.list[Container]:
+        """Every container, or those the ``ps --filter`` keys of the GraphDB select."""
+        from skiff.graphsvc.containerfilter import compile_filters
+
+        records = self.db.list()
+        if filters:
+            match = compile_filters(filters, self.images)
+            records = [r for r in records if match(r)]
+        return [self._container(r) for r in records]
+
+    def sizes(self, refs: builtins.list[str]) -> builtins.list[tuple[str, int, int]]:
+        """(id, writable layer bytes, root filesystem bytes) of each container (all when empty)."""
+        records = [self.db.get(r) for r in refs] if refs else self.db.list()
+        out = []
+        for record in records:
+            try:
+                image_size = self.images.get(record.image_id).size
+            except NotFound:
+                image_size = 0
+            rw = self.layers.container_size(record.id)
+            out.append((record.id, rw, rw + image_size))
+        return out
+
+    def delete_link(self, parent: str, name: str) -> None:
+        self.db.unlink(parent, name)
 
     def rootfs(self, container_id: str) -> tuple[Mount, str]:
         """The prepared root filesystem, and the host path of the writable layer."""

@@ -92,6 +92,10 @@ class LayerStore(Protocol):
 
     def diff_path(self, layer_id: str) -> Path: ...
 
+    def container_size(self, container_id: str) -> int:
+        """Bytes in the container's writable layer."""
+        ...
+
 
 def layer_hex(layer_id: str) -> str:
     m = _LAYER_ID.match(layer_id)
@@ -226,6 +230,11 @@ class _BaseDriver:
         if cdir.exists():
             self._discard(cdir)
 
+    def container_size(self, container_id: str) -> int:
+        """Bytes the container's writable layer holds (0 when it has none)."""
+        _check_container_id(container_id)
+        return tree_size(self.containers_dir / container_id / "diff")
+
 
 class OverlayDriver(_BaseDriver):
     """overlayfs: each layer is a lowerdir, the container gets its own upperdir and workdir."""
@@ -266,6 +275,33 @@ class VfsDriver(_BaseDriver):
             self._discard(cdir)
             raise
         return Mount(type="bind", source=str(rootfs), options=["rbind", "rw"])
+
+    def container_size(self, container_id: str) -> int:
+        """A full copy: what it holds beyond its layers (an estimate; vfs keeps no separate diff)."""
+        _check_container_id(container_id)
+        cdir = self.containers_dir / container_id
+        try:
+            chain = json.loads((cdir / "layers.json").read_bytes())
+        except (FileNotFoundError, ValueError):
+            return 0
+        base = sum(tree_size(self.diff_path(lid)) for lid in chain if self.exists(lid))
+        return max(tree_size(cdir / "rootfs") - base, 0)
+
+
+def tree_size(top: Path) -> int:
+    """Bytes of the files and symlinks under ``top`` (lstat sizes, each inode once); 0 if absent."""
+    total, seen = 0, set()
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) or (st.st_ino, st.st_dev) in seen:
+                continue
+            seen.add((st.st_ino, st.st_dev))
+            total += st.st_size
+    return total
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

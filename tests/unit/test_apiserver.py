@@ -337,8 +337,13 @@ def test_list_filters(env: Env) -> None:
     name = env.graph.containers[exited].name
     assert ids(("name", name), all_=True) == [exited]
     assert ids(("name", name), ("status", "running")) == []
+    # label and ancestor go to graphsvc; exited is answered from the tasks.
+    assert ids(("label", "a=b"), all_=True) == []
+    assert ids(("exited", "1")) == [exited]
+    assert ids(("exited", "0")) == []
+    assert sorted(ids(("ancestor", "busybox"), all_=True)) == sorted([running, exited, created])
     code, reason, _ = failure(env.api.ListContainers, api_pb2.ListContainersRequest(
-        filters=[types_pb2.Filter(key="label", value="a=b")]), timeout=5)
+        filters=[types_pb2.Filter(key="bogus", value="a=b")]), timeout=5)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FILTER")
     code, _, _ = failure(env.api.ListContainers, api_pb2.ListContainersRequest(
         filters=[types_pb2.Filter(key="status", value="sleepy")]), timeout=5)
