@@ -197,6 +197,24 @@ def overlay_supported() -> bool:
         return False
 
 
+def remove_orphan_layers(images: ImageStore, layers: LayerStore) -> list[str]:
+    """At start-up: drop unpacked layers no image and no container uses (a pull or commit cut
+    short between a layer and its image). Nothing else runs yet, so nothing can be adopting one."""
+    used = {lid for image in images.list() for lid in image.layers}
+    dropped = []
+    for layer_id in layers.layer_ids():
+        if layer_id in used or layers.users(layer_id):
+            continue
+        try:
+            layers.remove(layer_id)
+        except Exception:  # never fatal: a stale layer is only disk space
+            log.exception("removing orphan layer %s", layer_id)
+            continue
+        images.content.unlink_layer(layer_id)
+        dropped.append(layer_id)
+    return dropped
+
+
 def open_graph(data_root: Path) -> Graph:
     """The store under ``<data-root>``: overlay where the kernel has it, else vfs."""
     from skiff.graphsvc import layers as layers_mod
@@ -214,6 +232,8 @@ def open_graph(data_root: Path) -> Graph:
     else:
         driver, name = layers_mod.VfsDriver(root, **caps), "vfs"
     images = ImageStore(root, driver, db)
+    for layer_id in remove_orphan_layers(images, driver):
+        log.info("removed layer %s: no image or container uses it (an interrupted pull?)", layer_id)
     for digest in images.content.remove_unreferenced():
         log.info("removed blob %s: no layer was made from it (an interrupted pull?)", digest)
     return Graph(db, images, driver, name, data_root)

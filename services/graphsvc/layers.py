@@ -96,6 +96,14 @@ class LayerStore(Protocol):
         """Bytes in the container's writable layer."""
         ...
 
+    def layer_ids(self) -> list[str]:
+        """Every complete layer."""
+        ...
+
+    def users(self, layer_id: str) -> list[str]:
+        """Containers whose root filesystem stacks the layer."""
+        ...
+
 
 def layer_hex(layer_id: str) -> str:
     m = _LAYER_ID.match(layer_id)
@@ -197,6 +205,12 @@ class _BaseDriver:
         shutil.rmtree(grave)
 
     # -- containers ---------------------------------------------------------
+
+    def layer_ids(self) -> list[str]:
+        return sorted("sha256:" + d.name for d in self.layers_dir.iterdir() if (d / "layer.json").is_file())
+
+    def users(self, layer_id: str) -> list[str]:
+        return self._layer_users(layer_id)
 
     def _layer_users(self, layer_id: str) -> list[str]:
         users = []

@@ -38,7 +38,7 @@ from skiff.common.errors import (
 )
 
 MAX_MANIFEST = 4 << 20
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 TIMEOUT = 60.0
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

@@ -153,3 +153,25 @@ def test_container_sizes(graph: Graph) -> None:
     (Path(mount.source) / "new-file").write_bytes(b"x" * 5000)
     ((_, rw, root),) = graph.sizes([c.id])
     assert rw == 5000 and root == 5000 + graph.images.get("busybox").size
+
+
+def test_orphan_layers_removed_at_start(graph: Graph, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from skiff.graphsvc.graph import remove_orphan_layers
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("orphan")
+        tf.addfile(info, io.BytesIO(b""))
+    orphan = graph.layers.create_layer_from_archive(io.BytesIO(buf.getvalue()))
+    kept = graph.images.get("busybox").layers
+    c, _ = graph.create("user", cfg(), types_pb2.HostConfig())
+    assert remove_orphan_layers(graph.images, graph.layers) == [orphan.id]
+    assert not graph.layers.exists(orphan.id)
+    assert all(graph.layers.exists(lid) for lid in kept)
+    # A layer only a container stacks (its image removed with force) is kept too.
+    graph.images.remove("busybox", force=True)
+    assert remove_orphan_layers(graph.images, graph.layers) == []
+    assert all(graph.layers.exists(lid) for lid in kept) and graph.get(c.id)
