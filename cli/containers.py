@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-f", "--filter", action="append", help="filter output based on conditions (key=value)")
+    p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
 
     p = add_command(sub, "logs", cmd_logs, "Fetch the logs of a container")
     p.add_argument("-f", "--follow", action="store_true", help="follow log output")
@@ -326,14 +327,19 @@ def cmd_ps(client: Client, args: argparse.Namespace) -> int:
 
     filters = [types_pb2.Filter(key=k, value=v) for k, v in split_kv(args.filter, "filter")]
     with client.translated():
-        resp = client.containers.ListContainers(api_pb2.ListContainersRequest(all=args.all, filters=filters),
-                                                timeout=60)
+        resp = client.containers.ListContainers(api_pb2.ListContainersRequest(
+            all=args.all, filters=filters, size=getattr(args, "size", False)), timeout=60)
     found = sorted(resp.containers, key=lambda c: (c.created.seconds, c.created.nanos), reverse=True)
     if args.quiet:
         sys.stdout.write("".join(f"{c.id if args.no_trunc else fmt.short_id(c.id)}\n" for c in found))
         return 0
     header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
-    sys.stdout.write(fmt.table(header, ps_rows(found, args.no_trunc, time.time())))
+    rows = ps_rows(found, args.no_trunc, time.time())
+    if getattr(args, "size", False):  # Docker's SIZE column: "12B (virtual 1.2MB)"
+        header.append("SIZE")
+        for row, c in zip(rows, found, strict=True):
+            row.append(f"{fmt.human_size(c.size_rw)} (virtual {fmt.human_size(c.size_root_fs)})")
+    sys.stdout.write(fmt.table(header, rows))
     return 0
 
 

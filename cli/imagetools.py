@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from skiff.cli import exits
 from skiff.cli import format as fmt
-from skiff.cli.args import Parser, add_command
+from skiff.cli.args import Parser, add_command, parse_bool
 
 if TYPE_CHECKING:
     from skiff.api.v1 import api_pb2_grpc
@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-a", "--author", default="", help='author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
     p.add_argument("-c", "--change", action="append", default=[], help="apply Dockerfile instruction to the image")
     p.add_argument("-m", "--message", default="", help="commit message")
-    p.add_argument("-p", "--pause", default=True, help="pause container during commit (accepted; not needed)")
+    p.add_argument("-p", "--pause", type=parse_bool, default=True, metavar="BOOL",
+                   help="pause container during commit (default true; --pause=false to not)")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("reference", nargs="?", default="", metavar="REPOSITORY[:TAG]")
 
@@ -162,7 +163,7 @@ def cmd_commit(client: Client, args: argparse.Namespace) -> int:
     with client.translated():
         resp = _stub(client).CommitContainer(api_pb2.CommitContainerRequest(
             container=args.container, reference=args.reference, message=args.message, author=args.author,
-            changes=args.change))
+            changes=args.change, no_pause=not args.pause))
     print(resp.image.id)
     return 0
 
@@ -305,14 +306,42 @@ def digest_rows(imgs: list[Any], rows: list[list[str]]) -> list[list[str]]:
     return out
 
 
+def _volume_row(client: Client) -> list[str]:
+    """Local Volumes, from the engine's VolumeService when it has one (active: used by a container).
+
+    The hook for volumes: counted by ``ref_count``, sized by a ``size`` field once the
+    Volume message carries one (Docker's UsageData.Size); 0B until then.
+    """
+    from skiff.api.v1 import api_pb2, api_pb2_grpc
+
+    stub_cls = getattr(api_pb2_grpc, "VolumeServiceStub", None)
+    request_cls = getattr(api_pb2, "ListVolumesRequest", None)
+    if stub_cls is None or request_cls is None:
+        return ["Local Volumes", "0", "0", "0B", "0B"]
+    with client.translated():
+        vols = list(stub_cls(client.channel).ListVolumes(request_cls(), timeout=60).volumes)
+
+    def size(v: Any) -> int:
+        return max(int(getattr(v, "size", 0) or 0), 0)
+
+    active = [v for v in vols if int(getattr(v, "ref_count", 0) or 0) > 0]
+    total = sum(size(v) for v in vols)
+    reclaimable = total - sum(size(v) for v in active)
+    pct = f" ({reclaimable * 100 // total}%)" if total else ""
+    return ["Local Volumes", str(len(vols)), str(len(active)), fmt.human_size(total),
+            fmt.human_size(reclaimable) + pct]
+
+
 def cmd_df(client: Client, args: argparse.Namespace) -> int:
-    """Images by size (active: used by a container); containers counted (their layers are not measured)."""
+    """Images by size (active: used by a container), containers by writable layer (active: running),
+    volumes when the engine has them."""
     from skiff.api.v1 import api_pb2
     from skiff.types.v1 import types_pb2
 
     with client.translated():
         imgs = client.images.ListImages(api_pb2.ListImagesRequest(all=True), timeout=60).images
-        ctrs = client.containers.ListContainers(api_pb2.ListContainersRequest(all=True), timeout=60).containers
+        ctrs = client.containers.ListContainers(api_pb2.ListContainersRequest(all=True, size=True),
+                                                timeout=120).containers
     used = {c.image_id for c in ctrs}
     layers: dict[str, int] = {}
     active_layers: set[str] = set()
@@ -325,12 +354,18 @@ def cmd_df(client: Client, args: argparse.Namespace) -> int:
     total = sum(layers.values())
     reclaimable = sum(size for lid, size in layers.items() if lid not in active_layers)
     pct = f" ({reclaimable * 100 // total}%)" if total else ""
+    live = (types_pb2.CONTAINER_STATUS_RUNNING, types_pb2.CONTAINER_STATUS_PAUSED,
+            types_pb2.CONTAINER_STATUS_RESTARTING)
     running = sum(1 for c in ctrs if c.state.status == types_pb2.CONTAINER_STATUS_RUNNING)
+    ctr_total = sum(c.size_rw for c in ctrs)
+    ctr_reclaimable = sum(c.size_rw for c in ctrs if c.state.status not in live)
+    ctr_pct = f" ({ctr_reclaimable * 100 // ctr_total}%)" if ctr_total else ""
     rows = [
         ["Images", str(len(imgs)), str(sum(1 for i in imgs if i.id in used)), fmt.human_size(total),
          fmt.human_size(reclaimable) + pct],
-        ["Containers", str(len(ctrs)), str(running), "0B", "0B"],
-        ["Local Volumes", "0", "0", "0B", "0B"],
+        ["Containers", str(len(ctrs)), str(running), fmt.human_size(ctr_total),
+         fmt.human_size(ctr_reclaimable) + ctr_pct],
+        _volume_row(client),
         ["Build Cache", "0", "0", "0B", "0B"],
     ]
     sys.stdout.write(fmt.table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], rows))

@@ -64,9 +64,12 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
     state = c.state
     name = "/" + c.name.lstrip("/")
     links = []
+    live = {lk.name for lk in c.links}  # the GraphDB's edges: what `rm --link` and `rm` left
     for link in c.host_config.links:
         target, _, alias = link.partition(":")
-        links.append(f"/{target.lstrip('/')}:{name}/{alias or target.lstrip('/')}")
+        alias = alias or target.lstrip("/")
+        if alias in live:
+            links.append(f"/{target.lstrip('/')}:{name}/{alias}")
     return {
         "Id": c.id,
         "Created": _time(c.created),

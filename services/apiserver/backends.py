@@ -51,11 +51,19 @@ class GraphBackend(LifecycleGraphBackend, Protocol):
         """By id, unique id prefix or name. NotFound / InvalidArgument (ambiguous)."""
         ...
 
-    def list_containers(self) -> list[graph_pb2.Container]: ...
+    def list_containers(self, filters: list[types_pb2.Filter] | None = None) -> list[graph_pb2.Container]:
+        """All containers, or those the GraphDB filters (name, id, label, ancestor) select."""
+        ...
 
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse: ...
 
     def delete_container(self, container_id: str) -> None: ...
+
+    def delete_link(self, parent: str, name: str) -> None: ...
+
+    def container_sizes(self, container_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """id -> (writable layer bytes, root filesystem bytes)."""
+        ...
 
     def import_image(
         self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call
@@ -172,10 +180,21 @@ class GraphClient(LifecycleGraphClient):
             )
             return resp.container  # type: ignore[no-any-return]
 
-    def list_containers(self) -> list[graph_pb2.Container]:
+    def list_containers(self, filters: list[types_pb2.Filter] | None = None) -> list[graph_pb2.Container]:
         with grpcerr.translated():
-            resp = self._containers.ListContainers(graph_pb2.ListContainersRequest(), timeout=CALL_TIMEOUT)
+            resp = self._containers.ListContainers(graph_pb2.ListContainersRequest(filters=filters or []),
+                                                   timeout=CALL_TIMEOUT)
             return list(resp.containers)
+
+    def delete_link(self, parent: str, name: str) -> None:
+        with grpcerr.translated():
+            self._containers.DeleteLink(graph_pb2.DeleteLinkRequest(parent=parent, name=name), timeout=CALL_TIMEOUT)
+
+    def container_sizes(self, container_ids: list[str]) -> dict[str, tuple[int, int]]:
+        with grpcerr.translated():
+            resp = self._containers.GetContainerSizes(
+                graph_pb2.GetContainerSizesRequest(containers=container_ids), timeout=None)
+            return {s.container_id: (s.size_rw, s.size_root_fs) for s in resp.sizes}
 
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse:
         with grpcerr.translated():
@@ -185,9 +204,10 @@ class GraphClient(LifecycleGraphClient):
             return resp
 
     def delete_container(self, container_id: str) -> None:
+        # force: as in Docker, links from other containers go with it (they never block a removal).
         with grpcerr.translated():
             self._containers.DeleteContainer(
-                graph_pb2.DeleteContainerRequest(container_id=container_id), timeout=CALL_TIMEOUT
+                graph_pb2.DeleteContainerRequest(container_id=container_id, force=True), timeout=CALL_TIMEOUT
             )
 
     def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:
@@ -219,17 +239,32 @@ class GraphClient(LifecycleGraphClient):
             )
             return resp
 
-    def _relay(self, rendezvous: Any, call: Call) -> Iterator[Any]:
-        """A server stream passed on message by message; our caller leaving cancels it."""
+    def _relay(self, rendezvous: Any, call: Call, what: str = "") -> Iterator[Any]:
+        """A server stream passed on message by message; our caller leaving cancels it.
+
+        A stream that breaks without an error of graphsvc's own (no ErrorInfo: graphsvc died
+        and is being restarted) is reported as UNAVAILABLE saying so, for ``what``.
+        """
         call.on_cancel(rendezvous.cancel)
-        with grpcerr.translated():
+        try:
             yield from rendezvous
+        except grpc.RpcError as err:
+            translated = grpcerr.from_rpc_error(err)
+            trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+            own = any(key == "grpc-status-details-bin" for key, _ in (trailers or ()))
+            if what and not own and err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN,
+                                                   grpc.StatusCode.INTERNAL):
+                raise errors.Unavailable(
+                    f"the image service (graphsvc) stopped in the middle of the {what} ({translated.message}); "
+                    f"it is restarted and keeps nothing half-done: run the {what} again",
+                    reason="SERVICE_UNAVAILABLE") from None
+            raise translated from None
 
     def pull_image(self, req: graph_pb2.PullImageRequest, call: Call) -> Iterator[graph_pb2.PullImageResponse]:
-        return self._relay(self._images.PullImage(req, timeout=call.remaining()), call)
+        return self._relay(self._images.PullImage(req, timeout=call.remaining()), call, "pull")
 
     def push_image(self, req: graph_pb2.PushImageRequest, call: Call) -> Iterator[graph_pb2.PushImageResponse]:
-        return self._relay(self._images.PushImage(req, timeout=call.remaining()), call)
+        return self._relay(self._images.PushImage(req, timeout=call.remaining()), call, "push")
 
     def tag_image(self, source: str, target: str) -> None:
         with grpcerr.translated():

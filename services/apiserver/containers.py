@@ -25,7 +25,7 @@ from skiff.apiserver import hostopts, networks, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
-from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live
+from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live, split_filters
 from skiff.common import errors
 from skiff.common.server import CALL_TIMEOUT
 from skiff.exec.v1 import exec_pb2
@@ -96,16 +96,27 @@ class Containers:
             rootfs = None
         return container_view(record, self._task(record.id), self._endpoint(record.id), rootfs)
 
-    def list_containers(self, all_: bool, filters: list[types_pb2.Filter]) -> list[api_pb2.Container]:
-        """Three calls whatever the number of containers; newest first."""
-        match = compile_filters(filters)  # bad filters fail before any backend call
-        show_all = all_ or any(f.key == "status" for f in filters)  # as Docker: status implies all
-        records = self._graph.list_containers()
+    def list_containers(self, all_: bool, filters: list[types_pb2.Filter], size: bool = False
+                        ) -> list[api_pb2.Container]:
+        """Three calls whatever the number of containers (four with ``size``); newest first.
+
+        name, id, label and ancestor are answered by graphsvc from the GraphDB; status and
+        exited here, from the tasks.
+        """
+        graph_filters, state_filters = split_filters(filters)
+        match = compile_filters(state_filters)  # bad filters fail before any backend call
+        # As Docker: status and exited imply all.
+        show_all = all_ or any(f.key in ("status", "exited") for f in filters)
+        records = self._graph.list_containers(graph_filters) if graph_filters else self._graph.list_containers()
         tasks = {t.id: t for t in self._exec.list_tasks()}
         endpoints = {e.container_id: e for e in self._net.list_endpoints()}
         views = [container_view(r, tasks.get(r.id), endpoints.get(r.id)) for r in records]
         views = [v for v in views if (show_all or v.state.status in LIVE) and match(v)]
         views.sort(key=lambda v: (v.created.seconds, v.created.nanos), reverse=True)
+        if size and views:
+            sizes = self._graph.container_sizes([v.id for v in views])
+            for v in views:
+                v.size_rw, v.size_root_fs = sizes.get(v.id, (0, 0))
         return views
 
     # --- lifecycle -----------------------------------------------------------
@@ -210,7 +221,8 @@ class Containers:
 
     def remove(self, ref: str, force: bool, remove_link: bool = False) -> None:
         if remove_link:
-            raise errors.FailedPrecondition("removing a link is not supported yet", reason="UNSUPPORTED")
+            self._remove_link(ref)
+            return
         record = self._graph.get_container(ref)
         if is_live(self._task(record.id)):
             if not force:
@@ -222,6 +234,13 @@ class Containers:
             if self._signal(record.id, signal.SIGKILL):
                 self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
         self._delete(record.id, force=force)
+
+    def _remove_link(self, name: str) -> None:
+        """Docker's ``rm --link /parent/alias``: the edge goes, both containers stay."""
+        parent, _, alias = ("/" + name.lstrip("/")).rpartition("/")
+        if not parent or not alias:
+            raise errors.InvalidArgument("Conflict, cannot remove the default link name of the container")
+        self._graph.delete_link(parent.lstrip("/"), alias)
 
     def _delete(self, container_id: str, force: bool = False) -> None:
         # Record last: if anything before fails, the record remains and rm can be retried.

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import grpc
 
 from skiff.api.v1 import api_pb2, api_pb2_grpc
-from skiff.apiserver.backends import GraphBackend
+from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.images import to_api_image
 from skiff.common import errors, grpcerr
@@ -112,9 +112,33 @@ class ImageTools:
 
 
 class ImageToolServicer(api_pb2_grpc.ImageToolServiceServicer):
-    def __init__(self, tools: ToolsBackend, graph: GraphBackend):
+    def __init__(self, tools: ToolsBackend, graph: GraphBackend, exec_: ExecBackend | None = None):
         self._tools = tools
+        self._graph = graph
+        self._exec = exec_
         self._domain = ImageTools(tools, graph)
+
+    def _commit(self, request: api_pb2.CommitContainerRequest) -> types_pb2.Image:
+        """Docker's commit: a running container is frozen while its layer is read, then thawed."""
+        greq = graph_pb2.CommitContainerRequest(
+            container=request.container, reference=request.reference, message=request.message,
+            author=request.author, changes=request.changes)
+        paused = ""
+        if not request.no_pause and self._exec is not None:
+            cid = self._graph.get_container(request.container).id
+            try:
+                task = self._exec.get_task(cid)
+            except errors.NotFound:
+                task = None
+            if task is not None and task.state.status == types_pb2.CONTAINER_STATUS_RUNNING:
+                self._exec.pause_task(cid)
+                paused = cid
+                greq.container = cid
+        try:
+            return self._tools.commit(greq)
+        finally:
+            if paused:
+                self._exec.resume_task(paused)  # type: ignore[union-attr]
 
     def SaveImages(self, request: api_pb2.SaveImagesRequest,
                    context: grpc.ServicerContext) -> Iterator[api_pb2.SaveImagesResponse]:
@@ -133,9 +157,7 @@ class ImageToolServicer(api_pb2_grpc.ImageToolServiceServicer):
     def CommitContainer(self, request: api_pb2.CommitContainerRequest,
                         context: grpc.ServicerContext) -> api_pb2.CommitContainerResponse:
         with grpcerr.handle(context):
-            image = self._tools.commit(graph_pb2.CommitContainerRequest(
-                container=request.container, reference=request.reference, message=request.message,
-                author=request.author, changes=request.changes))
+            image = self._commit(request)
             return api_pb2.CommitContainerResponse(image=to_api_image(image))
         raise AssertionError("unreachable")
 

@@ -62,7 +62,7 @@ def build(
     service.add(api_pb2_grpc.add_NetworkServiceServicer_to_server,
                 NetworkServicer(Networks(net, graph)), svc["NetworkService"].full_name)  # type: ignore[arg-type]
     service.add(api_pb2_grpc.add_ImageToolServiceServicer_to_server,
-                ImageToolServicer(tools or NoTools(), graph),  # type: ignore[arg-type]
+                ImageToolServicer(tools or NoTools(), graph, exec_),  # type: ignore[arg-type]
                 svc["ImageToolService"].full_name)
     return Gateway(service, containers)
 

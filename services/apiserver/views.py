@@ -99,7 +99,32 @@ def _id_match(prefixes: list[str]) -> Callable[[api_pb2.Container], bool]:
     return lambda c: any(c.id.startswith(p) for p in prefixes)
 
 
-_FILTERS = {"status": _status_match, "name": _name_match, "id": _id_match}
+def _exited_match(codes: list[str]) -> Callable[[api_pb2.Container], bool]:
+    try:
+        wanted = {int(c) for c in codes}
+    except ValueError:
+        raise InvalidArgument(f"invalid filter 'exited={','.join(codes)}': want an exit code") from None
+    return lambda c: c.state.status == Status.CONTAINER_STATUS_EXITED and c.state.exit_code in wanted
+
+
+_FILTERS = {"status": _status_match, "name": _name_match, "id": _id_match, "exited": _exited_match}
+#: ``ps --filter`` keys answered by graphsvc from the GraphDB (before any task is looked at).
+GRAPH_FILTERS = ("name", "id", "label", "ancestor")
+
+
+def split_filters(filters: Iterable[types_pb2.Filter]) -> tuple[list[types_pb2.Filter], list[types_pb2.Filter]]:
+    """(filters for the GraphDB, filters on the task state); unknown keys are INVALID_ARGUMENT."""
+    graph, state = [], []
+    for f in filters:
+        if f.key in GRAPH_FILTERS:
+            graph.append(f)
+        elif f.key in _FILTERS:
+            state.append(f)
+        else:
+            keys = sorted({*GRAPH_FILTERS, *_FILTERS})
+            raise InvalidArgument(f"unsupported filter {f.key!r}: use one of {', '.join(keys)}",
+                                  reason=UNSUPPORTED_FILTER)
+    return graph, state
 
 
 def compile_filters(filters: Iterable[types_pb2.Filter]) -> Callable[[api_pb2.Container], bool]:

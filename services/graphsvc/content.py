@@ -176,6 +176,22 @@ class ContentStore:
         blob = BlobRef(data["digest"], data["mediaType"], int(data["size"]))
         return blob if self.exists(blob.digest) else None
 
+    def remove_unreferenced(self) -> list[str]:
+        """Drop blobs no layer came from: those of a pull, commit or import cut short by a crash
+        between the blob landing and its layer being made. Only at start-up, when nothing writes."""
+        keep = set()
+        for link in self.links.iterdir():
+            try:
+                keep.add(check_digest(json.loads(link.read_bytes())["digest"]))
+            except (ValueError, KeyError, InvalidArgument):
+                continue
+        dropped = []
+        for blob in self.dir.iterdir():
+            if blob.name not in keep:
+                blob.unlink(missing_ok=True)
+                dropped.append("sha256:" + blob.name)
+        return dropped
+
     def unlink_layer(self, diff_id: str) -> None:
         """Forget a removed layer and drop its blob."""
         blob = self.blob_for(diff_id)

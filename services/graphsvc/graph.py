@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,31 @@ class Graph:
     def get(self, ref: str) -> Container:
         return self._container(self.db.get(ref))
 
-    def list(self) -> list[Container]:
-        return [self._container(r) for r in self.db.list()]
+    def list(self, filters: builtins.list[tuple[str, str]] | None = None) -> builtins.list[Container]:
+        """Every container, or those the ``ps --filter`` keys of the GraphDB select."""
+        from skiff.graphsvc.containerfilter import compile_filters
+
+        records = self.db.list()
+        if filters:
+            match = compile_filters(filters, self.images)
+            records = [r for r in records if match(r)]
+        return [self._container(r) for r in records]
+
+    def sizes(self, refs: builtins.list[str]) -> builtins.list[tuple[str, int, int]]:
+        """(id, writable layer bytes, root filesystem bytes) of each container (all when empty)."""
+        records = [self.db.get(r) for r in refs] if refs else self.db.list()
+        out = []
+        for record in records:
+            try:
+                image_size = self.images.get(record.image_id).size
+            except NotFound:
+                image_size = 0
+            rw = self.layers.container_size(record.id)
+            out.append((record.id, rw, rw + image_size))
+        return out
+
+    def delete_link(self, parent: str, name: str) -> None:
+        self.db.unlink(parent, name)
 
     def rootfs(self, container_id: str) -> tuple[Mount, str]:
         """The prepared root filesystem, and the host path of the writable layer."""
@@ -173,6 +197,24 @@ def overlay_supported() -> bool:
         return False
 
 
+def remove_orphan_layers(images: ImageStore, layers: LayerStore) -> list[str]:
+    """At start-up: drop unpacked layers no image and no container uses (a pull or commit cut
+    short between a layer and its image). Nothing else runs yet, so nothing can be adopting one."""
+    used = {lid for image in images.list() for lid in image.layers}
+    dropped = []
+    for layer_id in layers.layer_ids():
+        if layer_id in used or layers.users(layer_id):
+            continue
+        try:
+            layers.remove(layer_id)
+        except Exception:  # never fatal: a stale layer is only disk space
+            log.exception("removing orphan layer %s", layer_id)
+            continue
+        images.content.unlink_layer(layer_id)
+        dropped.append(layer_id)
+    return dropped
+
+
 def open_graph(data_root: Path) -> Graph:
     """The store under ``<data-root>``: overlay where the kernel has it, else vfs."""
     from skiff.graphsvc import layers as layers_mod
@@ -180,9 +222,18 @@ def open_graph(data_root: Path) -> Graph:
     root = data_root / "graph"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = GraphDB(root / "graph.db")
+    caps = {}
+    # SKIFF_LAYER_MAX_BYTES: the cap on a layer's uncompressed tar (default 8 GiB); the tests lower it.
+    if os.environ.get("SKIFF_LAYER_MAX_BYTES"):
+        caps["max_bytes"] = int(os.environ["SKIFF_LAYER_MAX_BYTES"])
     driver: LayerStore
     if overlay_supported():
-        driver, name = layers_mod.OverlayDriver(root), "overlay"
+        driver, name = layers_mod.OverlayDriver(root, **caps), "overlay"
     else:
-        driver, name = layers_mod.VfsDriver(root), "vfs"
-    return Graph(db, ImageStore(root, driver, db), driver, name, data_root)
+        driver, name = layers_mod.VfsDriver(root, **caps), "vfs"
+    images = ImageStore(root, driver, db)
+    for layer_id in remove_orphan_layers(images, driver):
+        log.info("removed layer %s: no image or container uses it (an interrupted pull?)", layer_id)
+    for digest in images.content.remove_unreferenced():
+        log.info("removed blob %s: no layer was made from it (an interrupted pull?)", digest)
+    return Graph(db, images, driver, name, data_root)

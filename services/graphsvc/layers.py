@@ -92,6 +92,18 @@ class LayerStore(Protocol):
 
     def diff_path(self, layer_id: str) -> Path: ...
 
+    def container_size(self, container_id: str) -> int:
+        """Bytes in the container's writable layer."""
+        ...
+
+    def layer_ids(self) -> list[str]:
+        """Every complete layer."""
+        ...
+
+    def users(self, layer_id: str) -> list[str]:
+        """Containers whose root filesystem stacks the layer."""
+        ...
+
 
 def layer_hex(layer_id: str) -> str:
     m = _LAYER_ID.match(layer_id)
@@ -194,6 +206,12 @@ class _BaseDriver:
 
     # -- containers ---------------------------------------------------------
 
+    def layer_ids(self) -> list[str]:
+        return sorted("sha256:" + d.name for d in self.layers_dir.iterdir() if (d / "layer.json").is_file())
+
+    def users(self, layer_id: str) -> list[str]:
+        return self._layer_users(layer_id)
+
     def _layer_users(self, layer_id: str) -> list[str]:
         users = []
         for cdir in sorted(self.containers_dir.iterdir()):
@@ -225,6 +243,11 @@ class _BaseDriver:
         cdir = self.containers_dir / container_id
         if cdir.exists():
             self._discard(cdir)
+
+    def container_size(self, container_id: str) -> int:
+        """Bytes the container's writable layer holds (0 when it has none)."""
+        _check_container_id(container_id)
+        return tree_size(self.containers_dir / container_id / "diff")
 
 
 class OverlayDriver(_BaseDriver):
@@ -266,6 +289,33 @@ class VfsDriver(_BaseDriver):
             self._discard(cdir)
             raise
         return Mount(type="bind", source=str(rootfs), options=["rbind", "rw"])
+
+    def container_size(self, container_id: str) -> int:
+        """A full copy: what it holds beyond its layers (an estimate; vfs keeps no separate diff)."""
+        _check_container_id(container_id)
+        cdir = self.containers_dir / container_id
+        try:
+            chain = json.loads((cdir / "layers.json").read_bytes())
+        except (FileNotFoundError, ValueError):
+            return 0
+        base = sum(tree_size(self.diff_path(lid)) for lid in chain if self.exists(lid))
+        return max(tree_size(cdir / "rootfs") - base, 0)
+
+
+def tree_size(top: Path) -> int:
+    """Bytes of the files and symlinks under ``top`` (lstat sizes, each inode once); 0 if absent."""
+    total, seen = 0, set()
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) or (st.st_ino, st.st_dev) in seen:
+                continue
+            seen.add((st.st_ino, st.st_dev))
+            total += st.st_size
+    return total
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

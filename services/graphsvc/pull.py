@@ -3,8 +3,10 @@
 The order is Docker's: resolve the manifest (choosing the platform from a
 manifest list), fetch the config, then download the missing layers three at a
 time, each verified against its digest as it lands in the content store;
-then unpack each in order through the LayerStore, checking that what was
-unpacked has the DiffID the config names; last, store the config bytes
+each is unpacked through the LayerStore as soon as it is in, by the same
+worker (layers are independent directories, so they unpack side by side
+while others download), checking that what was unpacked has the DiffID the
+config names; last, store the config bytes
 unchanged (so the image id is the one Docker computes) and tag.
 
 Layers are independent directories stacked by the driver (overlay lowerdirs,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import queue
 import threading
@@ -25,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-from skiff.common.errors import InvalidArgument
+from skiff.common.errors import InvalidArgument, SkiffError, Unavailable
 from skiff.graphsvc import reference, registry
 from skiff.graphsvc.content import BlobRef, DigestMismatch
 from skiff.graphsvc.images import _ARCH, Image, ImageStore
@@ -47,8 +50,37 @@ Report = Callable[[Progress], None]
 ClientFactory = Callable[[str, str, registry.Credentials, tuple[str, ...]], registry.Client]
 
 
+log = logging.getLogger(__name__)
+
+
 def default_client(reg: str, repo: str, creds: registry.Credentials, actions: tuple[str, ...]) -> registry.Client:
     return registry.Client(reg, repo, creds, actions)
+
+
+class RegistryClients:
+    """Clients as the daemon's registry options say: insecure registries, mirrors, the hub's address.
+
+    ``hub`` is where Docker Hub names go (``registry-1.docker.io``; the tests point it at a
+    local registry so that nothing ever reaches the real hub).
+    """
+
+    def __init__(self, options: registry.Options | None = None, hub: str = reference.DOCKER_HUB_REGISTRY):
+        self.options = options or registry.Options()
+        self.hub = hub
+
+    def __call__(self, reg: str, repo: str, creds: registry.Credentials,
+                 actions: tuple[str, ...]) -> registry.Client:
+        if reg == reference.DOCKER_HUB_REGISTRY:
+            reg = self.hub
+        return registry.Client(reg, repo, creds, actions, insecure=self.options.is_insecure(reg))
+
+    def mirrors(self, reg: str, repo: str) -> list[registry.Client]:
+        """Docker Hub's mirrors, to try before the hub (pull only; the hub's credentials stay with the hub)."""
+        if reg != reference.DOCKER_HUB_REGISTRY:
+            return []
+        return [registry.Client(host, repo, registry.Credentials(), ("pull",), scheme=scheme,
+                                insecure=self.options.is_insecure(host))
+                for scheme, host in self.options.mirror_hosts()]
 
 
 def short(digest: str) -> str:
@@ -84,11 +116,23 @@ class Puller:
         ref = reference.parse(ref_s)
         remote = reference.remote(ref)
         client = self.client_factory(remote.registry, remote.repository, creds, ("pull",))
+        mirrors = getattr(self.client_factory, "mirrors", None)
+        candidates = [*(mirrors(remote.registry, remote.repository) if mirrors else []), client]
         os_, arch, variant = registry.parse_platform(platform_s, _ARCH.get(platform.machine(), platform.machine()))
         report(Progress(ref.tag if not ref.digest else ref.digest,
                         f"Pulling from {remote.repository.removeprefix('library/')}"))
 
-        manifest_digest, manifest = self._manifest(client, ref, os_, arch, variant)
+        for candidate in candidates:
+            try:
+                manifest_digest, manifest = self._manifest(candidate, ref, os_, arch, variant)
+            except SkiffError as err:
+                if candidate is client:
+                    raise
+                # As Docker: a mirror that fails or lacks the image is skipped, the hub is next.
+                log.info("mirror %s: %s; trying the next endpoint", candidate.registry, err)
+                continue
+            client = candidate
+            break
         config_desc = manifest.get("config") or {}
         config_bytes = self._config(client, config_desc)
         config = json.loads(config_bytes)
@@ -102,6 +146,29 @@ class Puller:
 
         image_id = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         existed = self.images.has_image(image_id)
+        fresh = [desc["digest"] for desc in layers if not self.content.exists(desc["digest"])]
+        new_layers = [d for d in diff_ids if not self.images.layers.exists(d)]
+        try:
+            return self._layers(ref, client, manifest_digest, config_bytes, layers, diff_ids, existed, report)
+        except BaseException:
+            # What this pull brought in and no image uses goes again: the blobs, and the layers
+            # already unpacked. Nothing is left half done, and the next pull starts clean.
+            with self.images.lock:
+                for diff_id in new_layers:
+                    if self.images.layers.exists(diff_id) and not self.images.layer_in_use(diff_id):
+                        try:
+                            self.images.layers.remove(diff_id)
+                            self.content.unlink_layer(diff_id)
+                        except SkiffError:  # a container uses it meanwhile: it stays
+                            pass
+                for desc, diff_id in zip(layers, diff_ids, strict=True):
+                    if desc["digest"] in fresh and not self.images.layers.exists(diff_id):
+                        self.content.remove(desc["digest"])
+            raise
+
+    def _layers(self, ref: reference.Reference, client: registry.Client, manifest_digest: str,
+                config_bytes: bytes, layers: list[dict[str, Any]], diff_ids: list[str], existed: bool,
+                report: Report) -> Image:
         with ThreadPoolExecutor(CONCURRENT_DOWNLOADS, thread_name_prefix="pull") as pool:
             futures: list[Future[BlobRef] | None] = []
             for desc, diff_id in zip(layers, diff_ids, strict=True):
@@ -110,20 +177,20 @@ class Puller:
                     futures.append(None)
                     continue
                 report(Progress(short(desc["digest"]), "Pulling fs layer"))
-                futures.append(pool.submit(self._download, client, desc, report))
+                futures.append(pool.submit(self._fetch, client, desc, diff_id, report))
             try:
-                blobs = [f.result() if f is not None else None for f in futures]
+                for fut in futures:
+                    if fut is not None:
+                        fut.result()
             except BaseException:
                 for f in futures:
                     if f is not None:
                         f.cancel()
                 raise
         with self.images.lock:
-            for blob, diff_id in zip(blobs, diff_ids, strict=True):
-                if blob is not None and not self.images.layers.exists(diff_id):
-                    self._extract(blob, diff_id, report)
-                elif blob is not None:
-                    report(Progress(short(blob.digest), "Pull complete"))
+            missing = [d for d in diff_ids if not self.images.layers.exists(d)]
+            if missing:  # removed by a concurrent rmi between its unpacking and now
+                raise Unavailable(f"layer {missing[0]} was removed during the pull; pull again")
             image_id = self.images.add_config(config_bytes)
             old = self.images.db.get_tag(f"{ref.name}:{ref.tag}") if ref.tag else None
             if ref.tag:
@@ -184,14 +251,25 @@ class Puller:
         report(Progress(sid, "Download complete"))
         return blob
 
+    def _fetch(self, client: registry.Client, desc: dict[str, Any], diff_id: str, report: Report) -> BlobRef:
+        """Download, then unpack at once: each layer is its own directory, so layers unpack side
+        by side (zlib, zstd, sha256 and the writes release the GIL) while others download."""
+        blob = self._download(client, desc, report)
+        if self.images.layers.exists(diff_id):
+            report(Progress(short(blob.digest), "Pull complete"))
+        else:
+            self._extract(blob, diff_id, report)
+        return blob
+
     def _extract(self, blob: BlobRef, diff_id: str, report: Report) -> None:
         sid = short(blob.digest)
         with self.content.open(blob.digest) as f:
             stream = _Counting(f, lambda n: report(Progress(sid, "Extracting", n, blob.size)))
             layer = self.images.layers.create_layer_from_archive(stream)  # type: ignore[arg-type]
         if layer.id != diff_id:
-            if not self.images.layer_in_use(layer.id):
-                self.images.layers.remove(layer.id)
+            with self.images.lock:
+                if not self.images.layer_in_use(layer.id) and not self.images.layers.users(layer.id):
+                    self.images.layers.remove(layer.id)
             raise DigestMismatch(f"layer {blob.digest}: unpacked to {layer.id}, the config says {diff_id}")
         self.content.link(diff_id, blob)
         report(Progress(sid, "Pull complete"))

@@ -1,6 +1,7 @@
 """``skiff push``: the missing blobs, then a Docker v2 schema 2 manifest.
 
-Each layer is pushed as the blob it was pulled as; an imported layer kept as a
+Each layer is pushed as the blob it was pulled as (zstd layers too, under an OCI
+manifest, the only kind that can name them); an imported layer kept as a
 plain tar is gzipped once (deterministically, ``mtime=0``) and the gzip blob
 replaces it in the content store. Blobs the registry already has (``HEAD``) are
 not sent; the others go up three at a time as monolithic uploads (``POST`` for
@@ -22,6 +23,11 @@ from skiff.graphsvc.images import ImageStore
 from skiff.graphsvc.pull import CONCURRENT_DOWNLOADS, ClientFactory, Progress, Report, default_client, short
 
 _GZIP_TYPES = (registry.DOCKER_LAYER_GZIP, "application/vnd.oci.image.layer.v1.tar+gzip")
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_OCI_GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+_ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
+_ZSTD_TYPES = ("application/vnd.oci.image.layer.v1.tar+zstd",
+               "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
 
 
 class Pusher:
@@ -54,10 +60,10 @@ class Pusher:
         blob = self.content.blob_for(diff_id)
         if blob is None:
             raise FailedPrecondition(f"layer {diff_id}: its compressed blob is not stored; cannot push it")
-        if blob.media_type not in _GZIP_TYPES:
+        if blob.media_type not in (*_GZIP_TYPES, *_ZSTD_TYPES):
             with self.images.lock:
                 blob = self.content.blob_for(diff_id) or blob
-                if blob.media_type not in _GZIP_TYPES:
+                if blob.media_type not in (*_GZIP_TYPES, *_ZSTD_TYPES):
                     blob = self._gzip_blob(diff_id, blob)
         return blob
 
@@ -94,15 +100,20 @@ class Pusher:
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         if not client.has_blob(config_digest):
             client.upload_blob(config_digest, config_bytes, len(config_bytes))
+        # zstd layers are pushed as they were pulled, which only an OCI manifest can describe.
+        oci = any(b.media_type in _ZSTD_TYPES for b in blobs)
+        media_type = registry.OCI_MANIFEST if oci else registry.DOCKER_MANIFEST
         manifest = {
             "schemaVersion": 2,
-            "mediaType": registry.DOCKER_MANIFEST,
-            "config": {"mediaType": registry.DOCKER_CONFIG, "size": len(config_bytes), "digest": config_digest},
-            "layers": [{"mediaType": registry.DOCKER_LAYER_GZIP, "size": b.size, "digest": b.digest}
+            "mediaType": media_type,
+            "config": {"mediaType": OCI_CONFIG if oci else registry.DOCKER_CONFIG, "size": len(config_bytes),
+                       "digest": config_digest},
+            "layers": [{"mediaType": _ZSTD_LAYER if b.media_type in _ZSTD_TYPES else
+                        (_OCI_GZIP_LAYER if oci else registry.DOCKER_LAYER_GZIP), "size": b.size, "digest": b.digest}
                        for b in reversed(blobs)],
         }
         data = json.dumps(manifest, indent=3).encode()
-        client.put_manifest(ref.tag, data, registry.DOCKER_MANIFEST)
+        client.put_manifest(ref.tag, data, media_type)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         self.images.set_repo_digest(ref.name, digest, image.id)
         report(Progress("", f"{ref.tag}: digest: {digest} size: {len(data)}"))

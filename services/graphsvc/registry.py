@@ -7,7 +7,10 @@ token), ``Basic`` means "send the credentials with each request". Tokens are
 cached per client (one client is one repository and one set of scopes).
 
 Loopback registries (``localhost``, 127.0.0.0/8, ``::1``) are spoken to over
-plain http, every other one over https. Manifests are capped at 4 MiB.
+plain http, every other one over https. A registry the daemon lists with
+``--insecure-registry`` (``host[:port]``, or a CIDR its address falls in) is
+tried over https without certificate checks first, then over plain http, as
+Docker does. Manifests are capped at 4 MiB.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import http.client
 import ipaddress
 import json
 import re
+import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +38,7 @@ from skiff.common.errors import (
 )
 
 MAX_MANIFEST = 4 << 20
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 TIMEOUT = 60.0
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -45,13 +49,15 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MANIFESTS = (DOCKER_MANIFEST, OCI_MANIFEST)
 INDEXES = (DOCKER_LIST, OCI_INDEX)
-#: Layer media types this engine can unpack (plain or gzip tar; zstd is not supported).
+#: Layer media types this engine can unpack (plain, gzip or zstd tar).
 LAYER_TYPES = (
     DOCKER_LAYER_GZIP,
     "application/vnd.docker.image.rootfs.diff.tar",
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 )
 _ARCH_DEFAULT_VARIANT = {"arm64": "v8"}
 
@@ -96,6 +102,69 @@ def plain_http(registry: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _host_port(registry: str) -> tuple[str, int | None]:
+    parts = urllib.parse.urlsplit("//" + registry)
+    try:
+        return parts.hostname or "", parts.port
+    except ValueError:
+        return parts.hostname or "", None
+
+
+@dataclass(frozen=True)
+class Options:
+    """The daemon's registry options: ``--insecure-registry`` and ``--registry-mirror``."""
+
+    #: ``host[:port]`` names or CIDRs (``10.0.0.0/8``).
+    insecure: tuple[str, ...] = ()
+    #: Mirror URLs (``https://mirror.example``, ``http://127.0.0.1:5000``) tried before Docker Hub.
+    mirrors: tuple[str, ...] = ()
+
+    @staticmethod
+    def parse(insecure: Sequence[str] = (), mirrors: Sequence[str] = ()) -> Options:
+        """Check the values as the daemon gets them; InvalidArgument says which one is wrong."""
+        for item in insecure:
+            if "://" in item:
+                raise InvalidArgument(f"insecure registry {item!r} should not contain '://'")
+            if "/" in item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise InvalidArgument(f"insecure registry {item!r}: not a host[:port] or a CIDR") from None
+        checked = []
+        for url in mirrors:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") \
+                    or parts.query or parts.fragment:
+                raise InvalidArgument(f"invalid registry mirror {url!r}: want http(s)://host[:port]")
+            checked.append(f"{parts.scheme}://{parts.netloc}")
+        return Options(tuple(insecure), tuple(checked))
+
+    def is_insecure(self, registry: str) -> bool:
+        """Listed by name (``host[:port]`` or ``host`` for every port) or by a CIDR its address is in."""
+        host, port = _host_port(registry)
+        networks = []
+        for item in self.insecure:
+            if "/" in item:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            elif item in (registry, host) or (port is None and _host_port(item)[0] == host):
+                return True
+        if not networks:
+            return False
+        try:
+            addresses = {ipaddress.ip_address(host)}
+        except ValueError:
+            try:
+                addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0])
+                             for info in socket.getaddrinfo(host, None)}
+            except (OSError, ValueError):
+                return False
+        return any(addr in net for addr in addresses for net in networks)
+
+    def mirror_hosts(self) -> list[tuple[str, str]]:
+        """(scheme, host[:port]) of each mirror, in order."""
+        return [(urllib.parse.urlsplit(m).scheme, urllib.parse.urlsplit(m).netloc) for m in self.mirrors]
 
 
 def parse_platform(spec: str, default_arch: str) -> tuple[str, str, str]:
@@ -168,13 +237,21 @@ class Client:
 
     def __init__(self, registry: str, repository: str, creds: Credentials | None = None,
                  actions: tuple[str, ...] = ("pull",), timeout: float = TIMEOUT,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, *, insecure: bool = False,
+                 scheme: str = ""):
         self.registry = registry
         self.repository = repository
         self.creds = creds or Credentials()
         self.actions = actions
         self.timeout = timeout
-        self.scheme = "http" if plain_http(registry) else "https"
+        self.scheme = scheme or ("http" if plain_http(registry) else "https")
+        # An insecure registry: https without certificate checks, else plain http (Docker's order);
+        # with the scheme given (a mirror's URL), no fall-back.
+        self.insecure = insecure and self.scheme == "https" and not scheme
+        if insecure and self.scheme == "https" and ssl_context is None:
+            ssl_context = ssl.create_default_context()
+            ssl_context.check_hostname = False
+            ssl_context.verify_mode = ssl.CERT_NONE
         self._ssl = ssl_context
         self._auth: str | None = None  # the Authorization header to send, once known
         self._lock = threading.Lock()
@@ -189,6 +266,8 @@ class Client:
 
     def _send(self, method: str, url: str, headers: dict[str, str], body: Any = None) -> Response:
         parts = urllib.parse.urlsplit(url)
+        if parts.netloc == self.registry and parts.scheme != self.scheme:
+            parts = parts._replace(scheme=self.scheme)  # after an insecure registry's fall-back to http
         conn = self._connect(parts.scheme, parts.netloc)
         path = parts.path + ("?" + parts.query if parts.query else "")
         try:
@@ -196,6 +275,14 @@ class Client:
             return Response(conn, conn.getresponse())
         except (OSError, http.client.HTTPException) as err:
             conn.close()
+            if self.insecure and parts.scheme == "https" and parts.netloc == self.registry \
+                    and (body is None or isinstance(body, bytes)):
+                self.scheme, self.insecure = "http", False  # https failed: this one speaks plain http
+                return self._send(method, url, headers, body)
+            if isinstance(err, ssl.SSLCertVerificationError):
+                raise Unavailable(f"registry {self.registry}: {err.verify_message or err}; if the registry is "
+                                  "trusted, start the daemon with --insecure-registry "
+                                  f"{self.registry}") from None
             raise Unavailable(f"registry {self.registry}: {method} {parts.path}: {err}") from None
 
     def url(self, path: str) -> str:
@@ -232,7 +319,7 @@ class Client:
         body = resp.read(64 << 10) if method != "HEAD" else b""
         resp.close()
         what = _error_message(body) or f"HTTP {resp.status}"
-        where = f"{self.registry}/{self.repository}"
+        where = f"{self.registry}/{self.repository}" if self.repository else self.registry
         if resp.status == 401:
             return Unauthenticated(f"{where}: authentication required: {what}")
         if resp.status == 403:
@@ -261,8 +348,13 @@ class Client:
         realm = ch.params.get("realm")
         if not realm:
             raise Unauthenticated(f"{self.registry}: bearer challenge without a realm")
-        scope = f"repository:{self.repository}:{','.join(self.actions)}"
-        query = {"service": ch.params.get("service", ""), "scope": scope}
+        # No repository (a login check): a token for no scope, which only proves the credentials.
+        scope = f"repository:{self.repository}:{','.join(self.actions)}" if self.repository else ""
+        query = {"service": ch.params.get("service", "")}
+        if scope:
+            query["scope"] = scope
+        if self.creds.username:
+            query["account"] = self.creds.username
         headers = {}
         if self.creds.identity_token:
             body = urllib.parse.urlencode({

@@ -166,8 +166,22 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
     def ListContainers(self, request: graph_pb2.ListContainersRequest,
                        context: grpc.ServicerContext) -> graph_pb2.ListContainersResponse:
         with grpcerr.handle(context):
+            filters = [(f.key, f.value) for f in request.filters]
             return graph_pb2.ListContainersResponse(
-                containers=[container_to_proto(c) for c in self.graph.list()])
+                containers=[container_to_proto(c) for c in self.graph.list(filters)])
+
+    def DeleteLink(self, request: graph_pb2.DeleteLinkRequest,
+                   context: grpc.ServicerContext) -> graph_pb2.DeleteLinkResponse:
+        with grpcerr.handle(context):
+            self.graph.delete_link(request.parent, request.name)
+            return graph_pb2.DeleteLinkResponse()
+
+    def GetContainerSizes(self, request: graph_pb2.GetContainerSizesRequest,
+                          context: grpc.ServicerContext) -> graph_pb2.GetContainerSizesResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.GetContainerSizesResponse(sizes=[
+                graph_pb2.ContainerSize(container_id=cid, size_rw=rw, size_root_fs=root)
+                for cid, rw, root in self.graph.sizes(list(request.containers))])
 
     def GetRootfs(self, request: graph_pb2.GetRootfsRequest,
                   context: grpc.ServicerContext) -> graph_pb2.GetRootfsResponse:

@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pidfile", type=Path, help="default <exec-root>/skiffd.pid")
     p.add_argument("--bip", default="", metavar="CIDR", help="the bridge's subnet (passed to netsvc)")
     p.add_argument("-b", "--bridge", default="", metavar="NAME", help="the bridge's name (passed to netsvc)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR",
+                   help="a registry reached over https without certificate checks or plain http (to graphsvc)")
+    p.add_argument("--registry-mirror", action="append", default=[], metavar="URL",
+                   help="a Docker Hub mirror, tried before the hub (passed to graphsvc)")
     args = p.parse_args(argv)
     args.hosts = args.hosts or [address.DEFAULT_HOST]
     args.pidfile = args.pidfile or args.exec_root / "skiffd.pid"
@@ -58,6 +62,11 @@ def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[
     for flag, value in (("--bip", getattr(args, "bip", "")), ("--bridge", getattr(args, "bridge", ""))):
         if value:
             net.argv.extend([flag, value])
+    graph = next(s for s in specs if s.name == "graphsvc")
+    for flag, values in (("--insecure-registry", getattr(args, "insecure_registry", [])),
+                         ("--registry-mirror", getattr(args, "registry_mirror", []))):
+        for value in values:
+            graph.argv.extend([flag, value])
     api = [python, "-m", "skiff.apiserver"]
     for host in args.hosts:
         api += ["-H", host]
@@ -80,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for host in args.hosts:
             address.parse(host)
+        from skiff.graphsvc.registry import Options
+
+        Options.parse(args.insecure_registry, args.registry_mirror)  # refused here, before any service starts
         pidfile = PidFile(args.pidfile)
         pidfile.acquire()
     except SkiffError as err:

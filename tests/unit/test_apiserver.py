@@ -294,6 +294,33 @@ def test_remove_failure_keeps_the_record_for_a_retry(env: Env) -> None:
     assert cid not in env.graph.containers and cid not in env.exec.tasks
 
 
+def test_remove_link_removes_only_the_link(env: Env) -> None:
+    db = env.create("true")
+    web = env.create("true")
+    db_name, web_name = env.graph.containers[db].name, env.graph.containers[web].name
+    env.graph.containers[web].links.append(types_pb2.Link(parent_id=web, child_id=db, name="database"))
+    env.api.RemoveContainer(api_pb2.RemoveContainerRequest(container=f"/{web_name}/database", remove_link=True),
+                            timeout=5)
+    assert list(env.inspect(web).links) == [] and env.inspect(db).id == db
+    code, _, _ = failure(env.api.RemoveContainer, api_pb2.RemoveContainerRequest(
+        container=f"/{web_name}/database", remove_link=True), timeout=5)
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _, message = failure(env.api.RemoveContainer, api_pb2.RemoveContainerRequest(
+        container=db_name, remove_link=True), timeout=5)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "default link name" in message
+    assert env.inspect(db).id == db
+
+
+def test_list_with_sizes(env: Env) -> None:
+    cid = env.create("true")
+    req = api_pb2.ListContainersRequest(all=True, size=True)
+    (c,) = [c for c in env.api.ListContainers(req, timeout=5).containers if c.id == cid]
+    assert (c.size_rw, c.size_root_fs) == (10, 1010)
+    (c,) = [c for c in env.api.ListContainers(api_pb2.ListContainersRequest(all=True), timeout=5).containers
+            if c.id == cid]
+    assert c.size_rw == 0
+
+
 def test_remove_never_started(env: Env) -> None:
     cid = env.create("sleep")
     env.api.RemoveContainer(api_pb2.RemoveContainerRequest(container=cid), timeout=5)
@@ -337,8 +364,13 @@ def test_list_filters(env: Env) -> None:
     name = env.graph.containers[exited].name
     assert ids(("name", name), all_=True) == [exited]
     assert ids(("name", name), ("status", "running")) == []
+    # label and ancestor go to graphsvc; exited is answered from the tasks.
+    assert ids(("label", "a=b"), all_=True) == []
+    assert ids(("exited", "1")) == [exited]
+    assert ids(("exited", "0")) == []
+    assert sorted(ids(("ancestor", "busybox"), all_=True)) == sorted([running, exited, created])
     code, reason, _ = failure(env.api.ListContainers, api_pb2.ListContainersRequest(
-        filters=[types_pb2.Filter(key="label", value="a=b")]), timeout=5)
+        filters=[types_pb2.Filter(key="bogus", value="a=b")]), timeout=5)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FILTER")
     code, _, _ = failure(env.api.ListContainers, api_pb2.ListContainersRequest(
         filters=[types_pb2.Filter(key="status", value="sleepy")]), timeout=5)

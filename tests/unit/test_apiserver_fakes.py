@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import signal
 import threading
 import time
@@ -89,9 +90,36 @@ class FakeGraph:
             raise errors.NotFound(f"No such container: {ref}", reason=errors.CONTAINER_NOT_FOUND)
         return matches[0]
 
-    def list_containers(self) -> list[graph_pb2.Container]:
+    def list_containers(self, filters: list[types_pb2.Filter] | None = None) -> list[graph_pb2.Container]:
+        """As graphsvc: name (regexp), id (prefix), label (all must match), ancestor (exact image)."""
         self.calls.append("list_containers")
-        return list(self.containers.values())
+        found = list(self.containers.values())
+        by_key: dict[str, list[str]] = {}
+        for f in filters or []:
+            by_key.setdefault(f.key, []).append(f.value)
+        if "name" in by_key:
+            found = [c for c in found if any(re.search(v, c.name) for v in by_key["name"])]
+        if "id" in by_key:
+            found = [c for c in found if any(c.id.startswith(v) for v in by_key["id"])]
+        for label in by_key.get("label", []):
+            key, sep, value = label.partition("=")
+            found = [c for c in found if key in c.config.labels and (not sep or c.config.labels[key] == value)]
+        if "ancestor" in by_key:
+            wanted = {self._resolve_image(v).id for v in by_key["ancestor"]}
+            found = [c for c in found if c.image_id in wanted]
+        return found
+
+    def delete_link(self, parent: str, name: str) -> None:
+        self.calls.append("delete_link")
+        p = self.get_container(parent)
+        kept = [lk for lk in p.links if lk.name != name]
+        if len(kept) == len(p.links):
+            raise errors.NotFound(f"No such link: /{p.name}/{name}")
+        del p.links[:]
+        p.links.extend(kept)
+
+    def container_sizes(self, container_ids: list[str]) -> dict[str, tuple[int, int]]:
+        return {cid: (10, 1010) for cid in container_ids}
 
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse:
         self.get_container(container_id)

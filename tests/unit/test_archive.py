@@ -242,3 +242,28 @@ def test_non_seekable_gzip_stream(tmp_path: Path) -> None:
     writer.join()
     assert stats.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
     assert (dest / "a/b").read_bytes() == b"x" * 100_000
+
+
+def test_zstd_layer_extracts(tmp_path: Path) -> None:
+    import zstandard
+
+    raw = make_tar([member("hello", data=b"zstd\n")])
+    stats = archive.extract(io.BytesIO(zstandard.ZstdCompressor().compress(raw)), tmp_path)
+    assert (tmp_path / "hello").read_bytes() == b"zstd\n"
+    assert stats.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_zstd_bomb_fails_cleanly(sandbox: tuple[Path, Path]) -> None:
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor().compress(make_tar([member("zeros", data=b"\0" * (4 << 20))]))
+    assert len(bomb) < 64 << 10
+    err = assert_rejected(sandbox, bomb, max_bytes=1 << 20)
+    assert "limit" in err.message
+
+
+def test_truncated_zstd_is_refused(sandbox: tuple[Path, Path]) -> None:
+    import zstandard
+
+    data = zstandard.ZstdCompressor().compress(make_tar([member("f", data=os.urandom(4096))]))
+    assert_rejected(sandbox, data[: len(data) // 2])

@@ -26,7 +26,10 @@ def cfg(**kw) -> types_pb2.ContainerConfig:
         c.entrypoint.values[:] = kw.pop("entrypoint")
         c.entrypoint.SetInParent()
     for k, v in kw.items():
-        setattr(c, k, v)
+        if k == "labels":
+            c.labels.update(v)
+        else:
+            setattr(c, k, v)
     return c
 
 
@@ -102,3 +105,73 @@ def test_links_are_edges(graph: Graph) -> None:
     web, _ = graph.create("web", cfg(), types_pb2.HostConfig(links=["db:database"]))
     assert [(lk.child_id, lk.name) for lk in graph.get("web").links] == [(db.id, "database")]
     assert [lk.parent_id for lk in graph.links("db", parents=True)] == [web.id]
+
+
+def test_delete_link_keeps_both_containers(graph: Graph) -> None:
+    db, _ = graph.create("db", cfg(), types_pb2.HostConfig())
+    graph.create("web", cfg(), types_pb2.HostConfig(links=["db:database"]))
+    graph.delete_link("web", "database")
+    assert graph.get("web").links == [] and graph.get("db").id == db.id
+    with pytest.raises(errors.NotFound, match="No such link"):
+        graph.delete_link("web", "database")
+
+
+def test_list_filters_from_the_graphdb(graph: Graph) -> None:
+    a, _ = graph.create("aa", cfg(labels={"tier": "db", "x": ""}), types_pb2.HostConfig())
+    b, _ = graph.create("bb", cfg(labels={"tier": "web"}), types_pb2.HostConfig())
+    base = graph.images.get("busybox")
+    # An image made from busybox (commit records the parent): its containers descend from busybox.
+    child_config = dict(base.config, parent=base.id, created="2024-01-01T00:00:00Z")
+    import json
+
+    child_id = graph.images.add_config(json.dumps(child_config).encode())
+    graph.images.tag(child_id, "child:1")
+    graph.create("cc", cfg(image="child:1"), types_pb2.HostConfig())
+
+    def names(*filters: tuple[str, str]) -> list[str]:
+        return sorted(x.record.name for x in graph.list(list(filters)))
+
+    assert names(("label", "tier")) == ["aa", "bb"]
+    assert names(("label", "tier=db")) == ["aa"]
+    assert names(("label", "tier"), ("label", "x")) == ["aa"]  # every label filter must match
+    assert names(("ancestor", "busybox")) == ["aa", "bb", "cc"]
+    assert names(("ancestor", "child:1")) == ["cc"]
+    assert names(("ancestor", "busybox"), ("name", "^[ab]")) == ["aa", "bb"]
+    assert names(("id", b.id[:10])) == ["bb"]
+    with pytest.raises(errors.NotFound, match="No such image"):
+        graph.list([("ancestor", "nope")])
+    with pytest.raises(errors.InvalidArgument, match="unsupported filter"):
+        graph.list([("status", "running")])
+    assert a.id
+
+
+def test_container_sizes(graph: Graph) -> None:
+    c, mount = graph.create("sized", cfg(), types_pb2.HostConfig())
+    ((cid, rw, root),) = graph.sizes(["sized"])
+    assert (cid, rw) == (c.id, 0)
+    assert root == graph.images.get("busybox").size
+    (Path(mount.source) / "new-file").write_bytes(b"x" * 5000)
+    ((_, rw, root),) = graph.sizes([c.id])
+    assert rw == 5000 and root == 5000 + graph.images.get("busybox").size
+
+
+def test_orphan_layers_removed_at_start(graph: Graph, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from skiff.graphsvc.graph import remove_orphan_layers
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("orphan")
+        tf.addfile(info, io.BytesIO(b""))
+    orphan = graph.layers.create_layer_from_archive(io.BytesIO(buf.getvalue()))
+    kept = graph.images.get("busybox").layers
+    c, _ = graph.create("user", cfg(), types_pb2.HostConfig())
+    assert remove_orphan_layers(graph.images, graph.layers) == [orphan.id]
+    assert not graph.layers.exists(orphan.id)
+    assert all(graph.layers.exists(lid) for lid in kept)
+    # A layer only a container stacks (its image removed with force) is kept too.
+    graph.images.remove("busybox", force=True)
+    assert remove_orphan_layers(graph.images, graph.layers) == []
+    assert all(graph.layers.exists(lid) for lid in kept) and graph.get(c.id)

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -19,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from skiff.common.errors import InvalidArgument, NotFound, Unauthenticated
+from skiff.common.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
 from skiff.graphsvc import reference, registry
 from skiff.graphsvc.content import ContentStore, DigestMismatch
 from skiff.graphsvc.graphdb import GraphDB
 from skiff.graphsvc.images import ImageStore
 from skiff.graphsvc.layers import VfsDriver
-from skiff.graphsvc.pull import Progress, Puller
+from skiff.graphsvc.pull import Progress, Puller, RegistryClients
 
 # -- references ------------------------------------------------------------------------
 
@@ -348,3 +349,99 @@ def test_credentials_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert (got.username, got.password, got.server_address) == ("alice", "s3:cret", "127.0.0.1:5000")
     assert auth.registry_of("busybox") == auth.HUB_KEY
     assert auth.erase("127.0.0.1:5000") and auth.lookup("127.0.0.1:5000") is None
+
+
+# -- daemon options: --insecure-registry, --registry-mirror ------------------------------
+
+
+@pytest.mark.parametrize(("insecure", "registry_", "expected"), [
+    (["myreg.example:5000"], "myreg.example:5000", True),
+    (["myreg.example:5000"], "myreg.example:5001", False),
+    (["myreg.example"], "myreg.example:5001", True),
+    (["10.0.0.0/8"], "10.1.2.3:5000", True),
+    (["10.0.0.0/8"], "11.1.2.3:5000", False),
+    (["127.0.0.0/8"], "localhost:5000", True),  # a name: its resolved address counts
+    ([], "myreg.example", False),
+])
+def test_insecure_registry_matching(insecure: list[str], registry_: str, expected: bool) -> None:
+    assert registry.Options.parse(insecure).is_insecure(registry_) is expected
+
+
+@pytest.mark.parametrize(("insecure", "mirrors", "message"), [
+    (["http://reg"], [], "should not contain '://'"),
+    (["10.0.0.0/99"], [], "not a host[:port] or a CIDR"),
+    ([], ["ftp://mirror"], "invalid registry mirror"),
+    ([], ["https://mirror/path"], "invalid registry mirror"),
+])
+def test_bad_registry_options(insecure: list[str], mirrors: list[str], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        registry.Options.parse(insecure, mirrors)
+
+
+def test_insecure_https_falls_back_to_http(fake_registry: FakeRegistry) -> None:
+    # The fake speaks plain http on 127.0.0.1; named by a non-loopback spelling it is https first.
+    client = registry.Client(fake_registry.host, "app", insecure=True, scheme="")
+    client.scheme, client.insecure = "https", True
+    client.ping()
+    assert client.scheme == "http"
+
+
+def test_secure_https_does_not_fall_back(fake_registry: FakeRegistry) -> None:
+    client = registry.Client(fake_registry.host, "app")
+    client.scheme = "https"
+    with pytest.raises(Unavailable):
+        client.ping()
+    assert client.scheme == "https"
+
+
+def test_mirror_first_then_hub(fake_registry: FakeRegistry, store: ImageStore, tmp_path: Path) -> None:
+    hub = FakeRegistry()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
+    hub.host = f"127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _image(fake_registry, "1", [_layer({"m": b"mirror"})])  # the mirror has library/onmirror:1
+        _image(hub, "2", [_layer({"h": b"hub"})])
+        opts = registry.Options.parse([], [f"http://127.0.0.1:{_closed_port()}", f"http://{fake_registry.host}"])
+        clients = RegistryClients(opts, hub=hub.host)
+        image = Puller(store, clients).pull("onmirror:1", "", registry.Credentials(), lambda p: None)
+        assert image.repo_tags == ["onmirror:1"]
+        image = Puller(store, clients).pull("onhub:2", "", registry.Credentials(), lambda p: None)
+        assert image.repo_tags == ["onhub:2"]
+        # A name of another registry never goes to a mirror.
+        assert clients.mirrors("quay.io", "x/y") == []
+        with pytest.raises(NotFound):
+            Puller(store, clients).pull("nowhere:3", "", registry.Credentials(), lambda p: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_failed_pull_drops_the_blobs_it_brought(fake_registry: FakeRegistry, store: ImageStore) -> None:
+    good, bad = _layer({"a": b"1"}), _layer({"b": b"2"})
+    _image(fake_registry, "1", [good, bad])
+    manifest = json.loads(fake_registry.manifests["1"][0])
+    fake_registry.tamper.add(manifest["layers"][1]["digest"])
+    with pytest.raises(DigestMismatch):
+        Puller(store).pull(f"{fake_registry.host}/app:1", "", registry.Credentials(), lambda p: None)
+    assert list(store.content.dir.iterdir()) == []
+    assert list(store.content.tmp.iterdir()) == []
+
+
+def test_unreferenced_blobs_removed_at_start(tmp_path: Path) -> None:
+    content = ContentStore(tmp_path)
+    kept = content.write([b"kept"])
+    from skiff.graphsvc.content import BlobRef
+
+    content.link("sha256:" + "1" * 64, BlobRef(kept, "application/vnd.oci.image.layer.v1.tar", 4))
+    orphan = content.write([b"orphan"])
+    assert content.remove_unreferenced() == [orphan]
+    assert content.exists(kept) and not content.exists(orphan)

@@ -180,6 +180,16 @@ def test_command_lines() -> None:
     assert parse_args([]).hosts == ["unix:///run/skiff/skiff.sock"]
 
 
+def test_registry_options_go_to_graphsvc() -> None:
+    args = parse_args(["--insecure-registry", "reg:5000", "--insecure-registry", "10.0.0.0/8",
+                       "--registry-mirror", "https://mirror.example"])
+    graph = build_specs(args, python="/py")[0]
+    assert graph.name == "graphsvc"
+    assert graph.argv[-6:] == ["--insecure-registry", "reg:5000", "--insecure-registry", "10.0.0.0/8",
+                               "--registry-mirror", "https://mirror.example"]
+    assert all("--registry-mirror" not in s.argv for s in build_specs(args, python="/py")[1:])
+
+
 # Like FAKE, and "execsvc" also starts two detached grandchildren (as execsvc starts
 # container monitors): one long-lived ("a container"), one that exits soon.
 FAKE_WITH_MONITORS = FAKE.replace("Service(name", """import subprocess
