@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from skiff.cli import containers, exits, images, imagetools, inspect, lifecycle, networks, system
 from skiff.cli import exec as exec_cmd
+from skiff.cli import volumes as volumes_cmd
 from skiff.cli.args import Parser
 from skiff.cli.client import DEFAULT_HOST, Client, Options, client_version
 
@@ -65,6 +66,7 @@ def build_parser() -> Parser:
     inspect.register(sub)
     networks.register(sub)
     imagetools.register(sub)
+    volumes_cmd.register(sub)
     sub.add_parser("daemon", help="run the daemon (skiffd)", add_help=False)
     return parser
 

@@ -18,6 +18,7 @@ from skiff.cli.args import split_kv
 
 if TYPE_CHECKING:
     from skiff.api.v1 import api_pb2
+    from skiff.types.v1 import types_pb2
 
 #: Docker's smallest memory limit (``Minimum memory limit allowed is 6MB``).
 MIN_MEMORY = 6 * 1024 * 1024
@@ -52,6 +53,10 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a custom host-to-IP mapping (host:ip, or host:host-gateway)")
     lifecycle.add_run_flags(p)
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:OPTS]",
+                   help="bind mount a volume (host path or volume name; /ctr alone: anonymous volume)")
+    p.add_argument("--mount", action="append", default=[], metavar="type=...,source=...,target=...",
+                   help="attach a filesystem mount to the container (bind, volume, tmpfs)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -159,4 +164,31 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         ipv4_address=args.ip,
     )
     lifecycle.apply_run_flags(host, args)
+    apply_mount_flags(host, args)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)
+
+
+def absolute_bind(spec: str, cwd: str) -> str:
+    """``-v ./data:/data``: a relative host path (``.`` or ``..`` first) is made absolute, as
+    Docker's CLI does; a bare name stays a volume name."""
+    source, sep, rest = spec.partition(":")
+    if sep and (source in (".", "..") or source.startswith(("./", "../"))):
+        import os.path
+
+        return os.path.normpath(os.path.join(cwd, source)) + ":" + rest
+    return spec
+
+
+def apply_mount_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
+    """``-v`` strings as given (the engine parses and validates them, as Docker's daemon);
+    ``--mount`` parsed here, as Docker's client does."""
+    import os
+
+    from skiff.common import errors, mounts
+
+    host.binds.extend(absolute_bind(v, os.getcwd()) for v in getattr(args, "volume", []))
+    for text in getattr(args, "mount", []):
+        try:
+            host.mounts.append(mounts.parse_mount_flag(text))
+        except errors.InvalidArgument as err:
+            raise exits.Usage(f'invalid argument "{text}" for "--mount" flag: {err}') from None

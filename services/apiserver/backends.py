@@ -53,7 +53,7 @@ class GraphBackend(LifecycleGraphBackend, Protocol):
 
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse: ...
 
-    def delete_container(self, container_id: str) -> None: ...
+    def delete_container(self, container_id: str, remove_volumes: bool = False) -> None: ...
 
     def import_image(
         self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call
@@ -179,10 +179,11 @@ class GraphClient(LifecycleGraphClient):
             )
             return resp
 
-    def delete_container(self, container_id: str) -> None:
+    def delete_container(self, container_id: str, remove_volumes: bool = False) -> None:
         with grpcerr.translated():
             self._containers.DeleteContainer(
-                graph_pb2.DeleteContainerRequest(container_id=container_id), timeout=CALL_TIMEOUT
+                graph_pb2.DeleteContainerRequest(container_id=container_id, remove_volumes=remove_volumes),
+                timeout=CALL_TIMEOUT,
             )
 
     def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:

@@ -158,6 +158,7 @@ class Containers:
             pids_limit=record.host_config.pids_limit,
         )
         hostopts.fill_task_spec(spec, record.host_config)
+        spec.mounts.extend(record.mounts)
         try:
             self._exec.start_task(spec)
         except errors.AlreadyExists:
@@ -165,7 +166,7 @@ class Containers:
         except errors.SkiffError:
             self._best_effort(self._net.delete_endpoint, record.id)
             if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
-                self._best_effort(self._delete, record.id)
+                self._best_effort(self._delete, record.id, False, True)
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
         if record.host_config.auto_remove:
             self._watch(record.id)
@@ -205,7 +206,7 @@ class Containers:
             )
         self._exec.kill_task(record.id, sig)
 
-    def remove(self, ref: str, force: bool, remove_link: bool = False) -> None:
+    def remove(self, ref: str, force: bool, remove_link: bool = False, remove_volumes: bool = False) -> None:
         if remove_link:
             raise errors.FailedPrecondition("removing a link is not supported yet", reason="UNSUPPORTED")
         record = self._graph.get_container(ref)
@@ -218,9 +219,9 @@ class Containers:
                 )
             if self._signal(record.id, signal.SIGKILL):
                 self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
-        self._delete(record.id, force=force)
+        self._delete(record.id, force=force, remove_volumes=remove_volumes)
 
-    def _delete(self, container_id: str, force: bool = False) -> None:
+    def _delete(self, container_id: str, force: bool = False, remove_volumes: bool = False) -> None:
         # Record last: if anything before fails, the record remains and rm can be retried.
         task = self._task(container_id)
         if task is not None and not is_live(task):
@@ -230,7 +231,10 @@ class Containers:
                     self._exits.popitem(last=False)
         self._exec.delete_task(container_id, force=force, remove_logs=True)
         self._net.delete_endpoint(container_id)
-        self._graph.delete_container(container_id)
+        if remove_volumes:  # its anonymous volumes (`rm -v`, `run --rm`)
+            self._graph.delete_container(container_id, remove_volumes=True)
+        else:
+            self._graph.delete_container(container_id)
 
     # --- waiting -------------------------------------------------------------
 
@@ -434,7 +438,7 @@ class Containers:
         if is_live(self._task(container_id)):
             return  # started again meanwhile
         try:
-            self._delete(container_id)
+            self._delete(container_id, remove_volumes=True)  # as Docker: --rm takes anonymous volumes
             log.info("auto-removed container %s", container_id)
         except errors.NotFound:
             pass  # removed by a user first

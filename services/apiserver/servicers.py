@@ -134,7 +134,8 @@ class ContainerServicer(LifecycleRPCs, api_pb2_grpc.ContainerServiceServicer):
     def RemoveContainer(
         self, request: api_pb2.RemoveContainerRequest, context: grpc.ServicerContext
     ) -> api_pb2.RemoveContainerResponse:
-        _unary(context, lambda: self._containers.remove(request.container, request.force, request.remove_link))
+        _unary(context, lambda: self._containers.remove(request.container, request.force, request.remove_link,
+                                                        request.remove_volumes))
         return api_pb2.RemoveContainerResponse()
 
     def WaitContainer(

@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 from skiff.common import errors, grpcerr
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import lifecycle
+from skiff.execsvc import mounts as mountsmod
 from skiff.execsvc.exec import ExecRPCs
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
@@ -71,11 +72,13 @@ class Tasks:
             memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),
             etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
+            mounts=mountsmod.from_proto(ts.mounts),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
         spec = self.spec(ts)
         spec.validate()
+        mountsmod.prepare_host_paths(spec.mounts)
         try:
             current = self.runtime.state(spec.id)
         except errors.NotFound:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.common.errors import InvalidArgument
+from skiff.execsvc import mounts as mountsmod
 from skiff.execsvc import options as optionsmod
 from skiff.execsvc import security
 
@@ -71,6 +72,8 @@ class ContainerSpec:
     etc_hostname: str = ""
     #: resources beyond memory/pids and the security choices (capabilities, seccomp, read-only root, ...)
     options: optionsmod.Options = field(default_factory=optionsmod.Options)
+    #: binds, volumes and tmpfs mounts (``-v``, ``--mount``, image VOLUMEs)
+    mounts: tuple[mountsmod.UserMount, ...] = ()
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -116,6 +119,8 @@ class ContainerSpec:
             if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
         self.options.validate(self.network_mode, self.rlimits)
+        for m in self.mounts:
+            m.validate()
 
 
 def clone_flags(spec: ContainerSpec) -> int:
@@ -220,7 +225,7 @@ def build_config(
         resources["memory"] = {"limit": spec.memory_limit}
     if spec.pids_limit:
         resources["pids"] = {"limit": spec.pids_limit}
-    return optionsmod.apply({
+    cfg = optionsmod.apply({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
@@ -256,6 +261,10 @@ def build_config(
             "seccompFilter": security.compile_bpf(seccomp),
         },
     }, spec.options)
+    if spec.mounts:
+        cfg["skiff"]["userMounts"] = mountsmod.config_entries(spec.mounts)
+        cfg["linux"]["rootfsPropagation"] = mountsmod.root_propagation(spec.mounts)
+    return cfg
 
 
 def log_path(spec: ContainerSpec, bundle: Path) -> str:
