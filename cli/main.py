@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from skiff.cli import containers, exits, images, imagetools, inspect, lifecycle, networks, system
+from skiff.cli import cp as cp_cmd
 from skiff.cli import exec as exec_cmd
 from skiff.cli import volumes as volumes_cmd
 from skiff.cli.args import Parser
@@ -67,6 +68,7 @@ def build_parser() -> Parser:
     networks.register(sub)
     imagetools.register(sub)
     volumes_cmd.register(sub)
+    cp_cmd.register(sub)
     sub.add_parser("daemon", help="run the daemon (skiffd)", add_help=False)
     return parser
 
