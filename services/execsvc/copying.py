@@ -33,7 +33,7 @@ from .mounts import config_entries, from_proto
 from .runtime import Runtime, _load
 
 HELPER = Path(__file__).with_name("cp_helper.py")
-PATH_NOT_FOUND = "PATH_NOT_FOUND"
+PATH_NOT_FOUND = errors.PATH_NOT_FOUND
 CHUNK = 1 << 20
 
 

@@ -21,12 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skiff.common.errors import UNSUPPORTED_FILTER, FailedPrecondition, InvalidArgument, NotFound
+from skiff.common.errors import (
+    UNSUPPORTED_FILTER,
+    VOLUME_IN_USE,
+    VOLUME_NOT_FOUND,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from skiff.common.mounts import check_volume_name
 from skiff.graphsvc.graphdb import GraphDB, now_rfc3339
 
-VOLUME_IN_USE = "VOLUME_IN_USE"
-VOLUME_NOT_FOUND = "VOLUME_NOT_FOUND"
 #: Docker's label on anonymous volumes (API 1.42+).
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 
