@@ -243,12 +243,12 @@ def root_propagation(cfg):
 def _open_target(dest, is_dir):
     """The resolved destination, made if missing, opened O_PATH|O_NOFOLLOW: the mount goes on
     exactly this inode, never through a symlink swapped in by name."""
-    if is_dir:
-        os.makedirs(dest, exist_ok=True)
-    elif not os.path.lexists(dest):
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755))
     try:
+        if is_dir:
+            os.makedirs(dest, exist_ok=True)
+        elif not os.path.lexists(dest):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755))
         fd = os.open(dest, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         raise StartError("other", f"mount destination {dest}: {e.strerror}") from e
