@@ -222,7 +222,6 @@ def mount_one(rootfs, m):
 # --- binds, volumes and tmpfs mounts (-v, --mount, image VOLUMEs) -----------------
 
 MS_SHARED = 1 << 20
-MS_UNBINDABLE = 1 << 17
 O_PATH = 0o10000000
 #: propagation name -> mount flags for a second mount() call on the new mount
 PROPAGATION = {

@@ -97,3 +97,26 @@ def test_volume_change_instruction() -> None:
     assert ch is not None and ch.volumes == ["/a", "/b", "/c", "/d"]
     with pytest.raises(errors.InvalidArgument):
         changes.parse(["VOLUME relative"], DEFAULT_ENV)
+
+
+def test_gateway_relays_volume_calls_unchanged() -> None:
+    """The public and graphsvc volume messages must stay field-for-field the same (the gateway re-encodes)."""
+    from skiff.api.v1 import api_pb2
+    from skiff.apiserver import volumes as gw
+    from skiff.graph.v1 import graph_pb2
+
+    for public, (method, req_type, resp_type) in gw._RPCS.items():
+        api_req = getattr(api_pb2, f"{public}Request").DESCRIPTOR
+        assert [(f.name, f.number, f.type) for f in api_req.fields] == [
+            (f.name, f.number, f.type) for f in req_type.DESCRIPTOR.fields]
+        graph_resp = getattr(graph_pb2, f"{method}Response").DESCRIPTOR
+        assert [(f.name, f.number, f.type) for f in resp_type.DESCRIPTOR.fields] == [
+            (f.name, f.number, f.type) for f in graph_resp.fields]
+
+    class Backend:
+        def volume_call(self, method: str, request: object) -> object:
+            assert method == "GetVolume" and isinstance(request, graph_pb2.GetVolumeRequest)
+            return graph_pb2.GetVolumeResponse(volume=types_pb2.Volume(name=request.name, driver="local"))
+
+    resp = gw.relay(Backend(), "InspectVolume", api_pb2.InspectVolumeRequest(name="data"))
+    assert isinstance(resp, api_pb2.InspectVolumeResponse) and resp.volume.name == "data"
