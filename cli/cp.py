@@ -87,6 +87,15 @@ def _from_container(client: Client, container: str, src: str, dest: str, args: a
     if not src:
         src = "/"
     st, chunks = _responses(client, container, src)
+    if args.follow_link and stat.S_ISLNK(st.mode):
+        # -L: the link's target (resolved inside the container again), under the link's name.
+        for _ in chunks:
+            pass
+        name_of_link = st.name
+        target = st.link_target if st.link_target.startswith("/") else \
+            posixpath.join(posixpath.dirname(src.rstrip("/")) or "/", st.link_target)
+        st, chunks = _responses(client, container, target)
+        st.name = name_of_link
     if dest == "-":
         out = sys.stdout.buffer
         for chunk in chunks:

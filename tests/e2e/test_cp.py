@@ -118,6 +118,10 @@ def test_cp_never_follows_a_link_out_of_the_container(skiff, tmp_path: Path) -> 
         assert not (tmp_path / "got").exists()
         ok(skiff("cp", "cp-evil:/leak", str(tmp_path / "got")))  # the link itself, as Docker
         assert os.readlink(tmp_path / "got") == str(secret)
+        r = skiff("cp", "-L", "cp-evil:/leak", str(tmp_path / "got2"))  # -L: followed, inside the container
+        assert r.returncode != 0 and not (tmp_path / "got2").exists()
+        ok(skiff("cp", "-L", "cp-evil:/etc2", str(tmp_path / "etc-copy")))
+        assert (tmp_path / "etc-copy" / "passwd").read_text().startswith("root:")
         # writing: through a relative link that climbs out, and into /etc via a link to /etc
         f = tmp_path / "payload"
         f.write_text("x\n")
