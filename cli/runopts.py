@@ -57,6 +57,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="bind mount a volume (host path or volume name; /ctr alone: anonymous volume)")
     p.add_argument("--mount", action="append", default=[], metavar="type=...,source=...,target=...",
                    help="attach a filesystem mount to the container (bind, volume, tmpfs)")
+    p.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
+                   help="mount volumes from the specified container(s)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -187,6 +189,7 @@ def apply_mount_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> N
     from skiff.common import errors, mounts
 
     host.binds.extend(absolute_bind(v, os.getcwd()) for v in getattr(args, "volume", []))
+    host.volumes_from.extend(getattr(args, "volumes_from", []))
     for text in getattr(args, "mount", []):
         try:
             host.mounts.append(mounts.parse_mount_flag(text))

@@ -109,6 +109,7 @@ class Graph:
         image = self.images.get(config.image)
         merged, argv = merge_image_defaults(config, image.config)
         wanted = mounts_mod.collect(host_config.binds, host_config.mounts)
+        wanted += self._volumes_from(host_config.volumes_from, {m.destination for m in wanted})
         stored: dict[str, Any] = {
             "config": json_format.MessageToDict(merged, preserving_proto_field_name=True),
             "host_config": json_format.MessageToDict(host_config, preserving_proto_field_name=True),
@@ -144,6 +145,27 @@ class Graph:
                 self.volumes.remove_anonymous(made)
             raise
         return self._container(record), mount
+
+    def _volumes_from(self, refs: list[str], taken: set[str]) -> list[types_pb2.MountPoint]:
+        """``--volumes-from c[:ro|rw]``: c's binds and volumes (not tmpfs), where nothing else is mounted."""
+        out = []
+        for ref in refs:
+            name, _, mode = ref.partition(":")
+            if mode not in ("", "ro", "rw"):
+                raise InvalidArgument(f"invalid mode for volumes-from: {mode}")
+            for m in self.get(name).mounts:
+                if m.type == "tmpfs" or m.destination in taken:
+                    continue
+                inherited = types_pb2.MountPoint()
+                inherited.CopyFrom(m)
+                if m.type == "bind":
+                    inherited.name, inherited.source = m.source, ""  # resolved again below
+                    inherited.create_host_path = False
+                if mode:
+                    inherited.read_only = mode == "ro"
+                taken.add(m.destination)
+                out.append(inherited)
+        return out
 
     def _resolve_mounts(self, wanted: list[types_pb2.MountPoint], image_volumes: list[str],
                         made: list[str]) -> list[types_pb2.MountPoint]:

@@ -167,3 +167,22 @@ def test_propagation_rslave_sees_a_later_host_mount(skiff, tmp_path: Path) -> No
             skiff("rm", "-f", "prop")
     finally:
         subprocess.run(["umount", "-l", str(src)], check=True)
+
+
+def test_volumes_from_another_container(skiff, tmp_path: Path) -> None:
+    ok(skiff("create", "--name", "vf-src", "-v", "/anon", "-v", f"{tmp_path}:/host", "--tmpfs", "/t",
+             "busybox", "true"))
+    try:
+        anon = next(m["Name"] for m in json.loads(ok(skiff("inspect", "vf-src")))[0]["Mounts"]
+                    if m["Destination"] == "/anon")
+        ok(skiff("run", "--rm", "--volumes-from", "vf-src", "busybox", "sh", "-c",
+                 "echo a > /anon/f; echo b > /host/g"))
+        out = ok(skiff("run", "--rm", "--volumes-from", "vf-src:ro", "busybox", "sh", "-c",
+                       "cat /anon/f /host/g; touch /anon/x 2>/dev/null || echo ro"))
+        assert out.split() == ["a", "b", "ro"]
+        assert (tmp_path / "g").read_text() == "b\n"
+        r = skiff("run", "--rm", "--volumes-from", "nosuch", "busybox", "true")
+        assert r.returncode == 125 and "No such container" in r.stderr
+    finally:
+        ok(skiff("rm", "-v", "vf-src"))
+    assert anon not in ok(skiff("volume", "ls", "-q")).split()
