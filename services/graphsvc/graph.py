@@ -109,7 +109,7 @@ class Graph:
         image = self.images.get(config.image)
         merged, argv = merge_image_defaults(config, image.config)
         wanted = mounts_mod.collect(host_config.binds, host_config.mounts)
-        wanted += self._volumes_from(host_config.volumes_from, {m.destination for m in wanted})
+        wanted += self._volumes_from(list(host_config.volumes_from), {m.destination for m in wanted})
         stored: dict[str, Any] = {
             "config": json_format.MessageToDict(merged, preserving_proto_field_name=True),
             "host_config": json_format.MessageToDict(host_config, preserving_proto_field_name=True),
