@@ -96,6 +96,7 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "AutoRemove": c.host_config.auto_remove,
             "Links": links or None,
             "Binds": list(c.host_config.binds) or None,
+            "VolumesFrom": list(c.host_config.volumes_from) or None,
         },
         "Config": config_json(c.config),
         "NetworkSettings": network_json(c),
