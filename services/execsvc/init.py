@@ -223,6 +223,10 @@ def mount_one(rootfs, m):
 
 MS_SHARED = 1 << 20
 O_PATH = 0o10000000
+SYS_MOUNT_SETATTR = 442  # x86_64
+MOUNT_ATTR_RDONLY = 0x1
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 #: propagation name -> mount flags for a second mount() call on the new mount
 PROPAGATION = {
     "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
@@ -319,12 +323,25 @@ def _bind(source, fd, dest, m):
     # The fd names the covered inode; the new mount's root is what a fresh lookup finds.
     top = os.open(dest, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        _bind_flags(source, f"/proc/self/fd/{top}", m)
+        _bind_flags(source, f"/proc/self/fd/{top}", m, top)
     finally:
         os.close(top)
 
 
-def _bind_flags(source, target, m):
+class MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _recursive_readonly(fd):
+    """Submounts of a read-only bind read-only too (Docker's default since 25 on kernels >= 5.12);
+    without mount_setattr the top mount alone is read-only, as Docker falls back."""
+    attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr),
+                 ctypes.sizeof(attr))
+
+
+def _bind_flags(source, target, m, fd):
     if m.get("readonly"):
         # A bind takes its flags from a remount; keep what the source mount has (nosuid, nodev, ...).
         vfs = os.statvfs(source)
@@ -333,6 +350,7 @@ def _bind_flags(source, target, m):
             if vfs.f_flag & bit:
                 keep |= flag
         mount("", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep)
+        _recursive_readonly(fd)
     mount("", target, None, PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE | MS_REC))
 
 

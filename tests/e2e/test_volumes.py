@@ -29,10 +29,18 @@ def test_a_named_volume_carries_data_between_containers(skiff) -> None:
 
 def test_read_only_mounts_refuse_writes(skiff, tmp_path: Path) -> None:
     (tmp_path / "in").write_text("x\n")
-    script = "cat /h/in; touch /h/new 2>/dev/null || echo bind-ro; touch /v/new 2>/dev/null || echo vol-ro"
-    out = ok(skiff("run", "--rm", "-v", f"{tmp_path}:/h:ro", "-v", "rovol:/v:ro", "busybox", "sh", "-c", script))
-    assert out.split() == ["x", "bind-ro", "vol-ro"]
-    assert not (tmp_path / "new").exists()
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "ro-test", str(sub)], check=True)
+    try:
+        script = ("cat /h/in; touch /h/new 2>/dev/null || echo bind-ro; touch /v/new 2>/dev/null || echo vol-ro;"
+                  " touch /h/sub/new 2>/dev/null || echo submount-ro")
+        out = ok(skiff("run", "--rm", "-v", f"{tmp_path}:/h:ro", "-v", "rovol:/v:ro", "busybox", "sh", "-c",
+                       script))
+        assert out.split() == ["x", "bind-ro", "vol-ro", "submount-ro"]  # recursively read-only
+        assert not (tmp_path / "new").exists() and not (sub / "new").exists()
+    finally:
+        subprocess.run(["umount", str(sub)], check=True)
     ok(skiff("volume", "rm", "rovol"))
 
 
