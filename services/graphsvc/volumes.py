@@ -68,6 +68,13 @@ class VolumeStore:
         self.tmp.mkdir(exist_ok=True, mode=0o700)
         for leftover in self.tmp.iterdir():  # removals a crash interrupted
             shutil.rmtree(leftover, ignore_errors=True)
+        # A directory without a record is what a crash left between the two steps of a create or
+        # a removal: never let a new volume of that name find old data in it.
+        with self.db._lock:
+            known = {r["name"] for r in self.db.db.query("SELECT name FROM volumes")}
+        for d in self.root.iterdir():
+            if d.name != self.tmp.name and d.name not in known:
+                self._discard(d.name)
 
     @property
     def lock(self) -> Any:

@@ -120,3 +120,17 @@ def test_gateway_relays_volume_calls_unchanged() -> None:
 
     resp = gw.relay(Backend(), "InspectVolume", api_pb2.InspectVolumeRequest(name="data"))
     assert isinstance(resp, api_pb2.InspectVolumeResponse) and resp.volume.name == "data"
+
+
+def test_a_directory_without_a_record_is_cleared_at_start(tmp_path: Path) -> None:
+    db = GraphDB(":memory:")
+    vs = VolumeStore(db, tmp_path / "volumes")
+    kept = vs.create("kept")
+    (Path(kept.mountpoint) / "f").write_text("mine")
+    stale = tmp_path / "volumes" / "stale" / "_data"  # a removal interrupted after its record went
+    stale.mkdir(parents=True)
+    (stale / "old").write_text("old data")
+    vs = VolumeStore(db, tmp_path / "volumes")
+    assert not stale.parent.exists()
+    assert (Path(kept.mountpoint) / "f").read_text() == "mine"
+    assert list(Path(vs.create("stale").mountpoint).iterdir()) == []
