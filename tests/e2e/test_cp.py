@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,42 @@ def test_cp_errors(skiff, tmp_path: Path) -> None:
         assert r.returncode != 0 and "must specify at least one container source" in r.stderr
     finally:
         skiff("rm", "cp-err")
+
+
+def _helpers(exec_root: Path) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"cp_helper[.]py .*{exec_root}/"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_cp_cut_by_an_execsvc_sigkill_leaves_nothing(engine, skiff, tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(1 << 20) * 48)
+    ok(skiff("create", "--name", "cp-kill", "-v", "cpkill:/data", "busybox", "true"))
+    try:
+        ok(skiff("cp", str(big), "cp-kill:/data/big"))
+        env = dict(os.environ, SKIFF_HOST=engine.host)
+        reader = subprocess.Popen([str(Path(sys.executable).parent / "skiff"), "cp", "cp-kill:/data/big", "-"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        try:
+            assert reader.stdout is not None and len(reader.stdout.read(65536)) == 65536  # streaming, then stalled
+            helpers = _helpers(engine.exec_root)
+            assert len(helpers) == 1  # a stopped container: the helper holds the mounts in its own namespace
+            os.kill(engine.service_pid("execsvc"), 9)
+            deadline = time.monotonic() + 30
+            while _helpers(engine.exec_root) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _helpers(engine.exec_root) == []  # died with execsvc (PR_SET_PDEATHSIG)
+        finally:
+            reader.kill()
+            reader.wait()
+        # execsvc is back (skiffd restarts it): the copy works again and the container starts
+        deadline = time.monotonic() + 30
+        while skiff("cp", "cp-kill:/data/big", str(tmp_path / "again")).returncode != 0:
+            assert time.monotonic() < deadline, "cp did not work again after execsvc came back"
+            time.sleep(0.2)
+        assert (tmp_path / "again").read_bytes() == big.read_bytes()
+        assert list((engine.exec_root / "cp").iterdir()) == []
+        ok(skiff("start", "-a", "cp-kill"))
+    finally:
+        skiff("rm", "-v", "cp-kill")
+        skiff("volume", "rm", "cpkill")
