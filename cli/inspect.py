@@ -98,10 +98,29 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "PidsLimit": c.host_config.pids_limit or None,
             "AutoRemove": c.host_config.auto_remove,
             "Links": links or None,
+            "Binds": list(c.host_config.binds) or None,
+            "VolumesFrom": list(c.host_config.volumes_from) or None,
         },
         "Config": config_json(c.config),
         "NetworkSettings": network_json(c),
+        "Mounts": mounts_json(c),
     }
+
+
+def mounts_json(c: api_pb2.Container) -> list[dict[str, Any]]:
+    """Docker's Mounts: one entry per bind, volume and tmpfs mount."""
+    out = []
+    for m in c.mounts:
+        entry: dict[str, Any] = {"Type": m.type}
+        if m.type == "volume":
+            entry["Name"] = m.name
+        entry |= {"Source": m.source, "Destination": m.destination}
+        if m.type == "volume":
+            entry["Driver"] = m.driver or "local"
+        entry |= {"Mode": m.mode if m.type != "volume" or m.mode else "z", "RW": not m.read_only,
+                  "Propagation": m.propagation if m.type == "bind" else ""}
+        out.append(entry)
+    return out
 
 
 def network_json(c: api_pb2.Container) -> dict[str, Any]:

@@ -19,7 +19,9 @@ import sys
 from collections.abc import Sequence
 
 from skiff.cli import containers, exits, images, imagetools, inspect, interactive, lifecycle, networks, system
+from skiff.cli import cp as cp_cmd
 from skiff.cli import exec as exec_cmd
+from skiff.cli import volumes as volumes_cmd
 from skiff.cli.args import Parser
 from skiff.cli.client import DEFAULT_HOST, Client, Options, client_version
 
@@ -66,6 +68,8 @@ def build_parser() -> Parser:
     inspect.register(sub)
     networks.register(sub)
     imagetools.register(sub)
+    volumes_cmd.register(sub)
+    cp_cmd.register(sub)
     sub.add_parser("daemon", help="run the daemon (skiffd)", add_help=False)
     return parser
 

@@ -57,6 +57,12 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detach-keys", default="", type=_detach_keys,
                    help="override the key sequence for detaching a container")
     lifecycle.add_run_flags(p)
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:OPTS]",
+                   help="bind mount a volume (host path or volume name; /ctr alone: anonymous volume)")
+    p.add_argument("--mount", action="append", default=[], metavar="type=...,source=...,target=...",
+                   help="attach a filesystem mount to the container (bind, volume, tmpfs)")
+    p.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
+                   help="mount volumes from the specified container(s)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -185,4 +191,32 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
     lifecycle.apply_run_flags(host, args)
     if args.tty:
         _console_size(host)
+    apply_mount_flags(host, args)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)
+
+
+def absolute_bind(spec: str, cwd: str) -> str:
+    """``-v ./data:/data``: a relative host path (``.`` or ``..`` first) is made absolute, as
+    Docker's CLI does; a bare name stays a volume name."""
+    source, sep, rest = spec.partition(":")
+    if sep and (source in (".", "..") or source.startswith(("./", "../"))):
+        import os.path
+
+        return os.path.normpath(os.path.join(cwd, source)) + ":" + rest
+    return spec
+
+
+def apply_mount_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
+    """``-v`` strings as given (the engine parses and validates them, as Docker's daemon);
+    ``--mount`` parsed here, as Docker's client does."""
+    import os
+
+    from skiff.common import errors, mounts
+
+    host.binds.extend(absolute_bind(v, os.getcwd()) for v in getattr(args, "volume", []))
+    host.volumes_from.extend(getattr(args, "volumes_from", []))
+    for text in getattr(args, "mount", []):
+        try:
+            host.mounts.append(mounts.parse_mount_flag(text))
+        except errors.InvalidArgument as err:
+            raise exits.Usage(f'invalid argument "{text}" for "--mount" flag: {err}') from None

@@ -12,6 +12,7 @@ cancelled when the caller goes away. Failures surface as skiff errors
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -57,7 +58,7 @@ class GraphBackend(LifecycleGraphBackend, Protocol):
 
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse: ...
 
-    def delete_container(self, container_id: str) -> None: ...
+    def delete_container(self, container_id: str, remove_volumes: bool = False) -> None: ...
 
     def delete_link(self, parent: str, name: str) -> None: ...
 
@@ -203,11 +204,12 @@ class GraphClient(LifecycleGraphClient):
             )
             return resp
 
-    def delete_container(self, container_id: str) -> None:
+    def delete_container(self, container_id: str, remove_volumes: bool = False) -> None:
         # force: as in Docker, links from other containers go with it (they never block a removal).
         with grpcerr.translated():
             self._containers.DeleteContainer(
-                graph_pb2.DeleteContainerRequest(container_id=container_id, force=True), timeout=CALL_TIMEOUT
+                graph_pb2.DeleteContainerRequest(container_id=container_id, force=True, remove_volumes=remove_volumes),
+                timeout=CALL_TIMEOUT,
             )
 
     def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:
@@ -350,6 +352,30 @@ class ExecClient(LifecycleExecClient):
                 exec_pb2.GetRuntimeInfoRequest(), timeout=CALL_TIMEOUT
             )
             return resp
+
+    # --- cp (skiff.apiserver.copy) ---
+
+    def stat_path(self, root: exec_pb2.ContainerRoot, path: str) -> types_pb2.PathStat:
+        with grpcerr.translated():
+            resp = self._stub.StatPath(exec_pb2.StatPathRequest(root=root, path=path), timeout=CALL_TIMEOUT)
+            return resp.stat  # type: ignore[no-any-return]
+
+    def copy_out(self, root: exec_pb2.ContainerRoot, path: str, call: Call) -> Iterator[exec_pb2.CopyOutResponse]:
+        rendezvous = self._stub.CopyOut(exec_pb2.CopyOutRequest(root=root, path=path), timeout=_timeout(call))
+        call.on_cancel(rendezvous.cancel)
+        try:
+            with grpcerr.translated():
+                yield from rendezvous
+        finally:
+            rendezvous.cancel()
+
+    def copy_in(self, options: exec_pb2.CopyInOptions, chunks: Iterator[bytes], call: Call) -> None:
+        requests = itertools.chain([exec_pb2.CopyInRequest(options=options)],
+                                   (exec_pb2.CopyInRequest(chunk=c) for c in chunks))
+        with grpcerr.translated():
+            future = self._stub.CopyIn.future(requests, timeout=_timeout(call))
+            call.on_cancel(future.cancel)
+            _result(future)
 
 
 class NetClient:

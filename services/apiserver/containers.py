@@ -172,6 +172,7 @@ class Containers:
             console_size=record.host_config.console_size,
         )
         hostopts.fill_task_spec(spec, record.host_config)
+        spec.mounts.extend(record.mounts)
         try:
             self._exec.start_task(spec)
         except errors.AlreadyExists:
@@ -179,7 +180,7 @@ class Containers:
         except errors.SkiffError:
             self._best_effort(self._net.delete_endpoint, record.id)
             if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
-                self._best_effort(self._delete, record.id)
+                self._best_effort(self._delete, record.id, False, True)
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
         if record.host_config.auto_remove:
             self._watch(record.id)
@@ -219,7 +220,7 @@ class Containers:
             )
         self._exec.kill_task(record.id, sig)
 
-    def remove(self, ref: str, force: bool, remove_link: bool = False) -> None:
+    def remove(self, ref: str, force: bool, remove_link: bool = False, remove_volumes: bool = False) -> None:
         if remove_link:
             self._remove_link(ref)
             return
@@ -233,7 +234,7 @@ class Containers:
                 )
             if self._signal(record.id, signal.SIGKILL):
                 self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
-        self._delete(record.id, force=force)
+        self._delete(record.id, force=force, remove_volumes=remove_volumes)
 
     def _remove_link(self, name: str) -> None:
         """Docker's ``rm --link /parent/alias``: the edge goes, both containers stay."""
@@ -242,7 +243,7 @@ class Containers:
             raise errors.InvalidArgument("Conflict, cannot remove the default link name of the container")
         self._graph.delete_link(parent.lstrip("/"), alias)
 
-    def _delete(self, container_id: str, force: bool = False) -> None:
+    def _delete(self, container_id: str, force: bool = False, remove_volumes: bool = False) -> None:
         # Record last: if anything before fails, the record remains and rm can be retried.
         task = self._task(container_id)
         if task is not None and not is_live(task):
@@ -252,7 +253,10 @@ class Containers:
                     self._exits.popitem(last=False)
         self._exec.delete_task(container_id, force=force, remove_logs=True)
         self._net.delete_endpoint(container_id)
-        self._graph.delete_container(container_id)
+        if remove_volumes:  # its anonymous volumes (`rm -v`, `run --rm`)
+            self._graph.delete_container(container_id, remove_volumes=True)
+        else:
+            self._graph.delete_container(container_id)
 
     # --- waiting -------------------------------------------------------------
 
@@ -477,7 +481,7 @@ class Containers:
         if is_live(self._task(container_id)):
             return  # started again meanwhile
         try:
-            self._delete(container_id)
+            self._delete(container_id, remove_volumes=True)  # as Docker: --rm takes anonymous volumes
             log.info("auto-removed container %s", container_id)
         except errors.NotFound:
             pass  # removed by a user first

@@ -21,6 +21,7 @@ from skiff.apiserver.imagetools import ImageToolServicer, NoTools, ToolsBackend,
 from skiff.apiserver.networks import Networks, NetworkServicer
 from skiff.apiserver.servicers import ContainerServicer, ImageServicer, SystemServicer
 from skiff.apiserver.system import System
+from skiff.apiserver.volumes import NoVolumes, VolumesBackend, VolumesClient, VolumeServicer
 from skiff.common import errors
 from skiff.common.address import DEFAULT_HOST
 from skiff.common.server import Service, add_common_arguments, channel, setup_logging
@@ -49,6 +50,7 @@ def build(
     exec_root: str = "",
     containers: Containers | None = None,
     tools: ToolsBackend | None = None,
+    volumes: VolumesBackend | None = None,
 ) -> Gateway:
     containers = containers or Containers(graph, exec_, net)
     service = Service(NAME, listen, tls)
@@ -64,6 +66,8 @@ def build(
     service.add(api_pb2_grpc.add_ImageToolServiceServicer_to_server,
                 ImageToolServicer(tools or NoTools(), graph, exec_),  # type: ignore[arg-type]
                 svc["ImageToolService"].full_name)
+    service.add(api_pb2_grpc.add_VolumeServiceServicer_to_server,
+                VolumeServicer(volumes or NoVolumes()), svc["VolumeService"].full_name)
     return Gateway(service, containers)
 
 
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_root=str(args.data_root),
             exec_root=str(exec_root),
             tools=ToolsClient(graph_channel),
+            volumes=VolumesClient(graph_channel),
         )
         gateway.containers.sweep_in_background()
         gateway.service.run_until_signal()

@@ -15,6 +15,7 @@ import grpc
 from skiff.api.v1 import api_pb2, api_pb2_grpc
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
+from skiff.apiserver.copying import Copies
 from skiff.apiserver.exec import Execs
 from skiff.apiserver.images import Images
 from skiff.apiserver.lifecycle import LifecycleRPCs
@@ -134,7 +135,8 @@ class ContainerServicer(LifecycleRPCs, api_pb2_grpc.ContainerServiceServicer):
     def RemoveContainer(
         self, request: api_pb2.RemoveContainerRequest, context: grpc.ServicerContext
     ) -> api_pb2.RemoveContainerResponse:
-        _unary(context, lambda: self._containers.remove(request.container, request.force, request.remove_link))
+        _unary(context, lambda: self._containers.remove(request.container, request.force, request.remove_link,
+                                                        request.remove_volumes))
         return api_pb2.RemoveContainerResponse()
 
     def WaitContainer(
@@ -165,3 +167,19 @@ class ContainerServicer(LifecycleRPCs, api_pb2_grpc.ContainerServiceServicer):
         self, request_iterator: Iterator[api_pb2.ExecContainerRequest], context: grpc.ServicerContext
     ) -> Iterator[api_pb2.ExecContainerResponse]:
         return _stream(context, lambda: Execs.of(self._containers).run(request_iterator, Call.from_context(context)))
+
+    def StatContainerPath(
+        self, request: api_pb2.StatContainerPathRequest, context: grpc.ServicerContext
+    ) -> api_pb2.StatContainerPathResponse:
+        return _unary(context, lambda: Copies.of(self._containers).stat(request))
+
+    def CopyFromContainer(
+        self, request: api_pb2.CopyFromContainerRequest, context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.CopyFromContainerResponse]:
+        return _stream(context, lambda: Copies.of(self._containers).copy_from(request, Call.from_context(context)))
+
+    def CopyToContainer(
+        self, request_iterator: Iterator[api_pb2.CopyToContainerRequest], context: grpc.ServicerContext
+    ) -> api_pb2.CopyToContainerResponse:
+        return _unary(context, lambda: Copies.of(self._containers).copy_to(request_iterator,
+                                                                            Call.from_context(context)))

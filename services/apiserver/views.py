@@ -70,6 +70,7 @@ def container_view(
         network_settings=settings,
         links=record.links,
         log_path=task.log_path if task is not None else "",
+        mounts=record.mounts,
     )
     if rootfs is not None:
         view.rootfs.CopyFrom(rootfs)

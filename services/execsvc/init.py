@@ -226,6 +226,165 @@ def mount_one(rootfs, m):
     mount(m["source"], dest, m["type"], flags, data)
 
 
+# --- binds, volumes and tmpfs mounts (-v, --mount, image VOLUMEs) -----------------
+
+MS_SHARED = 1 << 20
+O_PATH = 0o10000000
+SYS_MOUNT_SETATTR = 442  # x86_64
+MOUNT_ATTR_RDONLY = 0x1
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+#: propagation name -> mount flags for a second mount() call on the new mount
+PROPAGATION = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+}
+#: statvfs f_flag bits -> mount flags a read-only remount must keep (runc keeps them too)
+_ST_KEEP = ((1, MS_RDONLY), (2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, MS_NOATIME),
+            (2048, MS_NODIRATIME), (4096, MS_RELATIME))
+
+
+def root_propagation(cfg):
+    """MS_SLAVE when a bind asks for slave/shared propagation, else MS_PRIVATE (the default)."""
+    return MS_SLAVE if cfg.get("linux", {}).get("rootfsPropagation") == "rslave" else MS_PRIVATE
+
+
+def _open_target(dest, is_dir):
+    """The resolved destination, made if missing, opened O_PATH|O_NOFOLLOW: the mount goes on
+    exactly this inode, never through a symlink swapped in by name."""
+    try:
+        if is_dir:
+            os.makedirs(dest, exist_ok=True)
+        elif not os.path.lexists(dest):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755))
+        fd = os.open(dest, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise StartError("other", f"mount destination {dest}: {e.strerror}") from e
+    st = os.fstat(fd)
+    if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode) != is_dir:
+        os.close(fd)
+        kind = "a directory" if is_dir else "a file"
+        raise StartError("other", f"mount destination {dest} is not {kind}")
+    return fd
+
+
+def _copy_tree(src, dst):
+    """Entries of the image's directory ``src`` into the empty volume directory ``dst``: modes,
+    owners and times kept, symlinks copied as links (never followed)."""
+    for name in os.listdir(src):
+        s, d = os.path.join(src, name), os.path.join(dst, name)
+        st = os.lstat(s)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(d, 0o700)
+            _copy_tree(s, d)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(s), d)
+        elif stat.S_ISREG(st.st_mode):
+            fin = os.open(s, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fout = os.open(d, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    while True:
+                        chunk = os.read(fin, 1 << 20)
+                        if not chunk:
+                            break
+                        os.write(fout, chunk)
+                finally:
+                    os.close(fout)
+            finally:
+                os.close(fin)
+        elif stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            os.mknod(d, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+        else:
+            continue  # sockets
+        _copy_meta(d, st)
+
+
+def _copy_meta(path, st):
+    os.lchown(path, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def copy_up(source, dest):
+    """Docker's copy of the image's content into a new volume: only when the volume is empty
+    and the image has a directory there; the directory's own mode and owner come along."""
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode) or os.listdir(source):
+        return
+    try:
+        _copy_tree(dest, source)
+        _copy_meta(source, st)
+    except OSError as e:
+        raise StartError("other", f"copy the image's {dest} into the volume: {e.strerror}") from e
+
+
+def _bind(source, fd, dest, m):
+    mount(source, f"/proc/self/fd/{fd}", None, MS_BIND | MS_REC)
+    # The fd names the covered inode; the new mount's root is what a fresh lookup finds.
+    top = os.open(dest, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _bind_flags(source, f"/proc/self/fd/{top}", m, top)
+    finally:
+        os.close(top)
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _recursive_readonly(fd):
+    """Submounts of a read-only bind read-only too (Docker's default since 25 on kernels >= 5.12);
+    without mount_setattr the top mount alone is read-only, as Docker falls back."""
+    attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr),
+                 ctypes.sizeof(attr))
+
+
+def _bind_flags(source, target, m, fd):
+    if m.get("readonly"):
+        # A bind takes its flags from a remount; keep what the source mount has (nosuid, nodev, ...).
+        vfs = os.statvfs(source)
+        keep = 0
+        for bit, flag in _ST_KEEP:
+            if vfs.f_flag & bit:
+                keep |= flag
+        mount("", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep)
+        _recursive_readonly(fd)
+    mount("", target, None, PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE | MS_REC))
+
+
+def mount_user_mounts(rootfs, mounts):
+    """-v / --mount / image VOLUMEs, parents first, before pivot_root: every destination is
+    resolved inside the container's root (secure_join) and mounted through an O_PATH fd."""
+    for m in mounts:
+        dest = secure_join(rootfs, m["destination"])
+        if m["type"] == "tmpfs":
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (MS_RDONLY if m.get("readonly") else 0)
+            fd = _open_target(dest, True)
+            try:
+                mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", flags, m.get("data", ""))
+            finally:
+                os.close(fd)
+            continue
+        source = m["source"]
+        is_dir = os.path.isdir(source)
+        if m.get("copyUp") and is_dir:
+            copy_up(source, dest)
+        fd = _open_target(dest, is_dir)
+        try:
+            _bind(source, fd, dest, m)
+        finally:
+            os.close(fd)
+
+
 def populate_dev(rootfs):
     dev = os.path.join(rootfs, "dev")
     for name, (major, minor) in DEVICES.items():
@@ -500,8 +659,9 @@ def run(bundle):
     # (A netns given by path was joined by the shim, before this process started.)
     join_cgroups(cfg["skiff"]["cgroupProcs"])
     old_umask = os.umask(0)
-    # Nothing we mount from here on may propagate back to the host.
-    mount("", "/", None, MS_REC | MS_PRIVATE)
+    # Nothing we mount from here on may propagate back to the host (rslave: host mounts still
+    # reach binds that ask for slave/shared propagation).
+    mount("", "/", None, MS_REC | root_propagation(cfg))
     rootfs = cfg["root"]["path"]
     mount_rootfs(cfg, rootfs)
     # The root mount must exist before anything is mounted inside it; /dev before /dev/pts.
@@ -511,6 +671,7 @@ def run(bundle):
             populate_dev(rootfs)
             if cfg["skiff"].get("privileged"):
                 copy_host_devices(rootfs)
+    mount_user_mounts(rootfs, cfg.get("skiff", {}).get("userMounts", []))
     enter_rootfs(rootfs)
     # The container's /proc/sys, before it is made read-only; net.* in the container's netns.
     set_sysctls(cfg.get("linux", {}).get("sysctl", {}))

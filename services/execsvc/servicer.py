@@ -13,6 +13,8 @@ from google.protobuf import timestamp_pb2
 from skiff.common import errors, grpcerr
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import lifecycle
+from skiff.execsvc import mounts as mountsmod
+from skiff.execsvc.copying import Copier, CopyRPCs
 from skiff.execsvc.exec import ExecRPCs
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
@@ -74,11 +76,13 @@ class Tasks:
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
             terminal=ts.tty, open_stdin=ts.open_stdin,
             console_size=(min(ts.console_size.rows, 0xFFFF), min(ts.console_size.cols, 0xFFFF)),
+            mounts=mountsmod.from_proto(ts.mounts),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
         spec = self.spec(ts)
         spec.validate()
+        mountsmod.prepare_host_paths(spec.mounts)
         try:
             current = self.runtime.state(spec.id)
         except errors.NotFound:
@@ -108,10 +112,11 @@ class Tasks:
             shutil.rmtree(self.log_path(cid).parent, ignore_errors=True)
 
 
-class ExecServicer(ExecRPCs, StdinRPCs, exec_pb2_grpc.ExecServiceServicer):
+class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServicer):
     def __init__(self, tasks: Tasks):
         self.tasks = tasks
         self.runtime = tasks.runtime
+        self.copier = Copier(tasks.runtime)
         self.lifecycle = lifecycle.Lifecycle(tasks.runtime)
 
     def _task(self, cid: str) -> exec_pb2.Task:
@@ -122,7 +127,7 @@ class ExecServicer(ExecRPCs, StdinRPCs, exec_pb2_grpc.ExecServiceServicer):
 
     def StartTask(self, request: exec_pb2.StartTaskRequest,
                   context: grpc.ServicerContext) -> exec_pb2.StartTaskResponse:
-        with grpcerr.handle(context):
+        with grpcerr.handle(context), self.copier.lock(request.spec.id):  # not during a cp of its files
             self.tasks.start(request.spec)
             return exec_pb2.StartTaskResponse(task=self._task(request.spec.id))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.common.errors import InvalidArgument
+from skiff.execsvc import mounts as mountsmod
 from skiff.execsvc import options as optionsmod
 from skiff.execsvc import security
 
@@ -76,6 +77,8 @@ class ContainerSpec:
     open_stdin: bool = False
     #: (rows, cols) of the terminal from the start; (0, 0): unset
     console_size: tuple[int, int] = (0, 0)
+    #: binds, volumes and tmpfs mounts (``-v``, ``--mount``, image VOLUMEs)
+    mounts: tuple[mountsmod.UserMount, ...] = ()
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -121,6 +124,8 @@ class ContainerSpec:
             if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
         self.options.validate(self.network_mode, self.rlimits)
+        for m in self.mounts:
+            m.validate()
 
 
 def clone_flags(spec: ContainerSpec) -> int:
@@ -227,7 +232,7 @@ def build_config(
         resources["memory"] = {"limit": spec.memory_limit}
     if spec.pids_limit:
         resources["pids"] = {"limit": spec.pids_limit}
-    return optionsmod.apply({
+    cfg = optionsmod.apply({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.terminal,
@@ -264,6 +269,10 @@ def build_config(
             "seccompFilter": security.compile_bpf(seccomp),
         },
     }, spec.options)
+    if spec.mounts:
+        cfg["skiff"]["userMounts"] = mountsmod.config_entries(spec.mounts)
+        cfg["linux"]["rootfsPropagation"] = mountsmod.root_propagation(spec.mounts)
+    return cfg
 
 
 def log_path(spec: ContainerSpec, bundle: Path) -> str:

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from skiff.graphsvc import reference, registry
     from skiff.graphsvc.graph import open_graph
     from skiff.graphsvc.pull import RegistryClients
-    from skiff.graphsvc.servicer import ContainerGraphServicer, ImageServicer, ImageToolServicer
+    from skiff.graphsvc.servicer import ContainerGraphServicer, ImageServicer, ImageToolServicer, VolumeServicer
 
     listen = args.listen or [f"unix://{args.exec_root}/graphsvc.sock"]
     try:
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                 "skiff.graph.v1.ContainerGraphService")
         svc.add(graph_pb2_grpc.add_ImageToolServiceServicer_to_server, ImageToolServicer(graph, clients),
                 "skiff.graph.v1.ImageToolService")
+        if graph.volumes is not None:
+            svc.add(graph_pb2_grpc.add_VolumeServiceServicer_to_server, VolumeServicer(graph.volumes),
+                    "skiff.graph.v1.VolumeService")
         svc.run_until_signal()
     except SkiffError as err:
         print(f"graphsvc: {err}", file=sys.stderr)

@@ -8,7 +8,7 @@ import shlex
 from skiff.common.errors import InvalidArgument
 from skiff.graphsvc.images import ImageChanges
 
-SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER")
+SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "VOLUME")
 
 
 def _command(keyword: str, value: str) -> list[str]:
@@ -41,6 +41,7 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
     cmd = entrypoint = None
     env: list[str] | None = None
     workdir = user = None
+    volumes: list[str] | None = None
     for change in changes:
         keyword, _, value = change.strip().partition(" ")
         keyword = keyword.upper()
@@ -54,10 +55,15 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
         elif keyword == "ENV":
             env = env if env is not None else list(default_env)
             _env(value, env)
+        elif keyword == "VOLUME":
+            paths = _command(keyword, value) if value.strip().startswith("[") else value.split()
+            if not paths or not all(isinstance(p, str) and p.startswith("/") for p in paths):
+                raise InvalidArgument(f"VOLUME: expected absolute paths, got {value.strip()!r}")
+            volumes = (volumes or []) + paths
         elif keyword == "WORKDIR":
             workdir = value.strip()
             if not workdir.startswith("/"):
                 raise InvalidArgument(f"WORKDIR must be absolute: {workdir!r}")
         else:
             user = value.strip()
-    return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user)
+    return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user, volumes=volumes)

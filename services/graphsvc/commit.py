@@ -133,6 +133,8 @@ class Snapshots:
                 base["WorkingDir"] = ch.workdir
             if ch.user is not None:
                 base["User"] = ch.user
+            if ch.volumes:
+                base["Volumes"] = dict(base.get("Volumes") or {}) | {v: {} for v in ch.volumes}
         return base
 
     def export(self, ref: str) -> Iterator[bytes]:

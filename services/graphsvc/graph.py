@@ -15,16 +15,18 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
+from skiff.common import mounts as mounts_mod
 from skiff.common.errors import NO_COMMAND, InvalidArgument, NotFound
 from skiff.graphsvc.graphdb import ContainerRecord, GraphDB, Link
 from skiff.graphsvc.images import ImageStore
 from skiff.graphsvc.layers import LayerStore, Mount
+from skiff.graphsvc.volumes import VolumeStore
 from skiff.types.v1 import types_pb2
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class Container:
     path: str
     args: list[str]
     links: list[Link]
+    mounts: list[types_pb2.MountPoint] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -89,8 +92,9 @@ class Graph:
     """Containers over the GraphDB, images over the ImageStore, layers over the LayerStore."""
 
     def __init__(self, db: GraphDB, images: ImageStore, layers: LayerStore, driver_name: str,
-                 data_root: Path | None = None):
+                 data_root: Path | None = None, volumes: VolumeStore | None = None):
         self.data_root = data_root
+        self.volumes = volumes
         self.db = db
         self.images = images
         self.layers = layers
@@ -105,14 +109,29 @@ class Graph:
         links = [_parse_link(s) for s in host_config.links]
         image = self.images.get(config.image)
         merged, argv = merge_image_defaults(config, image.config)
-        stored = {
+        wanted = mounts_mod.collect(host_config.binds, host_config.mounts)
+        wanted += self._volumes_from(list(host_config.volumes_from), {m.destination for m in wanted})
+        stored: dict[str, Any] = {
             "config": json_format.MessageToDict(merged, preserving_proto_field_name=True),
             "host_config": json_format.MessageToDict(host_config, preserving_proto_field_name=True),
             "path": argv[0],
             "args": argv[1:],
         }
-        record = self.db.create_container(
-            ContainerRecord(image_id=image.id, config=stored, name=name, labels=dict(config.labels)))
+        image_volumes = sorted((image.config.get("config") or {}).get("Volumes") or {})
+        made: list[str] = []
+        # Volumes are made and recorded as mounted under the GraphDB's lock: a `volume rm`
+        # sees either no volume or a volume in use, never one about to be used.
+        with self.db._lock:
+            try:
+                resolved = self._resolve_mounts(wanted, image_volumes, made)
+                stored["mounts"] = [json_format.MessageToDict(m, preserving_proto_field_name=True)
+                                    for m in resolved]
+                record = self.db.create_container(
+                    ContainerRecord(image_id=image.id, config=stored, name=name, labels=dict(config.labels)))
+            except BaseException:
+                if self.volumes is not None:
+                    self.volumes.remove_anonymous(made)
+                raise
         try:
             for child, alias in links:
                 self.db.link(record.id, child, alias)
@@ -123,8 +142,60 @@ class Graph:
         except BaseException:
             self.db.delete(record.id, force=True)
             self.layers.release(record.id)
+            if self.volumes is not None:
+                self.volumes.remove_anonymous(made)
             raise
         return self._container(record), mount
+
+    def _volumes_from(self, refs: list[str], taken: set[str]) -> list[types_pb2.MountPoint]:
+        """``--volumes-from c[:ro|rw]``: c's binds and volumes (not tmpfs), where nothing else is mounted."""
+        out = []
+        for ref in refs:
+            name, _, mode = ref.partition(":")
+            if mode not in ("", "ro", "rw"):
+                raise InvalidArgument(f"invalid mode for volumes-from: {mode}")
+            for m in self.get(name).mounts:
+                if m.type == "tmpfs" or m.destination in taken:
+                    continue
+                inherited = types_pb2.MountPoint()
+                inherited.CopyFrom(m)
+                if m.type == "bind":
+                    inherited.name, inherited.source = m.source, ""  # resolved again below
+                    inherited.create_host_path = False
+                if mode:
+                    inherited.read_only = mode == "ro"
+                taken.add(m.destination)
+                out.append(inherited)
+        return out
+
+    def _resolve_mounts(self, wanted: list[types_pb2.MountPoint], image_volumes: list[str],
+                        made: list[str]) -> list[types_pb2.MountPoint]:
+        """Binds as given; volumes made when missing (anonymous ones named here, listed in
+        ``made``); an image VOLUME no mount covers becomes an anonymous volume, as Docker."""
+        taken = {m.destination for m in wanted}
+        out = list(wanted)
+        for path in image_volumes:
+            dest = mounts_mod.clean(path)
+            if dest not in taken and dest != "/":
+                out.append(types_pb2.MountPoint(type="volume", destination=dest))
+                taken.add(dest)
+        for m in out:
+            if m.type == "bind":
+                m.source = mounts_mod.clean(m.name)
+                m.name = ""
+                m.propagation = m.propagation or mounts_mod.DEFAULT_PROPAGATION
+            elif m.type == "volume":
+                if self.volumes is None:
+                    raise InvalidArgument("volumes are not available in this engine")
+                vol, new = self.volumes.ensure(m.name, labels=dict(m.volume_labels), anonymous=not m.name)
+                if new:
+                    made.append(vol.name)
+                m.anonymous = vol.anonymous and not m.name
+                m.name, m.source, m.driver = vol.name, vol.mountpoint, vol.driver
+                m.ClearField("volume_labels")
+            m.mode = m.mode or ""
+        out.sort(key=mounts_mod.sort_key)
+        return out
 
     def _container(self, record: ContainerRecord) -> Container:
         stored = record.config
@@ -132,8 +203,10 @@ class Graph:
                                     ignore_unknown_fields=True)
         host = json_format.ParseDict(stored.get("host_config", {}), types_pb2.HostConfig(),
                                      ignore_unknown_fields=True)
+        mounts = [json_format.ParseDict(m, types_pb2.MountPoint(), ignore_unknown_fields=True)
+                  for m in stored.get("mounts", [])]
         return Container(record, cfg, host, stored.get("path", ""), list(stored.get("args", [])),
-                         self.db.children(record.id))
+                         self.db.children(record.id), mounts)
 
     def get(self, ref: str) -> Container:
         return self._container(self.db.get(ref))
@@ -177,13 +250,21 @@ class Graph:
     def rename(self, ref: str, new_name: str) -> Container:
         return self._container(self.db.rename(ref, new_name))
 
-    def delete(self, container_id: str, force: bool = False) -> None:
-        """Record and links first (the check that may refuse), then the writable layer."""
+    def delete(self, container_id: str, force: bool = False, remove_volumes: bool = False) -> None:
+        """Record and links first (the check that may refuse), then the writable layer;
+        with ``remove_volumes`` its anonymous volumes no other container uses."""
         record = self.db.delete(container_id, force=force)
         try:
             self.layers.release(record.id)
         except Exception:  # the record is gone; a stale layer is only disk space
             log.exception("releasing the layer of %s", record.id)
+        if remove_volumes and self.volumes is not None:
+            names = [m["name"] for m in record.config.get("mounts", [])
+                     if m.get("type") == "volume" and m.get("anonymous")]
+            try:
+                self.volumes.remove_anonymous(names)
+            except Exception:  # the container is gone; a stale volume shows in `volume ls`
+                log.exception("removing the volumes of %s", record.id)
 
     def links(self, ref: str, parents: bool) -> builtins.list[Link]:
         return self.db.parents(ref) if parents else self.db.children(ref)
@@ -236,4 +317,4 @@ def open_graph(data_root: Path) -> Graph:
         log.info("removed layer %s: no image or container uses it (an interrupted pull?)", layer_id)
     for digest in images.content.remove_unreferenced():
         log.info("removed blob %s: no layer was made from it (an interrupted pull?)", digest)
-    return Graph(db, images, driver, name, data_root)
+    return Graph(db, images, driver, name, data_root, VolumeStore(db, data_root / "volumes"))

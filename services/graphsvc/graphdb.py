@@ -11,6 +11,8 @@ Docker's graphdb model, in SQLite through sqlite-utils::
     edges(parent_id, child_id, name) -- `--link db:alias` on web: parent=web child=db name=alias
           PRIMARY KEY (parent_id, name); index on child_id (v2)
     tags(ref TEXT PK, image_id TEXT) -- "name:tag" -> image id (v3)
+    volumes(name TEXT PK, driver, created, labels JSON, options JSON,
+            anonymous INTEGER)       -- named and anonymous volumes (v4; skiff.graphsvc.volumes)
     schema_version(version INTEGER)  -- one row
 
 Migrations are an ordered list (:data:`MIGRATIONS`); migration ``i`` takes a
@@ -138,8 +140,16 @@ def _m2_tags(db: sqlite_utils.Database) -> None:
     db["tags"].create_index(["image_id"])  # type: ignore[union-attr]
 
 
+def _m3_volumes(db: sqlite_utils.Database) -> None:
+    db["volumes"].create(  # type: ignore[union-attr]
+        {"name": str, "driver": str, "created": str, "labels": str, "options": str, "anonymous": int},
+        pk="name",
+        not_null={"name", "driver", "created", "labels", "options", "anonymous"},
+    )
+
+
 #: Ordered; never reorder or edit an applied one, append a new one instead.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m0_initial, _m1_indexes, _m2_tags]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m0_initial, _m1_indexes, _m2_tags, _m3_volumes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -68,6 +68,8 @@ class ImageChanges:
     env: list[str] | None = None
     workdir: str | None = None
     user: str | None = None
+    #: VOLUME paths, added to the image's
+    volumes: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def build_config(
     history: dict[str, Any] = {"created": created, "created_by": "skiff import"}
     if message:
         history["comment"] = message
-    return {
+    config: dict[str, Any] = {
         "architecture": _ARCH.get(platform.machine(), platform.machine()),
         "os": "linux",
         "created": created,
@@ -112,6 +114,9 @@ def build_config(
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         "history": [history],
     }
+    if ch.volumes:
+        config["config"]["Volumes"] = {v: {} for v in ch.volumes}
+    return config
 
 
 class ImageStore:

@@ -20,6 +20,7 @@ from skiff.graphsvc import imagefilter, registry, saveload
 from skiff.graphsvc import images as images_mod
 from skiff.graphsvc import pull as pull_mod
 from skiff.graphsvc import push as push_mod
+from skiff.graphsvc import volumes as volumes_mod
 from skiff.graphsvc.graph import Container, Graph
 from skiff.graphsvc.layers import Mount
 from skiff.types.v1 import types_pb2
@@ -58,6 +59,7 @@ def container_to_proto(c: Container) -> graph_pb2.Container:
         id=c.id, name=c.record.name, image_id=c.record.image_id, created=timestamp(c.record.created),
         config=c.config, host_config=c.host_config, path=c.path, args=c.args,
         links=[types_pb2.Link(parent_id=lk.parent_id, child_id=lk.child_id, name=lk.name) for lk in c.links],
+        mounts=c.mounts,
     )
 
 
@@ -198,7 +200,7 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
     def DeleteContainer(self, request: graph_pb2.DeleteContainerRequest,
                         context: grpc.ServicerContext) -> graph_pb2.DeleteContainerResponse:
         with grpcerr.handle(context):
-            self.graph.delete(request.container_id, force=request.force)
+            self.graph.delete(request.container_id, force=request.force, remove_volumes=request.remove_volumes)
             return graph_pb2.DeleteContainerResponse()
 
     def ListLinks(self, request: graph_pb2.ListLinksRequest,
@@ -294,3 +296,43 @@ def _rechunk(chunks: Iterator[bytes], size: int = saveload.CHUNK) -> Iterator[by
             del buf[:size]
     if buf:
         yield bytes(buf)
+
+
+def volume_to_proto(v: volumes_mod.Volume) -> types_pb2.Volume:
+    return types_pb2.Volume(name=v.name, driver=v.driver, mountpoint=v.mountpoint, created=timestamp(v.created),
+                            labels=v.labels, scope="local", options=v.options, anonymous=v.anonymous,
+                            ref_count=v.ref_count)
+
+
+class VolumeServicer(graph_pb2_grpc.VolumeServiceServicer):
+    def __init__(self, store: volumes_mod.VolumeStore):
+        self.store = store
+
+    def CreateVolume(self, request: graph_pb2.CreateVolumeRequest,
+                     context: grpc.ServicerContext) -> graph_pb2.CreateVolumeResponse:
+        with grpcerr.handle(context):
+            v = self.store.create(request.name, dict(request.labels), request.driver, dict(request.driver_opts))
+            return graph_pb2.CreateVolumeResponse(volume=volume_to_proto(self.store.get(v.name)))
+
+    def ListVolumes(self, request: graph_pb2.ListVolumesRequest,
+                    context: grpc.ServicerContext) -> graph_pb2.ListVolumesResponse:
+        with grpcerr.handle(context):
+            vols = self.store.list([(f.key, f.value) for f in request.filters])
+            return graph_pb2.ListVolumesResponse(volumes=[volume_to_proto(v) for v in vols])
+
+    def GetVolume(self, request: graph_pb2.GetVolumeRequest,
+                  context: grpc.ServicerContext) -> graph_pb2.GetVolumeResponse:
+        with grpcerr.handle(context):
+            return graph_pb2.GetVolumeResponse(volume=volume_to_proto(self.store.get(request.name)))
+
+    def RemoveVolume(self, request: graph_pb2.RemoveVolumeRequest,
+                     context: grpc.ServicerContext) -> graph_pb2.RemoveVolumeResponse:
+        with grpcerr.handle(context):
+            self.store.remove(request.name, force=request.force)
+            return graph_pb2.RemoveVolumeResponse()
+
+    def PruneVolumes(self, request: graph_pb2.PruneVolumesRequest,
+                     context: grpc.ServicerContext) -> graph_pb2.PruneVolumesResponse:
+        with grpcerr.handle(context):
+            names, size = self.store.prune(request.all, [(f.key, f.value) for f in request.filters])
+            return graph_pb2.PruneVolumesResponse(names=names, space_reclaimed=size)

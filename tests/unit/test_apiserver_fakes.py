@@ -125,7 +125,7 @@ class FakeGraph:
         self.get_container(container_id)
         return graph_pb2.GetRootfsResponse(rootfs=self._rootfs(container_id), upper_dir="/x/upper")
 
-    def delete_container(self, container_id: str) -> None:
+    def delete_container(self, container_id: str, remove_volumes: bool = False) -> None:
         self.calls.append("delete_container")
         if self.containers.pop(container_id, None) is None:
             raise errors.NotFound(f"No such container: {container_id}", reason=errors.CONTAINER_NOT_FOUND)

@@ -274,6 +274,18 @@ def test_migration_2_tags() -> None:
     assert d["containers"].count == 1
 
 
+def test_migration_3_volumes() -> None:
+    d = at_version(3)
+    d["tags"].insert({"ref": "a:b", "image_id": IMG})
+    graphdb.migrate(d, target=4)
+    d["volumes"].insert({"name": "v1", "driver": "local", "created": "t", "labels": "{}", "options": "{}",
+                         "anonymous": 0})
+    with pytest.raises(Exception):  # noqa: B017 - PRIMARY KEY(name): any IntegrityError
+        d["volumes"].insert({"name": "v1", "driver": "local", "created": "t", "labels": "{}",
+                             "options": "{}", "anonymous": 1})
+    assert d["tags"].count == 1
+
+
 def test_graphdb_opens_old_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     d = sqlite_utils.Database(path)
