@@ -41,8 +41,16 @@ def links() -> str:
 
 
 def veths() -> set[str]:
-    return {line.split(":")[1].strip().split("@")[0] for line in links().splitlines()
-            if line.split(":")[1].strip().startswith("veth")}
+    """Veths that could be ours: on our bridge or on none. Engines running beside the test
+    (other test runs, Docker) keep theirs on their own bridges."""
+    found = set()
+    for line in links().splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        words = line.split()
+        master = words[words.index("master") + 1] if "master" in words else BRIDGE
+        if name.startswith("veth") and master == BRIDGE:
+            found.add(name)
+    return found
 
 
 def rules() -> list[str]:
