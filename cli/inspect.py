@@ -95,9 +95,23 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "PidsLimit": c.host_config.pids_limit or None,
             "AutoRemove": c.host_config.auto_remove,
             "Links": links or None,
+            **driver_host_json(c.host_config),
         },
         "Config": config_json(c.config),
         "NetworkSettings": network_json(c),
+    }
+
+
+def driver_host_json(hc: types_pb2.HostConfig) -> dict[str, Any]:
+    """HostConfig's log, namespace and device fields, as Docker names them."""
+    return {
+        "LogConfig": {"Type": hc.log_config.type or "json-file", "Config": dict(hc.log_config.config)},
+        "PidMode": hc.pid_mode,
+        "IpcMode": hc.ipc_mode or "private",
+        "UTSMode": hc.uts_mode,
+        "CgroupnsMode": hc.cgroupns_mode,
+        "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container or d.path_on_host,
+                     "CgroupPermissions": d.cgroup_permissions or "rwm"} for d in hc.devices],
     }
 
 

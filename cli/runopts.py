@@ -18,6 +18,7 @@ from skiff.cli.args import split_kv
 
 if TYPE_CHECKING:
     from skiff.api.v1 import api_pb2
+    from skiff.types.v1 import types_pb2
 
 #: Docker's smallest memory limit (``Minimum memory limit allowed is 6MB``).
 MIN_MEMORY = 6 * 1024 * 1024
@@ -52,6 +53,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a custom host-to-IP mapping (host:ip, or host:host-gateway)")
     lifecycle.add_run_flags(p)
+    add_driver_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -159,4 +161,23 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         ipv4_address=args.ip,
     )
     lifecycle.apply_run_flags(host, args)
+    apply_driver_flags(host, args)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)
+
+
+# --- logs, namespaces, devices (issue 4) -------------------------------------------
+
+
+def add_driver_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-driver", default="", help="logging driver for the container (json-file, none)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="log driver options (max-size, max-file)")
+
+
+def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
+    host.log_config.type = args.log_driver
+    for item in args.log_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise exits.Usage(f'invalid argument "{item}" for "--log-opt" flag: want key=value')
+        host.log_config.config[key] = value

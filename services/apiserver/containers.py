@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import hostopts, networks
+from skiff.apiserver import hostopts, logopts, networks
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
@@ -73,6 +73,8 @@ class Containers:
         # attached before start (`run --rm`) always gets the output and the exit status.
         self._attached: Counter[str] = Counter()
         self._detached = threading.Condition(self._lock)
+        #: the daemon's --log-driver/--log-opt (empty: json-file with skiff's rotation defaults)
+        self.log_defaults = types_pb2.LogConfig()
 
     # --- reading -------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class Containers:
             raise errors.InvalidArgument(f"invalid pids limit {host.pids_limit}: must not be negative")
         host.network_mode = mode
         hostopts.validate(host)
+        host.log_config.CopyFrom(logopts.resolve(host.log_config, self.log_defaults))
         created = self._graph.create_container(
             graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
         )
@@ -296,6 +299,9 @@ class Containers:
 
     def logs(self, req: api_pb2.ContainerLogsRequest, call: Call) -> Iterator[types_pb2.LogEntry]:
         record = self._graph.get_container(req.container)
+        if record.host_config.log_config.type == "none":
+            raise errors.FailedPrecondition("configured logging driver does not support reading",
+                                            reason=errors.LOGS_NOT_AVAILABLE)
         if self._task(record.id) is None:
             return iter(())  # never started: no output
         both = not (req.stdout or req.stderr)
@@ -306,6 +312,8 @@ class Containers:
             upstream.tail = req.tail
         if req.HasField("since"):
             upstream.since.CopyFrom(req.since)
+        if req.HasField("until"):
+            upstream.until.CopyFrom(req.until)
         return _drain(self._exec.read_logs(upstream, call), call)
 
     def attach(
@@ -352,7 +360,7 @@ class Containers:
         both = not (options.stdout or options.stderr)
         upstream = exec_pb2.ReadLogsRequest(
             id=cid, follow=True, tail=-1 if options.logs else 0,
-            stdout=options.stdout or both, stderr=options.stderr or both,
+            stdout=options.stdout or both, stderr=options.stderr or both, attach=True,
         )
         for entry in _drain(self._exec.read_logs(upstream, call), call):
             yield api_pb2.AttachContainerResponse(output=entry)

@@ -265,10 +265,16 @@ class Runtime:
         return sorted(p.name for p in root.iterdir() if (p / "config.json").exists())
 
     def logs(
-        self, cid: str, *, tail: int | None = None, follow: bool = False, stop: Any = None
+        self, cid: str, *, tail: int | None = None, follow: bool = False, stop: Any = None,
+        until_ns: int | None = None, attach: bool = False,
     ) -> Iterator[logs.LogEntry]:
-        """The log entries; following ends when the container has exited and the log is drained."""
+        """The log entries (rotated files included); following ends when the container has exited
+        and the log is drained. FailedPrecondition when the log driver keeps nothing (but attach)."""
+        if not attach and self.config(cid)["skiff"].get("logDriver") == "none":
+            raise FailedPrecondition("configured logging driver does not support reading",
+                                     reason=errors.LOGS_NOT_AVAILABLE)
         path = self.log_path(cid)
         return logs.read(
-            path, tail=tail, follow=follow, stop=stop, is_running=lambda: self.state(cid).status == "running"
+            path, tail=tail, follow=follow, stop=stop, is_running=lambda: self.state(cid).status == "running",
+            until_ns=until_ns,
         )

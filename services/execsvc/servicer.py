@@ -71,6 +71,8 @@ class Tasks:
             memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),
             etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
+            log_driver=ts.log_driver or "json-file", log_max_size=ts.log_max_size,
+            log_max_file=max(ts.log_max_file, 1),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
@@ -173,11 +175,17 @@ class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
             wanted = wanted or {"stdout", "stderr"}
             since = request.since.ToNanoseconds() if request.HasField("since") else 0
             tail = request.tail if request.HasField("tail") and request.tail >= 0 else None
-            for entry in self.runtime.logs(request.id, tail=tail, follow=request.follow, stop=stop):
+            until = request.until.ToNanoseconds() if request.HasField("until") else None
+            for entry in self.runtime.logs(request.id, tail=tail, follow=request.follow, stop=stop, until_ns=until,
+                                            attach=request.attach):
                 if entry.stream not in wanted:
                     continue
                 ts = _ts(entry.time)
                 if since and ts is not None and ts.ToNanoseconds() < since:
+                    continue
+                if until is not None and ts is not None and ts.ToNanoseconds() > until:
+                    if request.follow:
+                        return  # entries come in time order: nothing later can match
                     continue
                 yield exec_pb2.ReadLogsResponse(entry=types_pb2.LogEntry(
                     stream=_STREAM.get(entry.stream, types_pb2.LOG_STREAM_UNSPECIFIED), data=entry.data, time=ts))

@@ -64,6 +64,10 @@ class ContainerSpec:
     pids_limit: int = 0
     #: empty: ``<bundle>/<id>-json.log``
     log_path: str = ""
+    #: "json-file" or "none"; json-file rotates at log_max_size bytes (0: never), keeping log_max_file files
+    log_driver: str = "json-file"
+    log_max_size: int = 0
+    log_max_file: int = 1
     rlimits: tuple[tuple[str, int, int], ...] = field(default=())
     #: Contents bind-mounted at /etc/hosts, /etc/resolv.conf, /etc/hostname (empty: the image's).
     etc_hosts: str = ""
@@ -112,6 +116,10 @@ class ContainerSpec:
             raise InvalidArgument(f"pids limit {self.pids_limit} is negative")
         if self.log_path and not self.log_path.startswith("/"):
             raise InvalidArgument(f"log path {self.log_path!r} is not absolute")
+        if self.log_driver not in ("json-file", "none"):
+            raise InvalidArgument(f"logger: no log driver named '{self.log_driver}' is registered")
+        if self.log_max_size < 0 or self.log_max_file < 1:
+            raise InvalidArgument("log rotation: max-size must not be negative and max-file at least 1")
         for name, soft, hard in self.rlimits:
             if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
@@ -250,6 +258,7 @@ def build_config(
                 "options": list(spec.rootfs.options),
             },
             "logPath": log_path(spec, bundle),
+            "logDriver": spec.log_driver,
             "cgroupProcs": cgroup_procs,
             "networkMode": spec.network_mode,
             # linux.seccomp compiled on the host: the init only hands it to the kernel.
@@ -259,6 +268,8 @@ def build_config(
 
 
 def log_path(spec: ContainerSpec, bundle: Path) -> str:
+    if spec.log_driver == "none":
+        return str(bundle / "attach-json.log")
     return spec.log_path or str(bundle / f"{spec.id}-json.log")
 
 
@@ -269,9 +280,23 @@ def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
         lines.append(f"netns={spec.netns_path}")
     if oom_file:
         lines.append(f"oom={oom_file}")
+    lines += log_conf(spec)
     if any("\n" in line for line in lines):
         raise InvalidArgument("paths must not contain newlines")
     return "\n".join(lines) + "\n"
+
+
+#: With the ``none`` driver the shim still writes a small log in the bundle, for attached
+#: clients only (attach reads the log); ``logs`` refuses it and ``rm`` removes it.
+NONE_DRIVER_LOG = (1024 * 1024, 2)
+
+
+def log_conf(spec: ContainerSpec) -> list[str]:
+    """The shim's log settings: rotation size and file count."""
+    size, files = NONE_DRIVER_LOG if spec.log_driver == "none" else (spec.log_max_size, spec.log_max_file)
+    if not size:
+        return []
+    return [f"log_max_size={size}", f"log_max_file={files}"]
 
 
 def write_atomic(path: Path, data: str) -> None:

@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pidfile", type=Path, help="default <exec-root>/skiffd.pid")
     p.add_argument("--bip", default="", metavar="CIDR", help="the bridge's subnet (passed to netsvc)")
     p.add_argument("-b", "--bridge", default="", metavar="NAME", help="the bridge's name (passed to netsvc)")
+    p.add_argument("--log-driver", default="", help="default log driver of containers (json-file or none)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="default log driver options (max-size, max-file)")
     args = p.parse_args(argv)
     args.hosts = args.hosts or [address.DEFAULT_HOST]
     args.pidfile = args.pidfile or args.exec_root / "skiffd.pid"
@@ -64,6 +67,10 @@ def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[
     for name in BACKENDS:
         api += [f"--{name}", sock[name]]
     api += common
+    if getattr(args, "log_driver", ""):
+        api += ["--log-driver", args.log_driver]
+    for opt in getattr(args, "log_opt", None) or []:
+        api += ["--log-opt", opt]
     tls = TLSFiles(args.tlscacert, args.tlscert, args.tlskey)
     for flag, path in (("--tlscacert", tls.ca), ("--tlscert", tls.cert), ("--tlskey", tls.key)):
         if path is not None:
