@@ -172,6 +172,11 @@ def add_driver_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-driver", default="", help="logging driver for the container (json-file, none)")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="log driver options (max-size, max-file)")
+    p.add_argument("--pid", default="", help="PID namespace to use (host)")
+    p.add_argument("--ipc", default="", help="IPC mode to use (private, shareable, host, none, container:<name|id>)")
+    p.add_argument("--uts", default="", help="UTS namespace to use (host)")
+    p.add_argument("--cgroupns", default="",
+                   help="cgroup namespace to use (host|private; default private on cgroup v2, host on v1)")
 
 
 def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
@@ -181,3 +186,4 @@ def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> 
         if not sep or not key:
             raise exits.Usage(f'invalid argument "{item}" for "--log-opt" flag: want key=value')
         host.log_config.config[key] = value
+    host.pid_mode, host.ipc_mode, host.uts_mode, host.cgroupns_mode = args.pid, args.ipc, args.uts, args.cgroupns

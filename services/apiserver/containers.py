@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import hostopts, logopts, networks
+from skiff.apiserver import hostopts, logopts, networks, nsopts
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
@@ -123,6 +123,7 @@ class Containers:
             raise errors.InvalidArgument(f"invalid pids limit {host.pids_limit}: must not be negative")
         host.network_mode = mode
         hostopts.validate(host)
+        nsopts.validate(host, req.config.hostname, self._graph)
         host.log_config.CopyFrom(logopts.resolve(host.log_config, self.log_defaults))
         created = self._graph.create_container(
             graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
@@ -161,6 +162,11 @@ class Containers:
             pids_limit=record.host_config.pids_limit,
         )
         hostopts.fill_task_spec(spec, record.host_config)
+        try:
+            nsopts.fill_task_spec(spec, record.host_config, self._graph, self._exec)
+        except errors.SkiffError:
+            self._best_effort(self._net.delete_endpoint, record.id)
+            raise
         try:
             self._exec.start_task(spec)
         except errors.AlreadyExists:

@@ -32,7 +32,7 @@ import init  # the container init's helpers (stdlib only)
 
 #: Joined in this order; mnt last (it changes our root).
 NAMESPACES = (("ipc", 0x08000000), ("uts", 0x04000000), ("net", 0x40000000), ("pid", 0x20000000),
-              ("mnt", 0x00020000))
+              ("cgroup", 0x02000000), ("mnt", 0x00020000))
 
 
 def _starttime(pid):

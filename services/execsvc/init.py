@@ -192,6 +192,31 @@ def join_cgroups(procs_files):
             raise StartError("other", f"join cgroup {f}: {e.strerror}") from e
 
 
+NS_FLAGS = {"ipc": 0x08000000, "uts": 0x04000000, "pid": 0x20000000, "cgroup": 0x02000000}
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWNS = 0x00020000
+
+
+def join_namespaces(cfg):
+    """Namespaces given by path (``--ipc container:<id>``), other than the network's (the shim's)."""
+    for ns in cfg.get("linux", {}).get("namespaces", []):
+        if ns.get("path") and ns["type"] in NS_FLAGS:
+            try:
+                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise StartError("other", f"open {ns['type']} namespace {ns['path']}: {e.strerror}") from e
+            try:
+                check(libc.setns(fd, NS_FLAGS[ns["type"]]), f"setns {ns['type']}")
+            finally:
+                os.close(fd)
+
+
+def new_cgroup_namespace(cfg):
+    """``--cgroupns private``: after joining the cgroup, so the namespace is rooted at it."""
+    if any(ns["type"] == "cgroup" and not ns.get("path") for ns in cfg.get("linux", {}).get("namespaces", [])):
+        check(libc.unshare(CLONE_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")
+
+
 def mount_rootfs(cfg, rootfs):
     m = cfg["skiff"]["rootfsMount"]
     if m["type"] == "bind":
@@ -201,6 +226,8 @@ def mount_rootfs(cfg, rootfs):
 
 
 def mount_one(rootfs, m):
+    if m.get("skiffMountNamespace"):
+        return mount_from_namespace(rootfs, m)
     dest = secure_join(rootfs, m["destination"])
     flags, data = parse_options(m.get("options", []))
     if m["type"] == "bind" or flags & MS_BIND:
@@ -217,6 +244,42 @@ def mount_one(rootfs, m):
         return
     os.makedirs(dest, exist_ok=True)
     mount(m["source"], dest, m["type"], flags, data)
+
+
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE, AT_RECURSIVE, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x4
+
+
+def mount_from_namespace(rootfs, m):
+    """Bind ``source`` as seen in another mount namespace (the IPC donor's /dev/shm).
+
+    A plain bind cannot cross mount namespaces; a detached copy made there with
+    open_tree(OPEN_TREE_CLONE) can be attached here with move_mount.
+    """
+    dest = secure_join(rootfs, m["destination"])
+    os.makedirs(dest, exist_ok=True)
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        other = os.open(m["skiffMountNamespace"], os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(own)
+        raise StartError("other", f"open {m['skiffMountNamespace']}: {e.strerror}") from e
+    try:
+        check(libc.setns(other, CLONE_NEWNS), "setns mnt (donor)")
+        tree = libc.syscall(SYS_OPEN_TREE, -100, m["source"].encode(),
+                            OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)
+        err = ctypes.get_errno()
+        check(libc.setns(own, CLONE_NEWNS), "setns mnt (back)")
+        if tree < 0:
+            raise StartError("other", f"open_tree {m['source']} of the donor: {os.strerror(err)}")
+        try:
+            check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", -100, dest.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+                  f"move_mount on {dest}")
+        finally:
+            os.close(tree)
+    finally:
+        os.close(own)
+        os.close(other)
 
 
 def populate_dev(rootfs):
@@ -463,7 +526,9 @@ def run(bundle):
         cfg = json.loads(f.read())
     proc = cfg["process"]
     # (A netns given by path was joined by the shim, before this process started.)
+    join_namespaces(cfg)
     join_cgroups(cfg["skiff"]["cgroupProcs"])
+    new_cgroup_namespace(cfg)
     old_umask = os.umask(0)
     # Nothing we mount from here on may propagate back to the host.
     mount("", "/", None, MS_REC | MS_PRIVATE)

@@ -34,7 +34,7 @@ from typing import Any
 from skiff.common import errors
 from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, NotFound
 
-from . import logs
+from . import logs, nsmodes
 from . import spec as specmod
 from .cgroups import Cgroups, Resources, detect
 from .spec import ContainerSpec
@@ -127,6 +127,7 @@ class Runtime:
         procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap)
         self.cgroups.set_resources(spec.id, spec.options.resources)
         cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
+        cfg = nsmodes.apply(cfg, spec.ns, nsmodes.runtime_donor(self.state), self.cgroups.version)
         specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id)))
         specmod.write_json_atomic(b / "config.json", cfg)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from skiff.common import errors, grpcerr
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import lifecycle
 from skiff.execsvc.exec import ExecRPCs
+from skiff.execsvc.nsmodes import NsModes, host_hostname
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
 from skiff.types.v1 import types_pb2
@@ -73,10 +75,13 @@ class Tasks:
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
             log_driver=ts.log_driver or "json-file", log_max_size=ts.log_max_size,
             log_max_file=max(ts.log_max_file, 1),
+            ns=NsModes(pid=ts.pid_mode, uts=ts.uts_mode, ipc=ts.ipc_mode, cgroupns=ts.cgroupns_mode),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
         spec = self.spec(ts)
+        if spec.ns.uts == "host" and spec.etc_hostname:  # as Docker: the host's name in /etc/hostname
+            spec = dataclasses.replace(spec, etc_hostname=host_hostname() + "\n")
         spec.validate()
         try:
             current = self.runtime.state(spec.id)

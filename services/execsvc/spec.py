@@ -19,6 +19,7 @@ from typing import Any
 from skiff.common.errors import InvalidArgument
 from skiff.execsvc import options as optionsmod
 from skiff.execsvc import security
+from skiff.execsvc.nsmodes import NsModes
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -75,6 +76,8 @@ class ContainerSpec:
     etc_hostname: str = ""
     #: resources beyond memory/pids and the security choices (capabilities, seccomp, read-only root, ...)
     options: optionsmod.Options = field(default_factory=optionsmod.Options)
+    #: --pid/--uts/--ipc/--cgroupns
+    ns: NsModes = field(default_factory=NsModes)
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -124,6 +127,7 @@ class ContainerSpec:
             if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
         self.options.validate(self.network_mode, self.rlimits)
+        self.ns.validate()
 
 
 def clone_flags(spec: ContainerSpec) -> int:
@@ -131,7 +135,7 @@ def clone_flags(spec: ContainerSpec) -> int:
     flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
     if spec.network_mode == "none":
         flags |= CLONE_NEWNET
-    return flags
+    return flags & ~spec.ns.drop_clone_flags(CLONE_NEWPID, CLONE_NEWUTS, CLONE_NEWIPC)
 
 
 def default_mounts() -> list[dict[str, Any]]:
