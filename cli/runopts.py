@@ -177,6 +177,8 @@ def add_driver_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uts", default="", help="UTS namespace to use (host)")
     p.add_argument("--cgroupns", default="",
                    help="cgroup namespace to use (host|private; default private on cgroup v2, host on v1)")
+    p.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER[:rwm]]",
+                   help="add a host device to the container")
 
 
 def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
@@ -187,3 +189,31 @@ def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> 
             raise exits.Usage(f'invalid argument "{item}" for "--log-opt" flag: want key=value')
         host.log_config.config[key] = value
     host.pid_mode, host.ipc_mode, host.uts_mode, host.cgroupns_mode = args.pid, args.ipc, args.uts, args.cgroupns
+    host.devices.extend(parse_device(d) for d in args.device)
+
+
+def _device_mode(text: str) -> bool:
+    return 0 < len(text) <= 3 and not set(text) - set("rwm")
+
+
+def parse_device(text: str) -> types_pb2.DeviceMapping:
+    """Docker's ``--device``: ``/dev/x``, ``/dev/x:rwm``, ``/dev/x:/dev/y``, ``/dev/x:/dev/y:rwm``."""
+    from skiff.types.v1 import types_pb2
+
+    parts = text.split(":")
+    src, dst, mode = parts[0], "", "rwm"
+    if len(parts) == 2:
+        if _device_mode(parts[1]):
+            mode = parts[1]
+        else:
+            dst = parts[1]
+    elif len(parts) == 3:
+        dst, mode = parts[1], parts[2]
+        if not _device_mode(mode):
+            raise exits.Usage(f'invalid argument "{text}" for "--device" flag: bad mode specified: {mode}')
+    elif len(parts) > 3:
+        raise exits.Usage(f'invalid argument "{text}" for "--device" flag: invalid device specification')
+    for path in (src, dst):
+        if path and not path.startswith("/"):
+            raise exits.Usage(f'invalid argument "{text}" for "--device" flag: {path} is not an absolute path')
+    return types_pb2.DeviceMapping(path_on_host=src, path_in_container=dst, cgroup_permissions=mode)

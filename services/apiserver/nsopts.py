@@ -38,6 +38,13 @@ def validate(hc: types_pb2.HostConfig, hostname: str, graph: GraphBackend) -> No
             raise errors.InvalidArgument(f"No such container: {ref}") from None
     elif hc.ipc_mode not in IPC_MODES:
         raise errors.InvalidArgument(f"invalid IPC mode: {hc.ipc_mode}")
+    for d in hc.devices:
+        if not d.path_on_host.startswith("/"):
+            raise errors.InvalidArgument(f"{d.path_on_host} is not an absolute path")
+        if d.path_in_container and not d.path_in_container.startswith("/"):
+            raise errors.InvalidArgument(f"{d.path_in_container} is not an absolute path")
+        if set(d.cgroup_permissions) - set("rwm"):
+            raise errors.InvalidArgument(f"bad mode specified: {d.cgroup_permissions}")
     if hc.ipc_mode in ("host", "none") and hc.shm_size:
         raise errors.InvalidArgument(f"--shm-size cannot be used with --ipc {hc.ipc_mode}")
 
@@ -47,6 +54,7 @@ def fill_task_spec(spec: exec_pb2.TaskSpec, hc: types_pb2.HostConfig, graph: Gra
     """The namespace fields of ``spec``; FAILED_PRECONDITION when the IPC donor cannot be joined."""
     spec.pid_mode, spec.uts_mode, spec.cgroupns_mode = hc.pid_mode, hc.uts_mode, hc.cgroupns_mode
     spec.ipc_mode = hc.ipc_mode
+    spec.devices.extend(hc.devices)
     if not hc.ipc_mode.startswith(CONTAINER):
         return
     donor_id = hc.ipc_mode[len(CONTAINER):]

@@ -392,6 +392,22 @@ def set_sysctls(sysctls):
             raise StartError("other", f"write sysctl key {key}: {e.strerror}") from e
 
 
+def make_devices(rootfs, nodes):
+    """``--device``: the nodes of config.json's ``linux.devices`` (their cgroup rules are execsvc's)."""
+    for d in nodes:
+        dest = secure_join(rootfs, d["path"])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.lexists(dest):
+            os.unlink(dest)
+        kind = stat.S_IFCHR if d["type"] == "c" else stat.S_IFBLK
+        try:
+            os.mknod(dest, d.get("fileMode", 0o666) | kind, os.makedev(d["major"], d["minor"]))
+            os.chmod(dest, d.get("fileMode", 0o666))
+            os.chown(dest, d.get("uid", 0), d.get("gid", 0))
+        except OSError as e:
+            raise StartError("other", f"mknod {d['path']}: {e.strerror}") from e
+
+
 def copy_host_devices(rootfs):
     """--privileged: the host's device nodes (the top level of /dev, before pivot_root)."""
     dev = os.path.join(rootfs, "dev")
@@ -541,6 +557,7 @@ def run(bundle):
             populate_dev(rootfs)
             if cfg["skiff"].get("privileged"):
                 copy_host_devices(rootfs)
+            make_devices(rootfs, cfg.get("linux", {}).get("devices", []))
     enter_rootfs(rootfs)
     # The container's /proc/sys, before it is made read-only; net.* in the container's netns.
     set_sysctls(cfg.get("linux", {}).get("sysctl", {}))

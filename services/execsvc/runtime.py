@@ -34,7 +34,7 @@ from typing import Any
 from skiff.common import errors
 from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, NotFound
 
-from . import logs, nsmodes
+from . import devices, logs, nsmodes
 from . import spec as specmod
 from .cgroups import Cgroups, Resources, detect
 from .spec import ContainerSpec
@@ -123,11 +123,20 @@ class Runtime:
         b = self.bundle(spec.id)
         if (b / "config.json").exists() and self.state(spec.id).status != "created":
             raise AlreadyExists(f"container {spec.id} already exists and was started")
+        fresh = not (b / "config.json").exists()
         (b / "rootfs").mkdir(parents=True, exist_ok=True)
         procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap)
-        self.cgroups.set_resources(spec.id, spec.options.resources)
-        cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
-        cfg = nsmodes.apply(cfg, spec.ns, nsmodes.runtime_donor(self.state), self.cgroups.version)
+        try:
+            self.cgroups.set_resources(spec.id, spec.options.resources)
+            cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
+            cfg = nsmodes.apply(cfg, spec.ns, nsmodes.runtime_donor(self.state), self.cgroups.version)
+            cfg = devices.apply_config(cfg, spec.devices, spec.options.privileged)
+            devices.apply(self.cgroups, spec.id, cfg["linux"]["resources"]["devices"])
+        except errors.SkiffError:
+            if fresh:  # nothing half-made stays behind (a bad --device, a gone IPC donor, ...)
+                self.cgroups.remove(spec.id)
+                shutil.rmtree(b, ignore_errors=True)
+            raise
         specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id)))
         specmod.write_json_atomic(b / "config.json", cfg)
 
@@ -145,6 +154,7 @@ class Runtime:
         mem = res.get("memory", {})
         self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
         self.cgroups.set_resources(cid, Resources.from_oci(res))
+        devices.apply(self.cgroups, cid, res.get("devices", []))
         cmd = [
             str(self.shim_path),
             str(b.resolve()),

@@ -14,6 +14,7 @@ from google.protobuf import timestamp_pb2
 from skiff.common import errors, grpcerr
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import lifecycle
+from skiff.execsvc.devices import DeviceMapping
 from skiff.execsvc.exec import ExecRPCs
 from skiff.execsvc.nsmodes import NsModes, host_hostname
 from skiff.execsvc.runtime import Runtime, State
@@ -76,6 +77,8 @@ class Tasks:
             log_driver=ts.log_driver or "json-file", log_max_size=ts.log_max_size,
             log_max_file=max(ts.log_max_file, 1),
             ns=NsModes(pid=ts.pid_mode, uts=ts.uts_mode, ipc=ts.ipc_mode, cgroupns=ts.cgroupns_mode),
+            devices=tuple(DeviceMapping(d.path_on_host, d.path_in_container, d.cgroup_permissions or "rwm")
+                          for d in ts.devices),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:

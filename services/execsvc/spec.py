@@ -19,6 +19,7 @@ from typing import Any
 from skiff.common.errors import InvalidArgument
 from skiff.execsvc import options as optionsmod
 from skiff.execsvc import security
+from skiff.execsvc.devices import DeviceMapping
 from skiff.execsvc.nsmodes import NsModes
 
 CLONE_NEWNS = 0x00020000
@@ -78,6 +79,8 @@ class ContainerSpec:
     options: optionsmod.Options = field(default_factory=optionsmod.Options)
     #: --pid/--uts/--ipc/--cgroupns
     ns: NsModes = field(default_factory=NsModes)
+    #: --device
+    devices: tuple[DeviceMapping, ...] = ()
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -128,6 +131,8 @@ class ContainerSpec:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
         self.options.validate(self.network_mode, self.rlimits)
         self.ns.validate()
+        for d in self.devices:
+            d.validate()
 
 
 def clone_flags(spec: ContainerSpec) -> int:
