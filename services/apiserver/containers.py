@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import hostopts, logopts, networks, nsopts
+from skiff.apiserver import hostopts, logopts, networks, nsopts, resume
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
@@ -189,18 +190,22 @@ class Containers:
         if not self._signal(record.id, sig):
             return
         if grace != 0:
+            # The grace period is kept across an execsvc restart: the wait is asked again.
+            until = None if grace < 0 else time.monotonic() + grace
             try:
-                self._exec.wait_task(record.id, timeout=None if grace < 0 else float(grace))
+                resume.retrying(lambda: self._exec.wait_task(
+                    record.id, timeout=None if until is None else max(until - time.monotonic(), 0.0)), None, until)
                 return
             except errors.DeadlineExceeded:
                 log.info("container %s did not exit within %ds of signal %d: killing", record.id, grace, sig)
         if self._signal(record.id, signal.SIGKILL):
-            self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
+            resume.retrying(lambda: self._exec.wait_task(record.id, timeout=CALL_TIMEOUT), None,
+                            time.monotonic() + CALL_TIMEOUT)
 
     def _signal(self, container_id: str, sig: int) -> bool:
         """Send ``sig``; False when the task is not running any more (it exited meanwhile)."""
         try:
-            self._exec.kill_task(container_id, sig)
+            resume.retrying(lambda: self._exec.kill_task(container_id, sig), None, time.monotonic() + CALL_TIMEOUT)
             return True
         except (errors.FailedPrecondition, errors.NotFound):
             return False
@@ -259,7 +264,9 @@ class Containers:
         while True:
             try:
                 return self._exec.wait_task(container_id, call=call)
-            except errors.Unavailable:
+            except errors.SkiffError as e:
+                if not resume.lost(e):
+                    raise
                 if not self._tick(call):
                     raise _gave_up(call) from None
 
@@ -320,7 +327,7 @@ class Containers:
             upstream.since.CopyFrom(req.since)
         if req.HasField("until"):
             upstream.until.CopyFrom(req.until)
-        return _drain(self._exec.read_logs(upstream, call), call)
+        return _drain(resume.ResumingLogs(self._exec, upstream, call), call)
 
     def attach(
         self, requests: Iterator[api_pb2.AttachContainerRequest], call: Call,
@@ -368,7 +375,7 @@ class Containers:
             id=cid, follow=True, tail=-1 if options.logs else 0,
             stdout=options.stdout or both, stderr=options.stderr or both, attach=True,
         )
-        for entry in _drain(self._exec.read_logs(upstream, call), call):
+        for entry in _drain(resume.ResumingLogs(self._exec, upstream, call), call):
             yield api_pb2.AttachContainerResponse(output=entry)
         if call.cancelled:
             return

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 
 from skiff.api.v1 import api_pb2
+from skiff.apiserver import resume
 from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
@@ -56,7 +57,7 @@ class Execs:
         if opts.detach:
             yield api_pb2.ExecContainerResponse(exit=api_pb2.ExitStatus(exit_code=0))
             return
-        for resp in self._exec.attach_exec(record.id, exec_id, call):
+        for resp in resume.attach_exec(self._exec, record.id, exec_id, call):
             if resp.WhichOneof("part") == "output":
                 yield api_pb2.ExecContainerResponse(output=resp.output)
             else:
