@@ -137,7 +137,7 @@ class Runtime:
                 self.cgroups.remove(spec.id)
                 shutil.rmtree(b, ignore_errors=True)
             raise
-        specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id)))
+        specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id), procs[0]))
         specmod.write_json_atomic(b / "config.json", cfg)
 
     def start(self, cid: str) -> int:

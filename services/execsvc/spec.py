@@ -282,7 +282,7 @@ def log_path(spec: ContainerSpec, bundle: Path) -> str:
     return spec.log_path or str(bundle / f"{spec.id}-json.log")
 
 
-def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
+def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None, procs_file: str | None = None) -> str:
     """The shim's configuration: values must not contain newlines (paths are validated)."""
     lines = [f"clone_flags={clone_flags(spec):#x}", f"log={log_path(spec, bundle)}"]
     if spec.netns_path:
@@ -290,6 +290,8 @@ def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
     if oom_file:
         lines.append(f"oom={oom_file}")
     lines += log_conf(spec)
+    if spec.ns.pid == "host" and procs_file:
+        lines.append(f"kill_on_exit={procs_file}")
     if any("\n" in line for line in lines):
         raise InvalidArgument("paths must not contain newlines")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,32 @@ def test_pid_host_sees_the_hosts_processes(skiff) -> None:
     assert me == "1" and ns != _host_ns("pid")  # the default: a pid namespace of its own
 
 
+def test_pid_host_leaves_no_process_behind(skiff) -> None:
+    cid = skiff("run", "-d", "--pid", "host", "busybox", "sh", "-c", "sleep 777 & echo $!; sleep 0.5",
+                check=True).stdout.strip()
+    try:
+        assert skiff("wait", cid, timeout=60).stdout.strip() == "0"
+        pid = int(skiff("logs", cid, check=True).stdout.split()[0])
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except FileNotFoundError:
+            comm = ""
+        assert comm != "sleep", "the container's background process outlived it"
+        r = skiff("exec", cid, "true")
+        assert r.returncode != 0
+    finally:
+        skiff("rm", "-f", cid)
+
+
+def test_exec_joins_a_pid_host_container(skiff) -> None:
+    cid = skiff("run", "-d", "--pid", "host", "busybox", "sleep", "300", check=True).stdout.strip()
+    try:
+        r = skiff("exec", cid, "readlink", "/proc/self/ns/pid", check=True)
+        assert r.stdout.strip() == _host_ns("pid")
+    finally:
+        skiff("rm", "-f", cid)
+
+
 def test_uts_host_has_the_hosts_name_and_cannot_change_it(skiff) -> None:
     r = skiff("run", "--rm", "--uts", "host", "busybox", "sh", "-c",
               "hostname; cat /etc/hostname; hostname boat 2>/dev/null; echo rc=$?; readlink /proc/self/ns/uts")

@@ -14,6 +14,8 @@
  *   oom=<path>             optional: cgroup file with an "oom_kill N" line
  *   log_max_size=<bytes>   optional: rotate the log when it reaches this size
  *   log_max_file=<n>       optional: files kept, <log> plus <log>.1 (newest) .. <log>.<n-1>
+ *   kill_on_exit=<path>    optional: a cgroup.procs file whose processes are killed when the
+ *                          container's main process has exited (no pid namespace: --pid host)
  *
  * Handshake (three processes; "caller" is execsvc):
  *
@@ -65,6 +67,7 @@ static char conf_log[PATH_MAX], conf_netns[PATH_MAX], conf_oom[PATH_MAX];
 static unsigned long conf_flags;
 static long long conf_log_max_size; /* 0: never rotate */
 static int conf_log_max_file = 1;
+static char conf_kill_on_exit[PATH_MAX];
 
 struct stream {
     int fd;
@@ -362,6 +365,8 @@ static void read_conf(void)
             snprintf(conf_oom, sizeof conf_oom, "%s", v);
         else if (!strcmp(line, "log_max_size"))
             conf_log_max_size = strtoll(v, NULL, 10);
+        else if (!strcmp(line, "kill_on_exit"))
+            snprintf(conf_kill_on_exit, sizeof conf_kill_on_exit, "%s", v);
         else if (!strcmp(line, "log_max_file"))
             conf_log_max_file = atoi(v) > 0 ? atoi(v) : 1;
     }
@@ -388,6 +393,31 @@ static int read_oom_kills(void)
 }
 
 /* ---- processes -------------------------------------------------------- */
+
+/* Without a pid namespace nothing ends the container's other processes with it: kill
+ * what is left in its cgroup (as runc does for a shared pid namespace). Bounded. */
+static void kill_leftovers(void)
+{
+    if (!conf_kill_on_exit[0])
+        return;
+    for (int round = 0; round < 500; round++) {
+        FILE *f = fopen(conf_kill_on_exit, "re");
+        if (!f)
+            return;
+        int pid, found = 0;
+        while (fscanf(f, "%d", &pid) == 1) {
+            if (pid > 0 && pid != getpid()) {
+                kill(pid, SIGKILL);
+                found = 1;
+            }
+        }
+        fclose(f);
+        if (!found)
+            return;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static void close_fds_except(int keep)
 {
@@ -575,6 +605,7 @@ static void monitor(int report_fd, char **init_argv)
             if (waitpid(pid, &status, WNOHANG) == pid) {
                 exited = 1;
                 /* Drain what is buffered; don't wait for writers outside the pid ns. */
+                kill_leftovers();
                 drain(&s_out);
                 drain(&s_err);
                 break;
