@@ -69,3 +69,18 @@ def test_docker_timestamp_formats() -> None:
     for bad in ("yesterday", "2023-13-01", "12-3"):
         with pytest.raises(ValueError):
             parse_timestamp(bad, time.time_ns())
+
+
+def test_daemon_default_reaches_the_gateway() -> None:
+    from skiff.apiserver.server import parse_args as api_args
+    from skiff.supervisor.main import build_specs, parse_args
+
+    args = parse_args(["--log-driver", "json-file", "--log-opt", "max-size=1m", "--log-opt", "max-file=2"])
+    api = next(s for s in build_specs(args, python="/py") if s.name == "apiserver").argv
+    parsed = api_args(api[3:])  # after "/py -m skiff.apiserver"
+    assert parsed.log_driver == "json-file" and parsed.log_opt == ["max-size=1m", "max-file=2"]
+    default = logopts.resolve(types_pb2.LogConfig(type=parsed.log_driver,
+                                                  config=logopts.parse_opts(parsed.log_opt)))
+    assert logopts.validate(default) == (1_000_000, 2)
+    plain = next(s for s in build_specs(parse_args([]), python="/py") if s.name == "apiserver").argv
+    assert "--log-driver" not in plain and "--log-opt" not in plain
