@@ -104,8 +104,8 @@ def test_since_until_and_timestamps(skiff) -> None:
 
 
 def test_follow_keeps_following_across_rotations(engine: Engine, skiff) -> None:
-    n = 2000
-    script = f"i=0; while [ $i -lt {n} ]; do echo line-$i; i=$((i+1)); [ $((i % 100)) = 0 ] && sleep 0.2; done"
+    n = 1500  # ~120 lines per 10 kB file; written at ~250 lines/s, so a reader may lag ~2 s
+    script = f"i=0; while [ $i -lt {n} ]; do echo line-$i; i=$((i+1)); [ $((i % 50)) = 0 ] && sleep 0.2; done"
     cid = skiff("run", "-d", "--log-opt", "max-size=10k", "--log-opt", "max-file=5", "busybox",
                 "sh", "-c", script, check=True).stdout.strip()
     try:
