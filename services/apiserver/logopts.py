@@ -19,7 +19,9 @@ DRIVERS = ("json-file", "none")
 DEFAULT_DRIVER = "json-file"
 DEFAULT_MAX_SIZE = 20_000_000
 DEFAULT_MAX_FILE = 5
-#: Accepted by Docker's json-file driver; only max-size and max-file change anything here.
+#: Accepted by Docker's json-file driver; only max-size and max-file change anything here (and the
+#: generic ``mode``/``max-buffer-size`` are checked but change nothing: the monitor never blocks
+#: the container on a slow reader, it writes the file itself).
 JSON_FILE_OPTS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag")
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
@@ -52,11 +54,14 @@ def validate(cfg: types_pb2.LogConfig) -> tuple[int, int]:
     if cfg.type not in DRIVERS:
         raise errors.InvalidArgument(f"logger: no log driver named '{cfg.type}' is registered")
     if cfg.type == "none":
-        for key in sorted(cfg.config):
-            raise errors.InvalidArgument(f"unknown log opt '{key}' for none log driver")
-        return 0, 0
+        return 0, 0  # as Docker: options of the none driver are not checked
+    mode = cfg.config.get("mode", "")
+    if mode not in ("", "blocking", "non-blocking"):
+        raise errors.InvalidArgument(f"logger: logger log mode not supported: {mode}")
+    if "max-buffer-size" in cfg.config and mode != "non-blocking":
+        raise errors.InvalidArgument("logger: max-buffer-size option is only supported with 'mode=non-blocking'")
     for key in sorted(cfg.config):
-        if key not in JSON_FILE_OPTS:
+        if key not in JSON_FILE_OPTS and key not in ("mode", "max-buffer-size"):
             raise errors.InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
     size, files = DEFAULT_MAX_SIZE, DEFAULT_MAX_FILE
     if "max-size" in cfg.config:

@@ -52,7 +52,8 @@ def test_rotation_is_on_by_default_and_options_are_validated(skiff) -> None:
                           (["--log-opt", "max-size=0"], "max-size must be a positive number"),
                           (["--log-opt", "colour=blue"], "unknown log opt 'colour' for json-file log driver"),
                           (["--log-driver", "syslog"], "no log driver named 'syslog'"),
-                          (["--log-driver", "none", "--log-opt", "max-size=1m"], "unknown log opt 'max-size'")):
+                          (["--log-opt", "mode=fast"], "logger log mode not supported: fast"),
+                          (["--log-opt", "max-buffer-size=4m"], "only supported with 'mode=non-blocking'")):
         r = skiff("create", *opts, "busybox", "true")
         assert r.returncode != 0 and message in r.stderr, (opts, r.stderr)
 

@@ -42,10 +42,18 @@ def test_defaults_rotate_and_the_daemon_default_applies() -> None:
     ({"max-size": "0"}, "max-size must be a positive number"),
     ({"compress": "true"}, "compress"),
     ({"nope": "1"}, "unknown log opt 'nope' for json-file log driver"),
+    ({"mode": "fast"}, "logger log mode not supported: fast"),
+    ({"max-buffer-size": "4m"}, "only supported with 'mode=non-blocking'"),
 ])
 def test_invalid_options(cfg: dict[str, str], message: str) -> None:
     with pytest.raises(errors.InvalidArgument, match=message):
         logopts.validate(types_pb2.LogConfig(type="json-file", config=cfg))
+
+
+def test_none_ignores_options_and_non_blocking_is_accepted() -> None:
+    assert logopts.validate(types_pb2.LogConfig(type="none", config={"max-size": "1m"})) == (0, 0)
+    cfg = types_pb2.LogConfig(type="json-file", config={"mode": "non-blocking", "max-buffer-size": "4m"})
+    assert logopts.validate(cfg) == (logopts.DEFAULT_MAX_SIZE, logopts.DEFAULT_MAX_FILE)
 
 
 def test_unknown_driver() -> None:
