@@ -34,7 +34,7 @@ from typing import Any
 from skiff.common import errors
 from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, NotFound
 
-from . import devices, logs, nsmodes
+from . import devices, logs, nsmodes, userns
 from . import spec as specmod
 from .cgroups import Cgroups, Resources, detect
 from .spec import ContainerSpec
@@ -92,6 +92,8 @@ class Runtime:
         self.shim_path = Path(shim_path).absolute()
         self.python = python
         self.cgroups = cgroups if cgroups is not None else detect()
+        #: --userns-remap: containers' root is this range of host ids (None: not remapped)
+        self.userns: userns.IdMap | None = None
         (self.exec_root / "containers").mkdir(parents=True, exist_ok=True)
 
     # ---- paths ----------------------------------------------------------
@@ -131,6 +133,7 @@ class Runtime:
             cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
             cfg = nsmodes.apply(cfg, spec.ns, nsmodes.runtime_donor(self.state), self.cgroups.version)
             cfg = devices.apply_config(cfg, spec.devices, spec.options.privileged)
+            cfg = userns.apply(cfg, self.userns, spec.options.privileged, spec.network_mode)
             devices.apply(self.cgroups, spec.id, cfg["linux"]["resources"]["devices"])
         except errors.SkiffError:
             if fresh:  # nothing half-made stays behind (a bad --device, a gone IPC donor, ...)

@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bip", default="", metavar="CIDR", help="the bridge's subnet (passed to netsvc)")
     p.add_argument("-b", "--bridge", default="", metavar="NAME", help="the bridge's name (passed to netsvc)")
     p.add_argument("--log-driver", default="", help="default log driver of containers (json-file or none)")
+    p.add_argument("--userns-remap", default="", metavar="USER[:GROUP]",
+                   help="map containers' root to a subordinate id range (passed to execsvc)")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="default log driver options (max-size, max-file)")
     args = p.parse_args(argv)
@@ -57,6 +59,8 @@ def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[
     sock = {name: f"unix://{args.exec_root}/{name}.sock" for name in BACKENDS}
     specs = [ServiceSpec(name, [python, "-m", f"skiff.{name}", "-H", sock[name], *common], sock[name])
              for name in BACKENDS]
+    if getattr(args, "userns_remap", ""):
+        next(s for s in specs if s.name == "execsvc").argv.extend(["--userns-remap", args.userns_remap])
     net = next(s for s in specs if s.name == "netsvc")
     for flag, value in (("--bip", getattr(args, "bip", "")), ("--bridge", getattr(args, "bridge", ""))):
         if value:
