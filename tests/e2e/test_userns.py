@@ -92,6 +92,14 @@ def test_container_root_is_an_unprivileged_host_uid(remapped: Engine) -> None:
         sk("rm", "-f", cid)
 
 
+def test_default_network_and_a_non_root_user(remapped: Engine) -> None:
+    r = remapped.skiff("run", "--rm", "-u", "1000:1000", "busybox", "sh", "-c",
+                       "id -u; cat /proc/self/uid_map; touch /tmp/mine; stat -c %u /tmp/mine")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "1000" and lines[1].split() == ["0", str(BASE_ID), str(SIZE)] and lines[2] == "1000"
+
+
 def test_host_namespaces_and_privileged_are_refused(remapped: Engine) -> None:
     for flags, message in ((["--privileged"], "privileged mode is incompatible with user namespaces"),
                            (["--network", "host"], "cannot share the host's network namespace"),
