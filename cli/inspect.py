@@ -100,6 +100,7 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "Links": links or None,
             "Binds": list(c.host_config.binds) or None,
             "VolumesFrom": list(c.host_config.volumes_from) or None,
+            **driver_host_json(c.host_config),
         },
         "Config": config_json(c.config),
         "NetworkSettings": network_json(c),
@@ -121,6 +122,19 @@ def mounts_json(c: api_pb2.Container) -> list[dict[str, Any]]:
                   "Propagation": m.propagation if m.type == "bind" else ""}
         out.append(entry)
     return out
+
+
+def driver_host_json(hc: types_pb2.HostConfig) -> dict[str, Any]:
+    """HostConfig's log, namespace and device fields, as Docker names them."""
+    return {
+        "LogConfig": {"Type": hc.log_config.type or "json-file", "Config": dict(hc.log_config.config)},
+        "PidMode": hc.pid_mode,
+        "IpcMode": hc.ipc_mode or "private",
+        "UTSMode": hc.uts_mode,
+        "CgroupnsMode": hc.cgroupns_mode,
+        "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container or d.path_on_host,
+                     "CgroupPermissions": d.cgroup_permissions or "rwm"} for d in hc.devices],
+    }
 
 
 def network_json(c: api_pb2.Container) -> dict[str, Any]:

@@ -63,6 +63,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="attach a filesystem mount to the container (bind, volume, tmpfs)")
     p.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
                    help="mount volumes from the specified container(s)")
+    add_driver_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -192,6 +193,7 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
     if args.tty:
         _console_size(host)
     apply_mount_flags(host, args)
+    apply_driver_flags(host, args)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)
 
 
@@ -220,3 +222,57 @@ def apply_mount_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> N
             host.mounts.append(mounts.parse_mount_flag(text))
         except errors.InvalidArgument as err:
             raise exits.Usage(f'invalid argument "{text}" for "--mount" flag: {err}') from None
+
+
+# --- logs, namespaces, devices (issue 4) -------------------------------------------
+
+
+def add_driver_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-driver", default="", help="logging driver for the container (json-file, none)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="log driver options (max-size, max-file)")
+    p.add_argument("--pid", default="", help="PID namespace to use (host)")
+    p.add_argument("--ipc", default="", help="IPC mode to use (private, shareable, host, none, container:<name|id>)")
+    p.add_argument("--uts", default="", help="UTS namespace to use (host)")
+    p.add_argument("--cgroupns", default="",
+                   help="cgroup namespace to use (host|private; default private on cgroup v2, host on v1)")
+    p.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER[:rwm]]",
+                   help="add a host device to the container")
+
+
+def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
+    host.log_config.type = args.log_driver
+    for item in args.log_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise exits.Usage(f'invalid argument "{item}" for "--log-opt" flag: want key=value')
+        host.log_config.config[key] = value
+    host.pid_mode, host.ipc_mode, host.uts_mode, host.cgroupns_mode = args.pid, args.ipc, args.uts, args.cgroupns
+    host.devices.extend(parse_device(d) for d in args.device)
+
+
+def _device_mode(text: str) -> bool:
+    return 0 < len(text) <= 3 and not set(text) - set("rwm")
+
+
+def parse_device(text: str) -> types_pb2.DeviceMapping:
+    """Docker's ``--device``: ``/dev/x``, ``/dev/x:rwm``, ``/dev/x:/dev/y``, ``/dev/x:/dev/y:rwm``."""
+    from skiff.types.v1 import types_pb2
+
+    parts = text.split(":")
+    src, dst, mode = parts[0], "", "rwm"
+    if len(parts) == 2:
+        if _device_mode(parts[1]):
+            mode = parts[1]
+        else:
+            dst = parts[1]
+    elif len(parts) == 3:
+        dst, mode = parts[1], parts[2]
+        if not _device_mode(mode):
+            raise exits.Usage(f'invalid argument "{text}" for "--device" flag: bad mode specified: {mode}')
+    elif len(parts) > 3:
+        raise exits.Usage(f'invalid argument "{text}" for "--device" flag: invalid device specification')
+    for path in (src, dst):
+        if path and not path.startswith("/"):
+            raise exits.Usage(f'invalid argument "{text}" for "--device" flag: {path} is not an absolute path')
+    return types_pb2.DeviceMapping(path_on_host=src, path_in_container=dst, cgroup_permissions=mode)

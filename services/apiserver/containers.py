@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import hostopts, networks, stdio
+from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
@@ -73,6 +74,8 @@ class Containers:
         # attached before start (`run --rm`) always gets the output and the exit status.
         self._attached: Counter[str] = Counter()
         self._detached = threading.Condition(self._lock)
+        #: the daemon's --log-driver/--log-opt (empty: json-file with skiff's rotation defaults)
+        self.log_defaults = types_pb2.LogConfig()
 
     # --- reading -------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class Containers:
             raise errors.InvalidArgument(f"invalid pids limit {host.pids_limit}: must not be negative")
         host.network_mode = mode
         hostopts.validate(host)
+        nsopts.validate(host, req.config.hostname, self._graph)
+        host.log_config.CopyFrom(logopts.resolve(host.log_config, self.log_defaults))
         created = self._graph.create_container(
             graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
         )
@@ -174,6 +179,11 @@ class Containers:
         hostopts.fill_task_spec(spec, record.host_config)
         spec.mounts.extend(record.mounts)
         try:
+            nsopts.fill_task_spec(spec, record.host_config, self._graph, self._exec)
+        except errors.SkiffError:
+            self._best_effort(self._net.delete_endpoint, record.id)
+            raise
+        try:
             self._exec.start_task(spec)
         except errors.AlreadyExists:
             return  # a concurrent start won; Start is idempotent
@@ -195,18 +205,22 @@ class Containers:
         if not self._signal(record.id, sig):
             return
         if grace != 0:
+            # The grace period is kept across an execsvc restart: the wait is asked again.
+            until = None if grace < 0 else time.monotonic() + grace
             try:
-                self._exec.wait_task(record.id, timeout=None if grace < 0 else float(grace))
+                resume.retrying(lambda: self._exec.wait_task(
+                    record.id, timeout=None if until is None else max(until - time.monotonic(), 0.0)), None, until)
                 return
             except errors.DeadlineExceeded:
                 log.info("container %s did not exit within %ds of signal %d: killing", record.id, grace, sig)
         if self._signal(record.id, signal.SIGKILL):
-            self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
+            resume.retrying(lambda: self._exec.wait_task(record.id, timeout=CALL_TIMEOUT), None,
+                            time.monotonic() + CALL_TIMEOUT)
 
     def _signal(self, container_id: str, sig: int) -> bool:
         """Send ``sig``; False when the task is not running any more (it exited meanwhile)."""
         try:
-            self._exec.kill_task(container_id, sig)
+            resume.retrying(lambda: self._exec.kill_task(container_id, sig), None, time.monotonic() + CALL_TIMEOUT)
             return True
         except (errors.FailedPrecondition, errors.NotFound):
             return False
@@ -276,7 +290,9 @@ class Containers:
         while True:
             try:
                 return self._exec.wait_task(container_id, call=call)
-            except errors.Unavailable:
+            except errors.SkiffError as e:
+                if not resume.lost(e):
+                    raise
                 if not self._tick(call):
                     raise _gave_up(call) from None
 
@@ -322,6 +338,9 @@ class Containers:
 
     def logs(self, req: api_pb2.ContainerLogsRequest, call: Call) -> Iterator[types_pb2.LogEntry]:
         record = self._graph.get_container(req.container)
+        if record.host_config.log_config.type == "none":
+            raise errors.FailedPrecondition("configured logging driver does not support reading",
+                                            reason=errors.LOGS_NOT_AVAILABLE)
         if self._task(record.id) is None:
             return iter(())  # never started: no output
         both = not (req.stdout or req.stderr)
@@ -332,7 +351,9 @@ class Containers:
             upstream.tail = req.tail
         if req.HasField("since"):
             upstream.since.CopyFrom(req.since)
-        return _drain(self._exec.read_logs(upstream, call), call)
+        if req.HasField("until"):
+            upstream.until.CopyFrom(req.until)
+        return _drain(resume.ResumingLogs(self._exec, upstream, call), call)
 
     def attach(
         self, requests: Iterator[api_pb2.AttachContainerRequest], call: Call,
@@ -387,7 +408,7 @@ class Containers:
         both = not (options.stdout or options.stderr)
         upstream = exec_pb2.ReadLogsRequest(
             id=cid, follow=True, tail=-1 if options.logs else 0,
-            stdout=options.stdout or both, stderr=options.stderr or both,
+            stdout=options.stdout or both, stderr=options.stderr or both, attach=True,
         )
         output = call
         if pump is not None:  # a detach ends the output, not the caller's call
@@ -395,7 +416,7 @@ class Containers:
             call.on_cancel(output.cancel)
             pump.start(on_detach=output.cancel)
         try:
-            for entry in _drain(self._exec.read_logs(upstream, output), output):
+            for entry in _drain(resume.ResumingLogs(self._exec, upstream, output), output):
                 yield api_pb2.AttachContainerResponse(output=entry)
         finally:
             if pump is not None:

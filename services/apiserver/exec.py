@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import stdio
+from skiff.apiserver import resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
@@ -63,7 +63,7 @@ class Execs:
             call.on_cancel(output.cancel)
             pump.start(on_detach=output.cancel)
         try:
-            for resp in self._exec.attach_exec(record.id, exec_id, output):
+            for resp in resume.attach_exec(self._exec, record.id, exec_id, output):
                 if resp.WhichOneof("part") == "output":
                     yield api_pb2.ExecContainerResponse(output=resp.output)
                 else:

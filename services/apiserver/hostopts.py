@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+from skiff.apiserver import logopts
 from skiff.common import errors
 from skiff.exec.v1 import exec_pb2
 from skiff.execsvc.options import check_sysctl
@@ -145,3 +146,4 @@ def fill_task_spec(spec: exec_pb2.TaskSpec, hc: types_pb2.HostConfig) -> None:
     spec.ulimits.extend(hc.ulimits)
     for k, v in hc.sysctls.items():
         spec.sysctls[k] = v
+    logopts.fill_task_spec(spec, hc.log_config)

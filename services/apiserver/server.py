@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skiff.api.v1 import api_pb2, api_pb2_grpc
+from skiff.apiserver import logopts
 from skiff.apiserver.backends import ExecBackend, ExecClient, GraphBackend, GraphClient, NetBackend, NetClient
 from skiff.apiserver.containers import Containers
 from skiff.apiserver.images import Images
@@ -26,6 +27,7 @@ from skiff.common import errors
 from skiff.common.address import DEFAULT_HOST
 from skiff.common.server import Service, add_common_arguments, channel, setup_logging
 from skiff.common.tls import TLSFiles
+from skiff.types.v1 import types_pb2
 
 log = logging.getLogger(__name__)
 NAME = "apiserver"
@@ -77,6 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for svc in ("graphsvc", "execsvc", "netsvc"):
         parser.add_argument(f"--{svc}", metavar="ADDRESS",
                             help=f"address of {svc} (default unix://<exec-root>/{svc}.sock)")
+    parser.add_argument("--log-driver", default="", help="default log driver of new containers (json-file)")
+    parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="default log driver options of new containers")
     return parser.parse_args(argv)
 
 
@@ -102,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tools=ToolsClient(graph_channel),
             volumes=VolumesClient(graph_channel),
         )
+        gateway.containers.log_defaults = logopts.resolve(types_pb2.LogConfig(
+            type=args.log_driver, config=logopts.parse_opts(args.log_opt)))
         gateway.containers.sweep_in_background()
         gateway.service.run_until_signal()
     except (errors.SkiffError, OSError, RuntimeError) as err:

@@ -128,3 +128,5 @@ NO_COMMAND = "NO_COMMAND"
 VOLUME_NOT_FOUND = "VOLUME_NOT_FOUND"
 VOLUME_IN_USE = "VOLUME_IN_USE"
 PATH_NOT_FOUND = "PATH_NOT_FOUND"
+# `logs` of a container whose log driver keeps nothing (`--log-driver none`).
+LOGS_NOT_AVAILABLE = "LOGS_NOT_AVAILABLE"

@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shim", type=Path, default=SHIM, help="the skiff-shim binary (built by `make shim`)")
     parser.add_argument("--cgroup-parent", default=os.environ.get("SKIFF_CGROUP_PARENT") or "skiff",
                         help="cgroup under which containers are created ($SKIFF_CGROUP_PARENT; default skiff)")
+    parser.add_argument("--userns-remap", default="", metavar="USER[:GROUP]",
+                        help="map containers' root to USER's range in /etc/subuid (and GROUP's in /etc/subgid)")
     args = parser.parse_args(argv)
     server.setup_logging("execsvc", args.log_level, args.debug)
 
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     listen = args.listen or [f"unix://{args.exec_root}/execsvc.sock"]
     try:
         runtime = Runtime(args.exec_root, args.shim, cgroups=detect(parent=args.cgroup_parent))
+        if args.userns_remap:
+            from skiff.execsvc import userns
+
+            runtime.userns = userns.parse(args.userns_remap)
         tasks = Tasks(runtime, args.data_root)
         svc = server.Service("execsvc", listen)
         svc.add(exec_pb2_grpc.add_ExecServiceServicer_to_server, ExecServicer(tasks), "skiff.exec.v1.ExecService")

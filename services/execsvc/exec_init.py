@@ -32,7 +32,7 @@ import init  # the container init's helpers (stdlib only)
 
 #: Joined in this order; mnt last (it changes our root).
 NAMESPACES = (("ipc", 0x08000000), ("uts", 0x04000000), ("net", 0x40000000), ("pid", 0x20000000),
-              ("mnt", 0x00020000))
+              ("cgroup", 0x02000000), ("mnt", 0x00020000))
 
 
 def _starttime(pid):
@@ -53,10 +53,15 @@ def join(bundle, cfg):
         alive = False
     if not alive:
         raise init.StartError("other", "the container is not running")
+    userns = None
+    if cfg.get("linux", {}).get("uidMappings"):  # --userns-remap: entered last, as the init does
+        userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     init.join_cgroups(cfg["skiff"]["cgroupProcs"])
     for fd, name, flag in fds:
         init.check(init.libc.setns(fd, flag), f"setns {name}")
         os.close(fd)
+    if userns is not None:
+        init.enter_userns(userns)
 
 
 def run_in_container(cfg, spec):

@@ -199,6 +199,164 @@ def join_cgroups(procs_files):
             raise StartError("other", f"join cgroup {f}: {e.strerror}") from e
 
 
+NS_FLAGS = {"ipc": 0x08000000, "uts": 0x04000000, "pid": 0x20000000, "cgroup": 0x02000000}
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWNS = 0x00020000
+
+
+def join_namespaces(cfg):
+    """Namespaces given by path (``--ipc container:<id>``), other than the network's (the shim's)."""
+    for ns in cfg.get("linux", {}).get("namespaces", []):
+        if ns.get("path") and ns["type"] in NS_FLAGS:
+            try:
+                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise StartError("other", f"open {ns['type']} namespace {ns['path']}: {e.strerror}") from e
+            try:
+                check(libc.setns(fd, NS_FLAGS[ns["type"]]), f"setns {ns['type']}")
+            finally:
+                os.close(fd)
+
+
+def new_cgroup_namespace(cfg):
+    """``--cgroupns private``: after joining the cgroup, so the namespace is rooted at it."""
+    if any(ns["type"] == "cgroup" and not ns.get("path") for ns in cfg.get("linux", {}).get("namespaces", [])):
+        check(libc.unshare(CLONE_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")
+
+
+# --- --userns-remap ------------------------------------------------------------------
+#
+# The container's other namespaces stay the host's (owned by the initial user
+# namespace): the set-up is done as the host's root, then the init enters a user
+# namespace that maps container root to an unprivileged host uid, right before it
+# drops to the container's user. The image layers are not chowned: the overlay is
+# made of an idmapped mount of the layers, so on-disk root shows as container root.
+
+CLONE_NEWUSER = 0x10000000
+SYS_MOUNT_SETATTR = 442
+MOUNT_ATTR_IDMAP = 0x00100000
+AT_EMPTY_PATH = 0x1000
+
+
+def make_userns(cfg):
+    """A user namespace with the config's uid/gid maps; returns an fd to it (or None)."""
+    uid_maps = cfg.get("linux", {}).get("uidMappings")
+    if not uid_maps:
+        return None
+    gid_maps = cfg["linux"].get("gidMappings") or uid_maps
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper: a new user namespace, then wait to be measured
+        try:
+            os.close(go_w)
+            os.close(ready_r)
+            rc = libc.unshare(CLONE_NEWUSER)
+            os.write(ready_w, b"1" if rc == 0 else b"0")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(go_r)
+    os.close(ready_w)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise StartError("other", "unshare(CLONE_NEWUSER) failed")
+        # /proc is still the host's here: the helper's entry is under its host pid.
+        pidfd = os.pidfd_open(pid)
+        try:
+            with open(f"/proc/self/fdinfo/{pidfd}") as f:
+                host_pid = next(int(line.split()[1]) for line in f if line.startswith("Pid:"))
+        finally:
+            os.close(pidfd)
+        for name, maps in (("uid_map", uid_maps), ("gid_map", gid_maps)):
+            text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+            try:
+                with open(f"/proc/{host_pid}/{name}", "w") as f:
+                    f.write(text)
+            except OSError as e:
+                raise StartError("other", f"write {name}: {e.strerror}") from e
+        return os.open(f"/proc/{host_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(go_w)  # the helper exits
+        os.close(ready_r)
+        os.waitpid(pid, 0)
+
+
+def _mount_attr_idmap(fd, userns_fd):
+    attr = ctypes.create_string_buffer(32)
+    ctypes.memmove(attr, (MOUNT_ATTR_IDMAP).to_bytes(8, "little") + bytes(16)
+                   + userns_fd.to_bytes(8, "little"), 32)
+    check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32),
+          "mount_setattr(MOUNT_ATTR_IDMAP)")
+
+
+def mount_rootfs_idmapped(cfg, rootfs, userns_fd):
+    """The overlay over an idmapped view of the layers' common directory (on-disk uid u shows as
+    the mapped host uid, so container root owns what host root owns on disk)."""
+    m = cfg["skiff"]["rootfsMount"]
+    opts = [o for o in m["options"] if o]
+    dirs = []
+    for o in opts:
+        key, _, value = o.partition("=")
+        if key in ("lowerdir", "upperdir", "workdir"):
+            dirs += value.split(":")
+    src = os.path.commonpath(dirs) if m["type"] == "overlay" and dirs else m["source"]
+    stage = os.path.join(os.path.dirname(rootfs), "idmapped")
+    os.makedirs(stage, exist_ok=True)
+    tree = libc.syscall(SYS_OPEN_TREE, -100, src.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)
+    if tree < 0:
+        raise StartError("other", f"open_tree {src}: {os.strerror(ctypes.get_errno())}")
+    try:
+        _mount_attr_idmap(tree, userns_fd)
+        check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", -100, stage.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+              f"move_mount on {stage}")
+    finally:
+        os.close(tree)
+    # overlayfs does its own work (workdir, copy-up) with the mounter's credentials, and
+    # what the set-up creates in the root (mount points, /etc files) must be representable
+    # through the idmapped layers: from here until enter_userns, the file system ids are the
+    # mapped root's (fsuid/fsgid), with every capability kept effective.
+    libc.setfsgid(cfg["linux"]["gidMappings"][0]["hostID"])
+    libc.setfsuid(cfg["linux"]["uidMappings"][0]["hostID"])
+    _raise_effective()
+    if m["type"] == "overlay":
+        def moved(value):
+            return ":".join(os.path.join(stage, os.path.relpath(d, src)) for d in value.split(":"))
+        new = []
+        for o in opts:
+            key, _, value = o.partition("=")
+            new.append(f"{key}={moved(value)}" if key in ("lowerdir", "upperdir", "workdir") else o)
+        mount(m["source"], rootfs, "overlay", 0, ",".join(new))
+    else:
+        mount(stage, rootfs, None, MS_BIND | MS_REC)
+    umount2(stage, 2)  # MNT_DETACH: the overlay keeps the layers
+
+
+def _raise_effective():
+    """Effective = permitted (setfsuid away from 0 clears the file capabilities' effective bits)."""
+    hdr = CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (CapData * 2)()
+    check(libc.capget(ctypes.byref(hdr), data), "capget")
+    for d in data:
+        d.effective = d.permitted
+    check(libc.capset(ctypes.byref(hdr), data), "capset")
+
+
+def enter_userns(userns_fd, cfg=None):
+    """Last step of the set-up as the host's root: from here on, root is the mapped uid.
+
+    The mounts are the host user namespace's: masked and read-only paths are made
+    before (security_hooks then finds nothing left to mask)."""
+    if userns_fd is None:
+        return
+    if cfg is not None:
+        linux = cfg.get("linux", {})
+        mask_paths(linux.get("maskedPaths", []), linux.get("readonlyPaths", []))
+        linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    check(libc.setns(userns_fd, CLONE_NEWUSER), "setns user")
+    os.close(userns_fd)
+
+
 def mount_rootfs(cfg, rootfs):
     m = cfg["skiff"]["rootfsMount"]
     if m["type"] == "bind":
@@ -208,6 +366,8 @@ def mount_rootfs(cfg, rootfs):
 
 
 def mount_one(rootfs, m):
+    if m.get("skiffMountNamespace"):
+        return mount_from_namespace(rootfs, m)
     dest = secure_join(rootfs, m["destination"])
     flags, data = parse_options(m.get("options", []))
     if m["type"] == "bind" or flags & MS_BIND:
@@ -385,6 +545,42 @@ def mount_user_mounts(rootfs, mounts):
             os.close(fd)
 
 
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE, AT_RECURSIVE, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x4
+
+
+def mount_from_namespace(rootfs, m):
+    """Bind ``source`` as seen in another mount namespace (the IPC donor's /dev/shm).
+
+    A plain bind cannot cross mount namespaces; a detached copy made there with
+    open_tree(OPEN_TREE_CLONE) can be attached here with move_mount.
+    """
+    dest = secure_join(rootfs, m["destination"])
+    os.makedirs(dest, exist_ok=True)
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        other = os.open(m["skiffMountNamespace"], os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(own)
+        raise StartError("other", f"open {m['skiffMountNamespace']}: {e.strerror}") from e
+    try:
+        check(libc.setns(other, CLONE_NEWNS), "setns mnt (donor)")
+        tree = libc.syscall(SYS_OPEN_TREE, -100, m["source"].encode(),
+                            OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)
+        err = ctypes.get_errno()
+        check(libc.setns(own, CLONE_NEWNS), "setns mnt (back)")
+        if tree < 0:
+            raise StartError("other", f"open_tree {m['source']} of the donor: {os.strerror(err)}")
+        try:
+            check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", -100, dest.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+                  f"move_mount on {dest}")
+        finally:
+            os.close(tree)
+    finally:
+        os.close(own)
+        os.close(other)
+
+
 def populate_dev(rootfs):
     dev = os.path.join(rootfs, "dev")
     for name, (major, minor) in DEVICES.items():
@@ -493,6 +689,22 @@ def set_sysctls(sysctls):
                 f.write(str(value))
         except OSError as e:
             raise StartError("other", f"write sysctl key {key}: {e.strerror}") from e
+
+
+def make_devices(rootfs, nodes):
+    """``--device``: the nodes of config.json's ``linux.devices`` (their cgroup rules are execsvc's)."""
+    for d in nodes:
+        dest = secure_join(rootfs, d["path"])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.lexists(dest):
+            os.unlink(dest)
+        kind = stat.S_IFCHR if d["type"] == "c" else stat.S_IFBLK
+        try:
+            os.mknod(dest, d.get("fileMode", 0o666) | kind, os.makedev(d["major"], d["minor"]))
+            os.chmod(dest, d.get("fileMode", 0o666))
+            os.chown(dest, d.get("uid", 0), d.get("gid", 0))
+        except OSError as e:
+            raise StartError("other", f"mknod {d['path']}: {e.strerror}") from e
 
 
 def copy_host_devices(rootfs):
@@ -657,13 +869,19 @@ def run(bundle):
         cfg = json.loads(f.read())
     proc = cfg["process"]
     # (A netns given by path was joined by the shim, before this process started.)
+    join_namespaces(cfg)
     join_cgroups(cfg["skiff"]["cgroupProcs"])
+    new_cgroup_namespace(cfg)
+    userns_fd = make_userns(cfg)
     old_umask = os.umask(0)
     # Nothing we mount from here on may propagate back to the host (rslave: host mounts still
     # reach binds that ask for slave/shared propagation).
     mount("", "/", None, MS_REC | root_propagation(cfg))
     rootfs = cfg["root"]["path"]
-    mount_rootfs(cfg, rootfs)
+    if userns_fd is None:
+        mount_rootfs(cfg, rootfs)
+    else:
+        mount_rootfs_idmapped(cfg, rootfs, userns_fd)
     # The root mount must exist before anything is mounted inside it; /dev before /dev/pts.
     for m in cfg.get("mounts", []):
         mount_one(rootfs, m)
@@ -671,6 +889,7 @@ def run(bundle):
             populate_dev(rootfs)
             if cfg["skiff"].get("privileged"):
                 copy_host_devices(rootfs)
+            make_devices(rootfs, cfg.get("linux", {}).get("devices", []))
     mount_user_mounts(rootfs, cfg.get("skiff", {}).get("userMounts", []))
     enter_rootfs(rootfs)
     # The container's /proc/sys, before it is made read-only; net.* in the container's netns.
@@ -688,6 +907,7 @@ def run(bundle):
         # Last of the mounts: binds (/etc/hosts, tmpfs, ...) on top keep their own flags.
         mount("", "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     seccomp = seccomp_program(cfg)
+    enter_userns(userns_fd, cfg)
     if uid == 0:
         # Root stays root: switch groups while CAP_SETGID is still there (--cap-drop ALL).
         switch_user(uid, gid, groups)

@@ -34,7 +34,7 @@ from typing import Any
 from skiff.common import errors
 from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, NotFound
 
-from . import logs
+from . import devices, logs, nsmodes, userns
 from . import spec as specmod
 from .cgroups import Cgroups, Resources, detect
 from .spec import ContainerSpec
@@ -92,6 +92,8 @@ class Runtime:
         self.shim_path = Path(shim_path).absolute()
         self.python = python
         self.cgroups = cgroups if cgroups is not None else detect()
+        #: --userns-remap: containers' root is this range of host ids (None: not remapped)
+        self.userns: userns.IdMap | None = None
         (self.exec_root / "containers").mkdir(parents=True, exist_ok=True)
 
     # ---- paths ----------------------------------------------------------
@@ -123,11 +125,22 @@ class Runtime:
         b = self.bundle(spec.id)
         if (b / "config.json").exists() and self.state(spec.id).status != "created":
             raise AlreadyExists(f"container {spec.id} already exists and was started")
+        fresh = not (b / "config.json").exists()
         (b / "rootfs").mkdir(parents=True, exist_ok=True)
         procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap)
-        self.cgroups.set_resources(spec.id, spec.options.resources)
-        cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
-        specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id)))
+        try:
+            self.cgroups.set_resources(spec.id, spec.options.resources)
+            cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
+            cfg = nsmodes.apply(cfg, spec.ns, nsmodes.runtime_donor(self.state), self.cgroups.version)
+            cfg = devices.apply_config(cfg, spec.devices, spec.options.privileged)
+            cfg = userns.apply(cfg, self.userns, spec.options.privileged, spec.network_mode)
+            devices.apply(self.cgroups, spec.id, cfg["linux"]["resources"]["devices"])
+        except errors.SkiffError:
+            if fresh:  # nothing half-made stays behind (a bad --device, a gone IPC donor, ...)
+                self.cgroups.remove(spec.id)
+                shutil.rmtree(b, ignore_errors=True)
+            raise
+        specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id), procs[0]))
         specmod.write_json_atomic(b / "config.json", cfg)
 
     def start(self, cid: str) -> int:
@@ -144,6 +157,7 @@ class Runtime:
         mem = res.get("memory", {})
         self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
         self.cgroups.set_resources(cid, Resources.from_oci(res))
+        devices.apply(self.cgroups, cid, res.get("devices", []))
         cmd = [
             str(self.shim_path),
             str(b.resolve()),
@@ -265,10 +279,16 @@ class Runtime:
         return sorted(p.name for p in root.iterdir() if (p / "config.json").exists())
 
     def logs(
-        self, cid: str, *, tail: int | None = None, follow: bool = False, stop: Any = None
+        self, cid: str, *, tail: int | None = None, follow: bool = False, stop: Any = None,
+        until_ns: int | None = None, attach: bool = False,
     ) -> Iterator[logs.LogEntry]:
-        """The log entries; following ends when the container has exited and the log is drained."""
+        """The log entries (rotated files included); following ends when the container has exited
+        and the log is drained. FailedPrecondition when the log driver keeps nothing (but attach)."""
+        if not attach and self.config(cid)["skiff"].get("logDriver") == "none":
+            raise FailedPrecondition("configured logging driver does not support reading",
+                                     reason=errors.LOGS_NOT_AVAILABLE)
         path = self.log_path(cid)
         return logs.read(
-            path, tail=tail, follow=follow, stop=stop, is_running=lambda: self.state(cid).status == "running"
+            path, tail=tail, follow=follow, stop=stop, is_running=lambda: self.state(cid).status == "running",
+            until_ns=until_ns,
         )

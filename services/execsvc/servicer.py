@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import lifecycle
 from skiff.execsvc import mounts as mountsmod
 from skiff.execsvc.copying import Copier, CopyRPCs
+from skiff.execsvc.devices import DeviceMapping
 from skiff.execsvc.exec import ExecRPCs
+from skiff.execsvc.nsmodes import NsModes, host_hostname
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
 from skiff.execsvc.stdio import StdinRPCs
@@ -77,10 +80,17 @@ class Tasks:
             terminal=ts.tty, open_stdin=ts.open_stdin,
             console_size=(min(ts.console_size.rows, 0xFFFF), min(ts.console_size.cols, 0xFFFF)),
             mounts=mountsmod.from_proto(ts.mounts),
+            log_driver=ts.log_driver or "json-file", log_max_size=ts.log_max_size,
+            log_max_file=max(ts.log_max_file, 1),
+            ns=NsModes(pid=ts.pid_mode, uts=ts.uts_mode, ipc=ts.ipc_mode, cgroupns=ts.cgroupns_mode),
+            devices=tuple(DeviceMapping(d.path_on_host, d.path_in_container, d.cgroup_permissions or "rwm")
+                          for d in ts.devices),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
         spec = self.spec(ts)
+        if spec.ns.uts == "host" and spec.etc_hostname:  # as Docker: the host's name in /etc/hostname
+            spec = dataclasses.replace(spec, etc_hostname=host_hostname() + "\n")
         spec.validate()
         mountsmod.prepare_host_paths(spec.mounts)
         try:
@@ -181,11 +191,17 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
             wanted = wanted or {"stdout", "stderr"}
             since = request.since.ToNanoseconds() if request.HasField("since") else 0
             tail = request.tail if request.HasField("tail") and request.tail >= 0 else None
-            for entry in self.runtime.logs(request.id, tail=tail, follow=request.follow, stop=stop):
+            until = request.until.ToNanoseconds() if request.HasField("until") else None
+            for entry in self.runtime.logs(request.id, tail=tail, follow=request.follow, stop=stop, until_ns=until,
+                                            attach=request.attach):
                 if entry.stream not in wanted:
                     continue
                 ts = _ts(entry.time)
                 if since and ts is not None and ts.ToNanoseconds() < since:
+                    continue
+                if until is not None and ts is not None and ts.ToNanoseconds() > until:
+                    if request.follow:
+                        return  # entries come in time order: nothing later can match
                     continue
                 yield exec_pb2.ReadLogsResponse(entry=types_pb2.LogEntry(
                     stream=_STREAM.get(entry.stream, types_pb2.LOG_STREAM_UNSPECIFIED), data=entry.data, time=ts))

@@ -20,6 +20,8 @@ from skiff.common.errors import InvalidArgument
 from skiff.execsvc import mounts as mountsmod
 from skiff.execsvc import options as optionsmod
 from skiff.execsvc import security
+from skiff.execsvc.devices import DeviceMapping
+from skiff.execsvc.nsmodes import NsModes
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -65,6 +67,10 @@ class ContainerSpec:
     pids_limit: int = 0
     #: empty: ``<bundle>/<id>-json.log``
     log_path: str = ""
+    #: "json-file" or "none"; json-file rotates at log_max_size bytes (0: never), keeping log_max_file files
+    log_driver: str = "json-file"
+    log_max_size: int = 0
+    log_max_file: int = 1
     rlimits: tuple[tuple[str, int, int], ...] = field(default=())
     #: Contents bind-mounted at /etc/hosts, /etc/resolv.conf, /etc/hostname (empty: the image's).
     etc_hosts: str = ""
@@ -79,6 +85,10 @@ class ContainerSpec:
     console_size: tuple[int, int] = (0, 0)
     #: binds, volumes and tmpfs mounts (``-v``, ``--mount``, image VOLUMEs)
     mounts: tuple[mountsmod.UserMount, ...] = ()
+    #: --pid/--uts/--ipc/--cgroupns
+    ns: NsModes = field(default_factory=NsModes)
+    #: --device
+    devices: tuple[DeviceMapping, ...] = ()
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -120,12 +130,19 @@ class ContainerSpec:
             raise InvalidArgument(f"pids limit {self.pids_limit} is negative")
         if self.log_path and not self.log_path.startswith("/"):
             raise InvalidArgument(f"log path {self.log_path!r} is not absolute")
+        if self.log_driver not in ("json-file", "none"):
+            raise InvalidArgument(f"logger: no log driver named '{self.log_driver}' is registered")
+        if self.log_max_size < 0 or self.log_max_file < 1:
+            raise InvalidArgument("log rotation: max-size must not be negative and max-file at least 1")
         for name, soft, hard in self.rlimits:
             if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
         self.options.validate(self.network_mode, self.rlimits)
         for m in self.mounts:
             m.validate()
+        self.ns.validate()
+        for d in self.devices:
+            d.validate()
 
 
 def clone_flags(spec: ContainerSpec) -> int:
@@ -133,7 +150,7 @@ def clone_flags(spec: ContainerSpec) -> int:
     flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
     if spec.network_mode == "none":
         flags |= CLONE_NEWNET
-    return flags
+    return flags & ~spec.ns.drop_clone_flags(CLONE_NEWPID, CLONE_NEWUTS, CLONE_NEWIPC)
 
 
 def default_mounts() -> list[dict[str, Any]]:
@@ -263,6 +280,7 @@ def build_config(
                 "options": list(spec.rootfs.options),
             },
             "logPath": log_path(spec, bundle),
+            "logDriver": spec.log_driver,
             "cgroupProcs": cgroup_procs,
             "networkMode": spec.network_mode,
             # linux.seccomp compiled on the host: the init only hands it to the kernel.
@@ -276,10 +294,12 @@ def build_config(
 
 
 def log_path(spec: ContainerSpec, bundle: Path) -> str:
+    if spec.log_driver == "none":
+        return str(bundle / "attach-json.log")
     return spec.log_path or str(bundle / f"{spec.id}-json.log")
 
 
-def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
+def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None, procs_file: str | None = None) -> str:
     """The shim's configuration: values must not contain newlines (paths are validated)."""
     lines = [f"clone_flags={clone_flags(spec):#x}", f"log={log_path(spec, bundle)}"]
     if spec.netns_path:
@@ -287,6 +307,9 @@ def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
     if oom_file:
         lines.append(f"oom={oom_file}")
     lines += io_conf(spec.terminal, spec.open_stdin)
+    lines += log_conf(spec)
+    if spec.ns.pid == "host" and procs_file:
+        lines.append(f"kill_on_exit={procs_file}")
     if any("\n" in line for line in lines):
         raise InvalidArgument("paths must not contain newlines")
     return "\n".join(lines) + "\n"
@@ -295,6 +318,19 @@ def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None) -> str:
 def io_conf(terminal: bool, open_stdin: bool) -> list[str]:
     """The shim's interactive I/O lines (``tty=1``, ``stdin=1``)."""
     return (["tty=1"] if terminal else []) + (["stdin=1"] if open_stdin else [])
+
+
+#: With the ``none`` driver the shim still writes a small log in the bundle, for attached
+#: clients only (attach reads the log); ``logs`` refuses it and ``rm`` removes it.
+NONE_DRIVER_LOG = (1024 * 1024, 2)
+
+
+def log_conf(spec: ContainerSpec) -> list[str]:
+    """The shim's log settings: rotation size and file count."""
+    size, files = NONE_DRIVER_LOG if spec.log_driver == "none" else (spec.log_max_size, spec.log_max_file)
+    if not size:
+        return []
+    return [f"log_max_size={size}", f"log_max_file={files}"]
 
 
 def write_atomic(path: Path, data: str) -> None:

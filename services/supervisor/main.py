@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="a registry reached over https without certificate checks or plain http (to graphsvc)")
     p.add_argument("--registry-mirror", action="append", default=[], metavar="URL",
                    help="a Docker Hub mirror, tried before the hub (passed to graphsvc)")
+    p.add_argument("--log-driver", default="", help="default log driver of containers (json-file or none)")
+    p.add_argument("--userns-remap", default="", metavar="USER[:GROUP]",
+                   help="map containers' root to a subordinate id range (passed to execsvc)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="default log driver options (max-size, max-file)")
     args = p.parse_args(argv)
     args.hosts = args.hosts or [address.DEFAULT_HOST]
     args.pidfile = args.pidfile or args.exec_root / "skiffd.pid"
@@ -58,6 +63,8 @@ def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[
     sock = {name: f"unix://{args.exec_root}/{name}.sock" for name in BACKENDS}
     specs = [ServiceSpec(name, [python, "-m", f"skiff.{name}", "-H", sock[name], *common], sock[name])
              for name in BACKENDS]
+    if getattr(args, "userns_remap", ""):
+        next(s for s in specs if s.name == "execsvc").argv.extend(["--userns-remap", args.userns_remap])
     net = next(s for s in specs if s.name == "netsvc")
     for flag, value in (("--bip", getattr(args, "bip", "")), ("--bridge", getattr(args, "bridge", ""))):
         if value:
@@ -73,6 +80,10 @@ def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[
     for name in BACKENDS:
         api += [f"--{name}", sock[name]]
     api += common
+    if getattr(args, "log_driver", ""):
+        api += ["--log-driver", args.log_driver]
+    for opt in getattr(args, "log_opt", None) or []:
+        api += ["--log-opt", opt]
     tls = TLSFiles(args.tlscacert, args.tlscert, args.tlskey)
     for flag, path in (("--tlscacert", tls.ca), ("--tlscert", tls.cert), ("--tlskey", tls.key)):
         if path is not None:

@@ -49,3 +49,67 @@ def test_follow_finishes_torn_lines_and_ends_after_exit(tmp_path: Path) -> None:
     got = [e.data for e in logs.read(p, follow=True, is_running=running.is_set, poll_interval=0.01)]
     t.join()
     assert got == [b"one\n", b"two\n", b"three\n"]
+
+
+def _rotate(p: Path, keep: int) -> None:
+    """What the shim does: <log>.<keep-2> -> <log>.<keep-1>, ..., <log> -> <log>.1, new <log>."""
+    for i in range(keep - 1, 0, -1):
+        src = p if i == 1 else p.with_name(f"{p.name}.{i - 1}")
+        if src.exists():
+            src.rename(p.with_name(f"{p.name}.{i}"))
+    p.write_text("")
+
+
+def test_read_across_rotated_files_oldest_first(tmp_path: Path) -> None:
+    p = tmp_path / "c-json.log"
+    p.write_text(_line("1\n"))
+    _rotate(p, 3)
+    with open(p, "a") as f:
+        f.write(_line("2\n"))
+    _rotate(p, 3)
+    with open(p, "a") as f:
+        f.write(_line("3\n"))
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["c-json.log", "c-json.log.1", "c-json.log.2"]
+    assert [e.data for e in logs.read(p)] == [b"1\n", b"2\n", b"3\n"]
+    assert [e.data for e in logs.read(p, tail=2)] == [b"2\n", b"3\n"]
+
+
+def test_follow_carries_on_after_rotation_and_truncation(tmp_path: Path) -> None:
+    p = tmp_path / "c-json.log"
+    p.write_text(_line("0\n"))
+    running = threading.Event()
+    running.set()
+    got: list[bytes] = []
+
+    def follow() -> None:
+        for e in logs.read(p, follow=True, is_running=running.is_set, poll_interval=0.01):
+            got.append(e.data)
+
+    t = threading.Thread(target=follow)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(p, "a") as f:
+            f.write(_line("1\n"))  # written just before the rotation: must not be lost
+        _rotate(p, 2)
+        with open(p, "a") as f:
+            f.write(_line("2\n"))
+        _rotate(p, 2)  # twice before the reader looks again is fine as long as the file survives
+        with open(p, "a") as f:
+            f.write(_line("3\n"))
+        while len(got) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        running.clear()
+        t.join(timeout=10)
+    assert got == [b"0\n", b"1\n", b"2\n", b"3\n"]
+    assert not t.is_alive()
+
+
+def test_follow_ends_when_until_has_passed(tmp_path: Path) -> None:
+    p = tmp_path / "c-json.log"
+    p.write_text(_line("0\n"))
+    out = list(logs.read(p, follow=True, is_running=lambda: True, until_ns=time.time_ns() - 1, poll_interval=0.01))
+    assert [e.data for e in out] == [b"0\n"]

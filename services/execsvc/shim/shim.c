@@ -12,6 +12,10 @@
  *   netns=<path>           optional: network namespace to join (setns)
  *   log=<path>             json-file log (Docker's format)
  *   oom=<path>             optional: cgroup file with an "oom_kill N" line
+ *   log_max_size=<bytes>   optional: rotate the log when it reaches this size
+ *   log_max_file=<n>       optional: files kept, <log> plus <log>.1 (newest) .. <log>.<n-1>
+ *   kill_on_exit=<path>    optional: a cgroup.procs file whose processes are killed when the
+ *                          container's main process has exited (no pid namespace: --pid host)
  *
  * Handshake (three processes; "caller" is execsvc):
  *
@@ -65,6 +69,9 @@
 static const char *bundle;
 static char conf_log[PATH_MAX], conf_netns[PATH_MAX], conf_oom[PATH_MAX];
 static unsigned long conf_flags;
+static long long conf_log_max_size; /* 0: never rotate */
+static int conf_log_max_file = 1;
+static char conf_kill_on_exit[PATH_MAX];
 
 struct stream {
     int fd;
@@ -78,6 +85,7 @@ static struct stream s_err = {.fd = -1, .name = "stderr"};
 static char out[OUT_CAP];
 static size_t out_len;
 static int log_fd = -1;
+static long long log_size; /* bytes in the live log file (rotation) */
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -253,14 +261,42 @@ static void json_escape(const unsigned char *s, size_t n)
 
 static void flush_out(void)
 {
-    if (out_len > 0 && log_fd >= 0)
-        write_all(log_fd, out, out_len); /* nothing sensible to do on error */
+    if (out_len > 0 && log_fd >= 0 && write_all(log_fd, out, out_len) == 0) /* nothing sensible on error */
+        log_size += (long long)out_len;
     out_len = 0;
+}
+
+/* Docker's json-file rotation: <log>.<n-2> -> <log>.<n-1>, ..., <log> -> <log>.1, then a new
+ * empty <log>; with one file the log is truncated. Records are whole before and after. */
+static void rotate_log(void)
+{
+    char from[PATH_MAX + 16], to[PATH_MAX + 16];
+    close(log_fd);
+    for (int i = conf_log_max_file - 1; i >= 1; i--) {
+        if (i == 1)
+            snprintf(from, sizeof from, "%s", conf_log);
+        else
+            snprintf(from, sizeof from, "%s.%d", conf_log, i - 1);
+        snprintf(to, sizeof to, "%s.%d", conf_log, i);
+        rename(from, to); /* ENOENT: not that many files yet */
+    }
+    log_fd = open(conf_log, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    log_size = 0;
+}
+
+/* Called before each record: rotates once the live file has reached its limit. */
+static void rotate_log_if_full(void)
+{
+    if (conf_log_max_size <= 0 || log_fd < 0 || log_size + (long long)out_len < conf_log_max_size)
+        return;
+    flush_out();
+    rotate_log();
 }
 
 /* One json-file entry: {"log":"...","stream":"stdout","time":"..."} */
 static void emit(struct stream *st, const char *p, size_t n, const char *ts)
 {
+    rotate_log_if_full();
     if (out_len + n * 6 + 128 > OUT_CAP)
         flush_out();
     static const char head[] = "{\"log\":\"";
@@ -331,6 +367,12 @@ static void read_conf(void)
             snprintf(conf_log, sizeof conf_log, "%s", v);
         else if (!strcmp(line, "oom"))
             snprintf(conf_oom, sizeof conf_oom, "%s", v);
+        else if (!strcmp(line, "log_max_size"))
+            conf_log_max_size = strtoll(v, NULL, 10);
+        else if (!strcmp(line, "kill_on_exit"))
+            snprintf(conf_kill_on_exit, sizeof conf_kill_on_exit, "%s", v);
+        else if (!strcmp(line, "log_max_file"))
+            conf_log_max_file = atoi(v) > 0 ? atoi(v) : 1;
     }
     fclose(f);
     if (!conf_log[0])
@@ -675,6 +717,31 @@ static void io_finish(void)
 
 /* ---- processes -------------------------------------------------------- */
 
+/* Without a pid namespace nothing ends the container's other processes with it: kill
+ * what is left in its cgroup (as runc does for a shared pid namespace). Bounded. */
+static void kill_leftovers(void)
+{
+    if (!conf_kill_on_exit[0])
+        return;
+    for (int round = 0; round < 500; round++) {
+        FILE *f = fopen(conf_kill_on_exit, "re");
+        if (!f)
+            return;
+        int pid, found = 0;
+        while (fscanf(f, "%d", &pid) == 1) {
+            if (pid > 0 && pid != getpid()) {
+                kill(pid, SIGKILL);
+                found = 1;
+            }
+        }
+        fclose(f);
+        if (!found)
+            return;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void close_fds_except(int keep)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -781,6 +848,9 @@ static void monitor(int report_fd, char **init_argv)
         snprintf(msg, sizeof msg, "open log %s: %s", conf_log, strerror(errno));
         fail(report_fd, "other", msg);
     }
+    struct stat lst;
+    if (log_fd >= 0 && fstat(log_fd, &lst) == 0)
+        log_size = (long long)lst.st_size; /* a restarted container appends to its log */
     int netns_fd = -1;
     if (conf_netns[0] && (netns_fd = open(conf_netns, O_RDONLY | O_CLOEXEC)) < 0) {
         snprintf(msg, sizeof msg, "open netns %s: %s", conf_netns, strerror(errno));
@@ -872,6 +942,7 @@ static void monitor(int report_fd, char **init_argv)
             if (waitpid(pid, &status, WNOHANG) == pid) {
                 exited = 1;
                 /* Drain what is buffered; don't wait for writers outside the pid ns. */
+                kill_leftovers();
                 drain(&s_out);
                 drain(&s_err);
                 break;
