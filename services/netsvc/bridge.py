@@ -35,7 +35,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from skiff.common.errors import FailedPrecondition, Internal, InvalidArgument
 from skiff.netsvc import netns
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
-from skiff.netsvc.iptables import Rules
+from skiff.netsvc.iptables import Isolation, Rules
 from skiff.netsvc.model import MODE_BRIDGE, Endpoint, EndpointOptions, PortBinding
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,15 @@ class BridgeDriver:
     internal = False
 
     def __init__(self, netns_dir: Path, state_dir: Path, bridge: str = DEFAULT_BRIDGE,
-                 bip: IPv4Network | None = None, chain_prefix: str = "SKIFF"):
+                 bip: IPv4Network | None = None, chain_prefix: str = "SKIFF",
+                 isolation: Isolation | None = None):
         self.netns_dir = netns_dir
         self.bridge = bridge
         self.bip = bip
         self.ipam = Ipam(state_dir / "ipam.json")
-        self.rules = Rules(bridge, chain_prefix)
+        #: Shared by every bridge of the engine: containers on two of them cannot talk.
+        self.isolation = isolation if isolation is not None else Isolation(chain_prefix)
+        self.rules = Rules(bridge, chain_prefix, self.isolation)
         self.endpoints: dict[str, Endpoint] = {}
         self._ready = False
 

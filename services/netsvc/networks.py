@@ -46,7 +46,7 @@ from skiff.common.files import write_json_atomic
 from skiff.netsvc.bridge import BridgeDriver, _in_netns, mac_for
 from skiff.netsvc.dns import DnsServer
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
-from skiff.netsvc.iptables import Rules
+from skiff.netsvc.iptables import Isolation, Rules
 from skiff.netsvc.model import MODE_BRIDGE, MODE_HOST, MODE_NONE, Endpoint, EndpointOptions
 
 if TYPE_CHECKING:
@@ -186,9 +186,11 @@ class UserBridgeDriver(BridgeDriver):
 
     embedded_dns = True
 
-    def __init__(self, netns_dir: Path, state_dir: Path, record: NetworkRecord, dns: DnsServer | None):
+    def __init__(self, netns_dir: Path, state_dir: Path, record: NetworkRecord, dns: DnsServer | None,
+                 isolation: Isolation | None = None):
         subnet = IPv4Network(record.subnet)
-        super().__init__(netns_dir, state_dir, record.bridge, subnet, chain_prefix=f"SK-{record.id[:12]}")
+        super().__init__(netns_dir, state_dir, record.bridge, subnet, chain_prefix=f"SK-{record.id[:12]}",
+                         isolation=isolation)
         self.mode = record.name
         self.record = record
         self.internal = record.internal
@@ -197,7 +199,7 @@ class UserBridgeDriver(BridgeDriver):
         self.ipam = NetIpam(self.ipam_path, subnet, IPv4Address(record.gateway),
                             IPv4Network(record.ip_range) if record.ip_range else None)
         if record.internal:
-            self.rules = InternalRules(record.bridge, f"SK-{record.id[:12]}")
+            self.rules = InternalRules(record.bridge, f"SK-{record.id[:12]}", self.isolation)
 
     def _allocate(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
         assert isinstance(self.ipam, NetIpam)
@@ -342,7 +344,9 @@ class Networks:
             manager.drivers[rec.name] = self._driver_for(rec)
 
     def _driver_for(self, rec: NetworkRecord) -> UserBridgeDriver:
-        driver = UserBridgeDriver(self.netns_dir, self.state_dir, rec, self.dns)
+        default = self.manager.drivers.get(MODE_BRIDGE)
+        isolation = default.isolation if isinstance(default, BridgeDriver) else None
+        driver = UserBridgeDriver(self.netns_dir, self.state_dir, rec, self.dns, isolation)
         driver.resolver_for = self._resolver_for
         return driver
 

@@ -119,3 +119,32 @@ def test_network_prune_and_unknown_network(skiff: Skiff) -> None:
     pruned = skiff("network", "prune", "-f", check=True).stdout
     assert f"{tag}-a" in pruned
     assert f" {tag}-a " not in skiff("network", "ls").stdout
+
+
+def test_networks_are_isolated_from_each_other(skiff: Skiff) -> None:
+    """As Docker's DOCKER-ISOLATION chains: a container on another network (or the default bridge)
+    cannot connect to a server; one on the same network can."""
+    tag = f"i{os.getpid() % 100000}"
+    one, two, srv = f"{tag}-one", f"{tag}-two", f"{tag}-srv"
+    skiff("network", "create", one, check=True)
+    skiff("network", "create", two, check=True)
+    try:
+        skiff("run", "-d", "--name", srv, "--network", one, "busybox", "sh", "-c",
+              "mkdir -p /www && echo hello-iso > /www/index.html && exec httpd -f -p 8080 -h /www", check=True)
+        ip = _inspect(skiff, srv)["NetworkSettings"]["IPAddress"]
+        # Not exec'd as PID 1 (which ignores timeout's signal): a dropped SYN gives up after 3 s.
+        fetch = f"timeout 3 wget -qO- http://{ip}:8080/; echo exit=$?"
+        got = ""
+        for _ in range(25):  # httpd may need a moment to listen
+            got = skiff("run", "--rm", "--network", one, "busybox", "sh", "-c", fetch).stdout
+            if "hello-iso" in got:
+                break
+            time.sleep(0.2)
+        assert "hello-iso" in got
+        for other in (two, "bridge"):
+            r = skiff("run", "--rm", "--network", other, "busybox", "sh", "-c", fetch)
+            assert "hello-iso" not in r.stdout and "exit=0" not in r.stdout, (other, r.stdout, r.stderr)
+    finally:
+        skiff("rm", "-f", srv)
+        skiff("network", "rm", one, two)
+    assert f" {one} " not in skiff("network", "ls").stdout

@@ -210,3 +210,46 @@ def test_connect_survives_restart_and_goes_with_the_container(
     assert m2.networks is not None and m2.networks.attachments == {}
     m2.delete_endpoint("b" * 64)
     assert m2.networks.remove("two") == two.id
+
+
+def _tcp_reaches(client_ns: str, server_ns: str, ip: str, port: int) -> bool:
+    """A busybox nc server in ``server_ns`` on ``port``; whether ``client_ns`` gets its greeting."""
+    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "busybox", "sh", "-c",
+                               f"echo hello | busybox nc -l -p {port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):  # until it listens (bounded: 5 s)
+            if f":{port:04X}" in ns_run(server_ns, "cat", "/proc/net/tcp").stdout.upper():
+                break
+            threading.Event().wait(0.1)
+        got = ns_run(client_ns, "busybox", "nc", "-w", "2", ip, str(port))
+        return "hello" in got.stdout
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+def test_networks_are_isolated_from_each_other(env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    """Docker's DOCKER-ISOLATION: no traffic between two networks, or a network and the default bridge."""
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    one, two = m.networks.create("one").record, m.networks.create("two").record
+    a = m.create_endpoint("a" * 64, "one", EndpointOptions(container_name="a"))
+    a2 = m.create_endpoint("d" * 64, "one", EndpointOptions(container_name="d"))
+    b = m.create_endpoint("b" * 64, "two", EndpointOptions(container_name="b"))
+    c = m.create_endpoint("c" * 64, "bridge")
+    iso = [r for r in rules([f"{PREFIX}-ISOLATION"]) if r.startswith("-A ")]
+    for br in (one.bridge, two.bridge, BRIDGE):
+        assert f"-A {PREFIX}-ISOLATION-2 -o {br} -j DROP" in iso, iso
+    assert _tcp_reaches(a2.netns_path, a.netns_path, a.ip_address, 8081)  # same network: yes
+    assert not _tcp_reaches(b.netns_path, a.netns_path, a.ip_address, 8082)  # other network: no
+    assert not _tcp_reaches(c.netns_path, a.netns_path, a.ip_address, 8083)  # default bridge: no
+    assert not _tcp_reaches(a.netns_path, c.netns_path, c.ip_address, 8084)  # and back: no
+    for e in m.list_endpoints():
+        m.delete_endpoint(e.container_id)
+    m.networks.remove("two")
+    assert not any(two.bridge in r for r in rules([f"{PREFIX}-ISOLATION"]))
+    m.networks.remove("one")
+    m.close()  # the last bridge goes: the isolation chains go with it
+    assert rules([f"{PREFIX}-ISOLATION"]) == []
