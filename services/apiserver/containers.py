@@ -66,6 +66,7 @@ class Containers:
         self._poll = poll_interval
         self._watch_interval = watch_interval
         self._watching: set[str] = set()
+        self._rewatch: set[str] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._exits: OrderedDict[str, api_pb2.WaitContainerResponse] = OrderedDict()
@@ -73,6 +74,8 @@ class Containers:
         # attached before start (`run --rm`) always gets the output and the exit status.
         self._attached: Counter[str] = Counter()
         self._detached = threading.Condition(self._lock)
+        # Start and the release of the network at exit, per container (striped: nothing to clean up).
+        self._net_locks = [threading.Lock() for _ in range(64)]
 
     # --- reading -------------------------------------------------------------
 
@@ -120,6 +123,7 @@ class Containers:
         if host.pids_limit < 0:
             raise errors.InvalidArgument(f"invalid pids limit {host.pids_limit}: must not be negative")
         host.network_mode = mode
+        host.mac_address = networks.check_mac(host.mac_address, mode)
         hostopts.validate(host)
         created = self._graph.create_container(
             graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
@@ -128,6 +132,10 @@ class Containers:
 
     def start(self, ref: str) -> None:
         record = self._graph.get_container(ref)
+        with self._net_lock(record.id):  # a release at the last exit never races this start
+            self._start(record)
+
+    def _start(self, record: graph_pb2.Container) -> None:
         if is_live(self._task(record.id)):
             return
         rootfs = self._graph.get_rootfs(record.id).rootfs
@@ -140,6 +148,7 @@ class Containers:
             publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
             dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
             container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
+            mac_address=hc.mac_address,
         ))
         spec = exec_pb2.TaskSpec(
             id=record.id,
@@ -167,12 +176,24 @@ class Containers:
             if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
                 self._best_effort(self._delete, record.id)
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
-        if record.host_config.auto_remove:
-            self._watch(record.id)
+        self._watch(record.id)  # at its exit: the network is released (and --rm removes it)
+
+    def _net_lock(self, container_id: str) -> threading.Lock:
+        return self._net_locks[hash(container_id) % len(self._net_locks)]
+
+    def _release_network(self, container_id: str) -> None:
+        """As Docker: a stopped container gives back its address and published ports (not its --ip)."""
+        with self._net_lock(container_id):
+            if not is_live(self._task(container_id)):
+                self._best_effort(self._net.delete_endpoint, container_id, True)
 
     def stop(self, ref: str, timeout: int | None, signal_text: str) -> None:
         """The signal, up to ``timeout`` seconds (negative: forever) for an exit, then SIGKILL."""
         record = self._graph.get_container(ref)
+        self._stop(record, timeout, signal_text)
+        self._release_network(record.id)  # now, so that its ports are free when stop returns
+
+    def _stop(self, record: graph_pb2.Container, timeout: int | None, signal_text: str) -> None:
         sig = parse_signal(signal_text, signal.SIGTERM)
         if not is_live(self._task(record.id)):
             return
@@ -366,15 +387,20 @@ class Containers:
     # --- auto-remove ---------------------------------------------------------
 
     def sweep(self) -> None:
-        """Remove exited auto-remove containers and watch running ones (after a restart)."""
+        """After a restart: release the network of exited containers, remove the exited auto-remove
+        ones, and watch the running ones."""
         tasks = {t.id: t for t in self._exec.list_tasks()}
+        endpoints = {e.container_id for e in self._net.list_endpoints()}
         for record in self._graph.list_containers():
             task = tasks.get(record.id)
-            if not record.host_config.auto_remove or task is None:
+            if task is None:
                 continue  # as Docker: a created, never started container stays
             if is_live(task):
                 self._watch(record.id)
-            else:
+                continue
+            if record.id in endpoints:
+                self._release_network(record.id)
+            if record.host_config.auto_remove:
                 self._auto_remove(record.id)
 
     def sweep_in_background(self, retry_for: float = 60.0) -> threading.Thread:
@@ -401,6 +427,7 @@ class Containers:
     def _watch(self, container_id: str) -> None:
         with self._lock:
             if container_id in self._watching:
+                self._rewatch.add(container_id)  # started again: its watcher carries on for this run
                 return
             self._watching.add(container_id)
         threading.Thread(
@@ -420,13 +447,24 @@ class Containers:
                 except errors.Unavailable:
                     self._closed.wait(1.0)
                     continue
-                self._auto_remove(container_id)
+                self._release_network(container_id)
+                try:
+                    auto_remove = self._graph.get_container(container_id).host_config.auto_remove
+                except errors.NotFound:
+                    return  # removed by someone else
+                if auto_remove:
+                    self._auto_remove(container_id)
+                with self._lock:
+                    if container_id in self._rewatch:
+                        self._rewatch.discard(container_id)
+                        continue
                 return
         except Exception:
             log.exception("auto-remove of %s failed", container_id)
         finally:
             with self._lock:
                 self._watching.discard(container_id)
+                self._rewatch.discard(container_id)
 
     def _auto_remove(self, container_id: str, attach_grace: float = 30.0) -> None:
         with self._lock:  # let attached clients read the output and the exit status first

@@ -36,7 +36,7 @@ from skiff.common.errors import FailedPrecondition, Internal, InvalidArgument
 from skiff.netsvc import netns
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
 from skiff.netsvc.iptables import Isolation, Rules
-from skiff.netsvc.model import MODE_BRIDGE, Endpoint, EndpointOptions, PortBinding
+from skiff.netsvc.model import MODE_BRIDGE, Endpoint, EndpointOptions, PortBinding, parse_mac
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,7 @@ class BridgeDriver:
 
     def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         opts = opts or EndpointOptions()
+        wanted_mac = parse_mac(opts.mac_address) if opts.mac_address else ""
         ports = self._ports(container_id, opts)
         self._ensure_bridge()
         assert self.ipam.subnet is not None
@@ -212,7 +213,7 @@ class BridgeDriver:
             netns.create(path)
             undo.append(lambda: netns.remove(path))
             veth = "veth" + secrets.token_hex(4)[:7]
-            mac = mac_for(ip)
+            mac = wanted_mac or mac_for(ip)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with IPRoute() as ipr:

@@ -36,12 +36,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, SkiffError
 from skiff.common.files import write_json_atomic
 from skiff.netsvc.bridge import BridgeDriver, _in_netns, mac_for
 from skiff.netsvc.dns import DnsServer
@@ -339,6 +339,10 @@ class Networks:
         self.records = self.store.load()
         #: ``network connect``: (container id, network name) -> (interface, endpoint).
         self.attach_path = state_dir / "attachments.json"
+        #: What each connect asked for (network, name, aliases, --ip): made again after a release.
+        self.requests: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Stopped containers' connections (container id -> requests), made again at their next start.
+        self.pending: dict[str, list[dict[str, Any]]] = {}
         self.attachments = self._load_attachments()
         for rec in self.records.values():
             manager.drivers[rec.name] = self._driver_for(rec)
@@ -372,36 +376,68 @@ class Networks:
             data = json.loads(self.attach_path.read_text())
         except FileNotFoundError:
             return {}
-        return {(a["endpoint"]["container_id"], a["endpoint"]["network_mode"]): (a["ifname"], _endpoint(a["endpoint"]))
-                for a in data["attachments"]}
+        self.pending = {cid: list(reqs) for cid, reqs in data.get("pending", {}).items()}
+        out = {}
+        for a in data["attachments"]:
+            key = (a["endpoint"]["container_id"], a["endpoint"]["network_mode"])
+            out[key] = (a["ifname"], _endpoint(a["endpoint"]))
+            self.requests[key] = a.get("request") or {"network": key[1]}
+        return out
 
     def _save_attachments(self) -> None:
         self.attach_path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"version": VERSION, "attachments": [{"ifname": i, "endpoint": asdict(e)}
-                                                     for _, (i, e) in sorted(self.attachments.items())]}
+        data = {"version": VERSION,
+                "attachments": [{"ifname": i, "endpoint": asdict(e), "request": self.requests.get(k, {})}
+                                for k, (i, e) in sorted(self.attachments.items())],
+                "pending": self.pending}
         tmp = self.attach_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.attach_path)
 
     def connect(self, network: str, container_id: str, opts: EndpointOptions) -> Endpoint:
         with self.manager._lock:
-            rec = self._find(network)
-            if rec is None:
-                raise FailedPrecondition(f"connecting to the built-in network {network} is not supported",
-                                         reason="BUILTIN_NETWORK")
-            primary = self.manager._endpoints.get(container_id)
-            if primary is None or not primary.netns_path or primary.network_mode.startswith("container:"):
-                raise FailedPrecondition(f"container {container_id[:12]} is not running in a namespace of its own",
-                                         reason="CONTAINER_NOT_RUNNING")
-            if primary.network_mode == rec.name or (container_id, rec.name) in self.attachments:
-                raise AlreadyExists(f"endpoint with name {opts.container_name or container_id[:12]} already "
-                                    f"exists in network {rec.name}", reason="ENDPOINT_EXISTS")
-            used = {i for (cid, _), (i, _) in self.attachments.items() if cid == container_id}
-            ifname = next(f"eth{n}" for n in range(1, 1000) if f"eth{n}" not in used)
-            endpoint = self._user(rec.name).attach(container_id, primary.netns_path, ifname, opts)
-            self.attachments[(container_id, rec.name)] = (ifname, endpoint)
+            return self._connect(network, container_id, opts)
+
+    def _connect(self, network: str, container_id: str, opts: EndpointOptions) -> Endpoint:
+        rec = self._find(network)
+        if rec is None:
+            raise FailedPrecondition(f"connecting to the built-in network {network} is not supported",
+                                     reason="BUILTIN_NETWORK")
+        primary = self.manager._endpoints.get(container_id)
+        if primary is None or not primary.netns_path or primary.network_mode.startswith("container:"):
+            raise FailedPrecondition(f"container {container_id[:12]} is not running in a namespace of its own",
+                                     reason="CONTAINER_NOT_RUNNING")
+        if primary.network_mode == rec.name or (container_id, rec.name) in self.attachments:
+            raise AlreadyExists(f"endpoint with name {opts.container_name or container_id[:12]} already "
+                                f"exists in network {rec.name}", reason="ENDPOINT_EXISTS")
+        used = {i for (cid, _), (i, _) in self.attachments.items() if cid == container_id}
+        ifname = next(f"eth{n}" for n in range(1, 1000) if f"eth{n}" not in used)
+        endpoint = self._user(rec.name).attach(container_id, primary.netns_path, ifname, opts)
+        self.attachments[(container_id, rec.name)] = (ifname, endpoint)
+        self.requests[(container_id, rec.name)] = {
+            "network": rec.name, "container_name": opts.container_name, "aliases": list(opts.aliases),
+            "ip_address": opts.ip_address}
+        self._save_attachments()
+        return endpoint
+
+    def reattach(self, container_id: str) -> None:
+        """The container starts again: make the connections it had when it stopped (best effort)."""
+        reqs = self.pending.pop(container_id, None)
+        if reqs is None:
+            return
+        for r in reqs:
+            opts = EndpointOptions(container_name=r.get("container_name", ""), aliases=tuple(r.get("aliases", ())),
+                                   ip_address=r.get("ip_address", ""))
+            try:
+                self._connect(r["network"], container_id, opts)
+            except SkiffError as err:
+                log.warning("container %s not connected again to %s: %s", container_id[:12], r["network"], err)
+        self._save_attachments()
+
+    def forget(self, container_id: str) -> None:
+        """The container is removed: drop the connections kept for its next start."""
+        if self.pending.pop(container_id, None) is not None:
             self._save_attachments()
-            return endpoint
 
     def disconnect(self, network: str, container_id: str) -> None:
         with self.manager._lock:
@@ -413,17 +449,26 @@ class Networks:
                                          "(by network connect)", reason="NOT_CONNECTED")
             self._user(name).detach(entry[1])
             del self.attachments[(container_id, name)]
+            self.requests.pop((container_id, name), None)
             self._save_attachments()
 
-    def detach_all(self, container_id: str) -> None:
-        """The container's endpoint is going: its connected interfaces go with it."""
+    def detach_all(self, container_id: str, keep: bool = False) -> None:
+        """The container's endpoint is going: its connected interfaces go with it.
+
+        ``keep`` (the container stopped): remember what they asked for, for :meth:`reattach`.
+        """
         keys = [k for k in self.attachments if k[0] == container_id]
         for key in keys:
             driver = self.manager.drivers.get(key[1])
             if isinstance(driver, UserBridgeDriver):
                 driver.detach(self.attachments[key][1])
             del self.attachments[key]
-        if keys:
+            request = self.requests.pop(key, None) or {"network": key[1]}
+            if keep:
+                self.pending.setdefault(container_id, []).append(request)
+        if not keep:
+            self.pending.pop(container_id, None)
+        if keys or not keep:
             self._save_attachments()
 
     def live_attachments(self, live: set[str]) -> dict[str, list[Endpoint]]:
@@ -432,6 +477,7 @@ class Networks:
         for key, (_, e) in list(self.attachments.items()):
             if key[0] not in live or not isinstance(self.manager.drivers.get(key[1]), UserBridgeDriver):
                 del self.attachments[key]
+                self.requests.pop(key, None)
                 continue
             out.setdefault(key[1], []).append(e)
         self._save_attachments()

@@ -46,6 +46,7 @@ def options_from_request(r: net_pb2.CreateEndpointRequest) -> EndpointOptions:
         exposed_ports=tuple(r.exposed_ports), publish_all_ports=r.publish_all_ports, dns=tuple(r.dns),
         dns_search=tuple(r.dns_search), dns_options=tuple(r.dns_options), extra_hosts=tuple(r.extra_hosts),
         container_name=r.container_name, aliases=tuple(r.aliases), ip_address=r.ip_address,
+        mac_address=r.mac_address,
     )
 
 
@@ -55,6 +56,7 @@ def options_to_request(container_id: str, network_mode: str, o: EndpointOptions)
         port_bindings=[port_to_proto(p) for p in o.port_bindings], exposed_ports=o.exposed_ports,
         publish_all_ports=o.publish_all_ports, dns=o.dns, dns_search=o.dns_search, dns_options=o.dns_options,
         extra_hosts=o.extra_hosts, container_name=o.container_name, aliases=o.aliases, ip_address=o.ip_address,
+        mac_address=o.mac_address,
     )
 
 
@@ -155,6 +157,6 @@ class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
     def DeleteEndpoint(self, request: net_pb2.DeleteEndpointRequest, context: grpc.ServicerContext
                        ) -> net_pb2.DeleteEndpointResponse:
         with handle(context):
-            self.network.delete_endpoint(request.container_id)
+            self.network.delete_endpoint(request.container_id, request.release)
             return net_pb2.DeleteEndpointResponse()
         raise AssertionError("unreachable")

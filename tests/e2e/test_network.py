@@ -92,3 +92,55 @@ def test_publish_all_picks_free_host_ports(engine: Engine) -> None:
     finally:
         engine.skiff("rm", "-f", "webp", check=True)
     assert skiff_rules() == []
+
+
+def test_stop_releases_address_and_ports_and_start_takes_them_again(engine: Engine) -> None:
+    """As Docker: a stopped container holds no address and no host port; after start it serves again."""
+    port = free_port()
+    serve = ["busybox", "sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    engine.skiff("run", "-d", "--name", "rel", "-h", "first", "-p", f"127.0.0.1:{port}:8080", *serve, check=True)
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/").strip() == "first"
+        engine.skiff("stop", "-t", "1", "rel", check=True)
+        info = json.loads(engine.skiff("inspect", "rel", check=True).stdout)[0]
+        assert info["NetworkSettings"]["IPAddress"] == "" and not any((info["NetworkSettings"]["Ports"] or {}).values())
+        assert engine.skiff("port", "rel").stdout.strip() == ""
+        assert skiff_rules() == []
+        # Its host port is free for another container.
+        engine.skiff("run", "-d", "--name", "rel2", "-h", "second", "-p", f"127.0.0.1:{port}:8080", *serve,
+                     check=True)
+        assert fetch(f"http://127.0.0.1:{port}/").strip() == "second"
+        assert engine.skiff("start", "rel").returncode != 0  # the port is taken now: refused
+        engine.skiff("rm", "-f", "rel2", check=True)
+        engine.skiff("start", "rel", check=True)
+        assert fetch(f"http://127.0.0.1:{port}/").strip() == "first"
+        assert f"8080/tcp -> 127.0.0.1:{port}" in engine.skiff("port", "rel", check=True).stdout
+        assert json.loads(engine.skiff("inspect", "rel", check=True).stdout)[0]["NetworkSettings"]["IPAddress"]
+        # A container that exits by itself gives its address back too.
+        engine.skiff("run", "-d", "--name", "quick", "busybox", "true", check=True)
+        ip = "unset"
+        for _ in range(100):  # bounded: ~10 s
+            ip = json.loads(engine.skiff("inspect", "quick", check=True).stdout)[0]["NetworkSettings"]["IPAddress"]
+            if not ip:
+                break
+            time.sleep(0.1)
+        assert ip == ""
+    finally:
+        engine.skiff("rm", "-f", "rel", "rel2", "quick")
+    assert skiff_rules() == []
+
+
+def test_mac_address_is_set_inside_and_shown_by_inspect(engine: Engine) -> None:
+    mac = "02:de:ad:be:ef:07"
+    engine.skiff("run", "-d", "--name", "withmac", "--mac-address", mac.upper(), "busybox", "sleep", "60", check=True)
+    try:
+        inside = engine.skiff("exec", "withmac", "cat", "/sys/class/net/eth0/address", check=True).stdout.strip()
+        assert inside == mac
+        info = json.loads(engine.skiff("inspect", "withmac", check=True).stdout)[0]
+        assert info["NetworkSettings"]["MacAddress"] == mac
+    finally:
+        engine.skiff("rm", "-f", "withmac")
+    bad = engine.skiff("run", "--rm", "--mac-address", "zz:11:22:33:44:55", "busybox", "true")
+    assert bad.returncode == 125 and "mac address" in bad.stderr
+    host = engine.skiff("run", "--rm", "--network", "host", "--mac-address", mac, "busybox", "true")
+    assert host.returncode == 125 and "conflicting options" in host.stderr

@@ -253,3 +253,32 @@ def test_networks_are_isolated_from_each_other(env: tuple[Path, Path, DnsServer,
     m.networks.remove("one")
     m.close()  # the last bridge goes: the isolation chains go with it
     assert rules([f"{PREFIX}-ISOLATION"]) == []
+
+
+def test_release_keeps_connections_for_the_next_start_and_delete_forgets_them(
+        env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    """A stop (release) frees the addresses; the next create makes the connections again; rm forgets."""
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    m.networks.create("one")
+    m.networks.create("two")
+    cid = "a" * 64
+    a = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
+    extra = m.networks.connect("two", cid, EndpointOptions(container_name="alpha", aliases=("al",)))
+    m.delete_endpoint(cid, release=True)
+    assert a.veth not in links() and extra.veth not in links() and not Path(a.netns_path).exists()
+    assert a.ip_address not in m.drivers["one"].ipam.allocated  # type: ignore[attr-defined]
+    assert extra.ip_address not in m.drivers["two"].ipam.allocated  # type: ignore[attr-defined]
+    m = make(data, run, dns)  # the kept connections survive a netsvc restart
+    assert m.networks is not None
+    a2 = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
+    eth1 = ns_run(a2.netns_path, "ip", "-o", "-4", "addr", "show", "eth1").stdout
+    again = m.networks.attachments[(cid, "two")][1]
+    assert f"inet {again.ip_address}/" in eth1 and "al" in again.aliases
+    m.delete_endpoint(cid, release=True)
+    m.delete_endpoint(cid)  # rm of the stopped container: nothing kept
+    assert m.networks.pending == {}
+    a3 = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
+    assert "eth1" not in ns_run(a3.netns_path, "ip", "-o", "link").stdout
+    m.delete_endpoint(cid)
