@@ -48,6 +48,7 @@ def config_json(cfg: types_pb2.ContainerConfig) -> dict[str, Any]:
         "StdinOnce": False,
         "Env": list(cfg.env) or None,
         "Cmd": list(cfg.cmd.values) if cfg.HasField("cmd") else None,
+        "ExposedPorts": {(p if "/" in p else f"{p}/tcp"): {} for p in cfg.exposed_ports} or None,
         "Image": cfg.image,
         "Volumes": None,
         "WorkingDir": cfg.working_dir,

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 from tests.e2e.conftest import Engine
 
@@ -144,3 +145,27 @@ def test_mac_address_is_set_inside_and_shown_by_inspect(engine: Engine) -> None:
     assert bad.returncode == 125 and "mac address" in bad.stderr
     host = engine.skiff("run", "--rm", "--network", "host", "--mac-address", mac, "busybox", "true")
     assert host.returncode == 125 and "conflicting options" in host.stderr
+
+
+def test_publish_all_publishes_the_image_expose_and_expose(engine: Engine, busybox_tar: Path) -> None:
+    """-P publishes the image's EXPOSE (import --change, commit --change) merged with --expose."""
+    engine.skiff("import", "--change", "EXPOSE 8080", "--change", 'CMD ["httpd", "-f", "-p", "8080", "-h", "/etc"]',
+                 str(busybox_tar), "exposing:1", check=True)
+    try:
+        img = json.loads(engine.skiff("inspect", "--type", "image", "exposing:1", check=True).stdout)[0]
+        assert img["Config"]["ExposedPorts"] == {"8080/tcp": {}}
+        engine.skiff("run", "-d", "--name", "exp1", "-h", "fromimage", "-P", "--expose", "9999/udp", "exposing:1",
+                     check=True)
+        ports = engine.skiff("port", "exp1", check=True).stdout
+        assert "8080/tcp -> 0.0.0.0:" in ports and "9999/udp -> 0.0.0.0:" in ports, ports
+        host_port = int(ports.split("8080/tcp -> 0.0.0.0:")[1].split()[0])
+        assert fetch(f"http://127.0.0.1:{host_port}/hostname").strip() == "fromimage"
+        engine.skiff("commit", "--change", "EXPOSE 7070", "exp1", "exposing:2", check=True)
+        img = json.loads(engine.skiff("inspect", "--type", "image", "exposing:2", check=True).stdout)[0]
+        assert set(img["Config"]["ExposedPorts"]) == {"8080/tcp", "9999/udp", "7070/tcp"}
+        engine.skiff("run", "-d", "--name", "exp2", "-P", "exposing:2", check=True)
+        assert "7070/tcp -> 0.0.0.0:" in engine.skiff("port", "exp2", check=True).stdout
+    finally:
+        engine.skiff("rm", "-f", "exp1", "exp2")
+        engine.skiff("rmi", "exposing:1", "exposing:2")
+    assert skiff_rules() == []
