@@ -222,12 +222,10 @@ class BridgeDriver:
                         self._ready = False
                         self._ensure_bridge()
                         found = ipr.link_lookup(ifname=self.bridge)
-                    master = found[0]
-                    ipr.link("add", ifname=veth, kind="veth",
-                             peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac})
                     undo.append(lambda: self._del_link(veth))
-                    idx = ipr.link_lookup(ifname=veth)[0]
-                    ipr.link("set", index=idx, master=master, state="up")
+                    # On the bridge and up in the same request (no lookup, no second call).
+                    ipr.link("add", ifname=veth, kind="veth", master=found[0], state="up",
+                             peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac})
             finally:
                 os.close(fd)
 
@@ -245,7 +243,7 @@ class BridgeDriver:
             self.endpoints[container_id] = endpoint
             undo.append(lambda: self._forget(container_id))
             if ports:
-                self.rules.sync(str(subnet), self.endpoints.values())
+                self.rules.sync(str(subnet), self.endpoints.values(), nat_only=True)
             return endpoint
         except BaseException as err:
             for step in reversed(undo):
@@ -273,7 +271,7 @@ class BridgeDriver:
         had_ports = bool(endpoint.ports)
         self.endpoints.pop(endpoint.container_id, None)
         if had_ports and self._ready and self.ipam.subnet is not None:
-            self.rules.sync(str(self.ipam.subnet), self.endpoints.values())
+            self.rules.sync(str(self.ipam.subnet), self.endpoints.values(), nat_only=True)
         if endpoint.veth:
             self._del_link(endpoint.veth)
         netns.remove(self.path(endpoint.container_id))

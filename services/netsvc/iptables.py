@@ -102,8 +102,12 @@ class Rules:
                     found.append((table, line[3:]))
         return found
 
-    def render(self, subnet: str, endpoints: Iterable[Endpoint]) -> str:
-        """The restore input for ``subnet`` and the published ports of ``endpoints``."""
+    def render(self, subnet: str, endpoints: Iterable[Endpoint], nat_only: bool = False) -> str:
+        """The restore input for ``subnet`` and the published ports of ``endpoints``.
+
+        ``nat_only``: just the nat table (a change of published ports: the filter table's
+        chains do not depend on them, and one table less is ~6 ms less of iptables-restore).
+        """
         br = self.bridge
         nat = [
             "*nat",
@@ -135,11 +139,13 @@ class Rules:
                         add = f"-I {rule.split(' ', 1)[0]} 1 {rule.split(' ', 1)[1]}" if table == "filter" \
                             else f"-A {rule}"
                         (filt if table == "filter" else nat).append(add)
+        if nat_only and self._jumps_ok:
+            return "\n".join([*nat, "COMMIT"]) + "\n"
         return "\n".join([*nat, "COMMIT", *filt, "COMMIT"]) + "\n"
 
-    def sync(self, subnet: str, endpoints: Iterable[Endpoint]) -> None:
+    def sync(self, subnet: str, endpoints: Iterable[Endpoint], nat_only: bool = False) -> None:
         """Make skiff's chains exactly the rules for ``endpoints``, in one transaction."""
-        _run(["iptables-restore", "-w", "--noflush"], self.render(subnet, endpoints))
+        _run(["iptables-restore", "-w", "--noflush"], self.render(subnet, endpoints, nat_only))
         self._jumps_ok = True
         if self.isolation is not None:
             self.isolation.bridges.add(self.bridge)

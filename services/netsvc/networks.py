@@ -165,10 +165,10 @@ class NetIpam(Ipam):
 class InternalRules(Rules):
     """An ``--internal`` network: forwarding only between the bridge's own ports, no NAT out."""
 
-    def render(self, subnet: str, endpoints: Iterable[Endpoint]) -> str:
+    def render(self, subnet: str, endpoints: Iterable[Endpoint], nat_only: bool = False) -> str:
         br = self.bridge
         out = []
-        for line in super().render(subnet, endpoints).splitlines():
+        for line in super().render(subnet, endpoints, nat_only).splitlines():
             if line.startswith(f"-A {self.post} "):
                 continue
             if line == f"-A {self.fwd} -o {br} -j ACCEPT":
