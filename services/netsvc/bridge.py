@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -48,6 +49,17 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def mac_for(ip: IPv4Address) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+#: Fault injection for the robustness tests: netsvc SIGKILLs itself at this step of a bridge
+#: endpoint's creation (allocated, netns, veth, configured, rules). Unset in normal use.
+CRASH_AT = os.environ.get("SKIFF_NETSVC_CRASH_AT", "")
+
+
+def crash_point(step: str) -> None:
+    if step == CRASH_AT:
+        log.critical("SKIFF_NETSVC_CRASH_AT=%s: killing netsvc", step)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write(path: str, value: str) -> None:
@@ -208,10 +220,12 @@ class BridgeDriver:
         try:
             ip = self._allocate(container_id, opts)
             undo.append(lambda: self.ipam.release(str(ip)))
+            crash_point("allocated")
             netns.ensure_mount_point(self.netns_dir)
             path = self.path(container_id)
             netns.create(path)
             undo.append(lambda: netns.remove(path))
+            crash_point("netns")
             veth = "veth" + secrets.token_hex(4)[:7]
             mac = wanted_mac or mac_for(ip)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -236,7 +250,9 @@ class BridgeDriver:
                 if not self.internal:
                     ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
 
+            crash_point("veth")
             _in_netns(str(path), inside)
+            crash_point("configured")
             endpoint = Endpoint(container_id, self.mode, str(path), ip_address=str(ip),
                                 prefix_length=subnet.prefixlen, gateway=str(gateway), mac_address=mac,
                                 bridge=self.bridge, veth=veth, ports=ports)
@@ -244,6 +260,7 @@ class BridgeDriver:
             undo.append(lambda: self._forget(container_id))
             if ports:
                 self.rules.sync(str(subnet), self.endpoints.values(), nat_only=True)
+            crash_point("rules")
             return endpoint
         except BaseException as err:
             for step in reversed(undo):
