@@ -119,6 +119,9 @@ def network_json(c: api_pb2.Container) -> dict[str, Any]:
         "IPAddress": n.ip_address,
         "IPPrefixLen": n.ip_prefix_len,
         "MacAddress": n.mac_address,
+        "GlobalIPv6Address": n.global_ipv6_address,
+        "GlobalIPv6PrefixLen": n.global_ipv6_prefix_len,
+        "IPv6Gateway": n.ipv6_gateway,
     }
 
 

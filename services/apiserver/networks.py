@@ -51,7 +51,7 @@ class Networks:
     def create(self, r: api_pb2.CreateNetworkRequest) -> api_pb2.CreateNetworkResponse:
         resp = self._net.network_call("CreateNetwork", net_pb2.CreateNetworkRequest(
             name=r.name, subnet=r.subnet, gateway=r.gateway, ip_range=r.ip_range, internal=r.internal,
-            labels=r.labels))
+            labels=r.labels, enable_ipv6=r.enable_ipv6, ipv6_subnet=r.ipv6_subnet))
         return api_pb2.CreateNetworkResponse(network=resp.network)
 
     def list(self) -> api_pb2.ListNetworksResponse:

@@ -249,6 +249,7 @@ class BridgeDriver:
                 ipr.link("set", index=eth0, state="up")
                 if not self.internal:
                     ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+                self._configure_inside(ipr, eth0, ip, default_route=not self.internal)
 
             crash_point("veth")
             _in_netns(str(path), inside)
@@ -274,6 +275,9 @@ class BridgeDriver:
 
     def _allocate(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
         return self.ipam.allocate(container_id)
+
+    def _configure_inside(self, ipr: IPRoute, index: int, ip: IPv4Address, default_route: bool) -> None:
+        """More set-up of the container's interface, inside its namespace (user networks: IPv6)."""
 
     def _forget(self, container_id: str) -> None:
         self.endpoints.pop(container_id, None)

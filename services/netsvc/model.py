@@ -66,6 +66,10 @@ class Endpoint:
     resolv_conf: str = ""
     #: On a user network: the names its embedded DNS answers with ``ip_address``.
     aliases: tuple[str, ...] = ()
+    #: On an IPv6 network (``--ipv6``): the container's IPv6 address, prefix length and gateway.
+    ipv6_address: str = ""
+    ipv6_prefix_length: int = 0
+    ipv6_gateway: str = ""
 
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")

@@ -34,7 +34,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILTIN = (MODE_BRIDGE, MODE_HOST, MODE_NONE)
+#: An IPv6 address with no duplicate address detection: usable at once (the pool makes it unique).
+IFA_F_NODAD = 0x02
 VERSION = 1
 NETWORK_NOT_FOUND = "NETWORK_NOT_FOUND"
 NETWORK_IN_USE = "NETWORK_IN_USE"
@@ -74,6 +76,9 @@ class NetworkRecord:
     labels: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
     driver: str = "bridge"
+    #: ``--ipv6``: the IPv6 subnet and the bridge's address in it (empty: IPv4 only).
+    ipv6_subnet: str = ""
+    ipv6_gateway: str = ""
 
     @property
     def bridge(self) -> str:
@@ -200,6 +205,41 @@ class UserBridgeDriver(BridgeDriver):
                             IPv4Network(record.ip_range) if record.ip_range else None)
         if record.internal:
             self.rules = InternalRules(record.bridge, f"SK-{record.id[:12]}", self.isolation)
+        self.v6net = IPv6Network(record.ipv6_subnet) if record.ipv6_subnet else None
+
+    # --- IPv6 (``--ipv6``): each container's IPv6 address is the subnet's address with the same
+    # host part as its IPv4 address, so it needs no pool of its own and is unique as that one is.
+
+    def v6_of(self, ip: IPv4Address) -> IPv6Address:
+        assert self.v6net is not None and self.ipam.subnet is not None
+        return self.v6net.network_address + (int(ip) - int(self.ipam.subnet.network_address))
+
+    def _ensure_bridge(self) -> None:
+        if self._ready:
+            return
+        super()._ensure_bridge()
+        if self.v6net is None:
+            return
+        gw6 = self.v6_of(self.ipam.gateway)
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.bridge)[0]
+            have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=10)}
+            if str(gw6) not in have:
+                ipr.addr("add", index=idx, address=str(gw6), prefixlen=self.v6net.prefixlen, flags=IFA_F_NODAD)
+
+    def _configure_inside(self, ipr: IPRoute, index: int, ip: IPv4Address, default_route: bool) -> None:
+        if self.v6net is None:
+            return
+        ipr.addr("add", index=index, address=str(self.v6_of(ip)), prefixlen=self.v6net.prefixlen, flags=IFA_F_NODAD)
+        if default_route:
+            ipr.route("add", dst="::/0", gateway=str(self.v6_of(self.ipam.gateway)), family=10)
+
+    def _with_v6(self, endpoint: Endpoint) -> Endpoint:
+        if self.v6net is None or not endpoint.ip_address:
+            return endpoint
+        return dataclasses.replace(endpoint, ipv6_address=str(self.v6_of(IPv4Address(endpoint.ip_address))),
+                                   ipv6_prefix_length=self.v6net.prefixlen,
+                                   ipv6_gateway=str(self.v6_of(self.ipam.gateway)))
 
     def _allocate(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
         assert isinstance(self.ipam, NetIpam)
@@ -212,7 +252,7 @@ class UserBridgeDriver(BridgeDriver):
     def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         opts = opts or EndpointOptions()
         endpoint = super().create_endpoint(container_id, opts)
-        endpoint = dataclasses.replace(endpoint, aliases=self.names(container_id, opts))
+        endpoint = self._with_v6(dataclasses.replace(endpoint, aliases=self.names(container_id, opts)))
         self.endpoints[container_id] = endpoint
         try:
             self._serve_dns(endpoint)
@@ -251,6 +291,7 @@ class UserBridgeDriver(BridgeDriver):
                 idx = ipr.link_lookup(ifname=ifname)[0]
                 ipr.addr("add", index=idx, address=str(ip), prefixlen=prefixlen)
                 ipr.link("set", index=idx, state="up")
+                self._configure_inside(ipr, idx, ip, default_route=False)
 
             _in_netns(netns_path, inside)
         except BaseException as err:
@@ -259,9 +300,10 @@ class UserBridgeDriver(BridgeDriver):
             if isinstance(err, (NetlinkError, OSError)):
                 raise Internal(f"cannot connect {container_id} to {self.mode}: {err}") from err
             raise
-        endpoint = Endpoint(container_id, self.mode, netns_path, ip_address=str(ip), prefix_length=prefixlen,
-                            gateway=str(self.ipam.gateway), mac_address=mac, bridge=self.bridge, veth=veth,
-                            aliases=self.names(container_id, opts))
+        endpoint = self._with_v6(Endpoint(
+            container_id, self.mode, netns_path, ip_address=str(ip), prefix_length=prefixlen,
+            gateway=str(self.ipam.gateway), mac_address=mac, bridge=self.bridge, veth=veth,
+            aliases=self.names(container_id, opts)))
         self.endpoints[container_id] = endpoint
         return endpoint
 
@@ -539,7 +581,8 @@ class Networks:
     # --- changes -------------------------------------------------------------------
 
     def create(self, name: str, subnet: str = "", gateway: str = "", ip_range: str = "",
-               internal: bool = False, labels: dict[str, str] | None = None) -> NetworkInfo:
+               internal: bool = False, labels: dict[str, str] | None = None, enable_ipv6: bool = False,
+               ipv6_subnet: str = "") -> NetworkInfo:
         if not _NAME.fullmatch(name):
             raise InvalidArgument(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*",
                                   reason=INVALID_NETWORK)
@@ -568,8 +611,12 @@ class Networks:
             rng = _network(ip_range, "ip-range") if ip_range else None
             if rng is not None and not rng.subnet_of(net):
                 raise InvalidArgument(f"invalid ip-range {rng}: not inside subnet {net}", reason=INVALID_NETWORK)
+            net6 = self._ipv6_subnet(enable_ipv6, ipv6_subnet, net)
+            gw6 = net6.network_address + (int(gw) - int(net.network_address)) if net6 is not None else None
             rec = NetworkRecord(secrets.token_hex(32), name, str(net), str(gw), str(rng) if rng else "",
-                                internal, dict(labels or {}), time.time())
+                                internal, dict(labels or {}), time.time(),
+                                ipv6_subnet=str(net6) if net6 is not None else "",
+                                ipv6_gateway=str(gw6) if gw6 is not None else "")
             driver = self._driver_for(rec)
             try:
                 driver._ensure_bridge()
@@ -582,6 +629,38 @@ class Networks:
             self.manager.drivers[name] = driver
             log.info("created network %s (%s) on %s", name, rec.id[:12], net)
             return NetworkInfo(rec, rec.bridge)
+
+    def _ipv6_subnet(self, enable: bool, text: str, net: IPv4Network) -> IPv6Network | None:
+        """``--ipv6 --subnet fd00:…/64``, checked: room for every IPv4 host part, no overlap, a host
+        that does not forward IPv6 (skiff has no ip6tables rules: forwarding would join networks)."""
+        if not enable and not text:
+            return None
+        if not enable or not text:
+            raise InvalidArgument("--ipv6 and an IPv6 --subnet (e.g. fd00:1::/64) go together",
+                                  reason=INVALID_NETWORK)
+        try:
+            net6 = ip_network(text, strict=False)
+        except ValueError:
+            raise InvalidArgument(f"invalid subnet {text!r}: want an IPv6 CIDR", reason=INVALID_NETWORK) from None
+        if not isinstance(net6, IPv6Network):
+            raise InvalidArgument(f"invalid IPv6 subnet {text!r}", reason=INVALID_NETWORK)
+        if net6.max_prefixlen - net6.prefixlen < net.max_prefixlen - net.prefixlen:
+            raise InvalidArgument(f"IPv6 subnet {net6} is smaller than the IPv4 subnet {net}", reason=INVALID_NETWORK)
+        clash = [r.ipv6_subnet for r in self.records.values()
+                 if r.ipv6_subnet and IPv6Network(r.ipv6_subnet).overlaps(net6)]
+        if clash:
+            raise InvalidArgument(f"invalid pool request: Pool overlaps with other one on this address space "
+                                  f"({net6} overlaps {clash[0]})", reason="POOL_OVERLAPS")
+        for key, bad, why in (("all/disable_ipv6", "1", "IPv6 is disabled on this host"),
+                              ("all/forwarding", "1", "this host forwards IPv6, and skiff has no ip6tables "
+                                                      "rules to keep networks apart")):
+            try:
+                value = Path(f"/proc/sys/net/ipv6/conf/{key}").read_text().strip()
+            except OSError:
+                value = "1" if key == "all/disable_ipv6" else "0"
+            if value == bad:
+                raise FailedPrecondition(f"cannot create an IPv6 network: {why}", reason="IPV6_UNAVAILABLE")
+        return net6
 
     def remove(self, ref: str) -> str:
         with self.manager._lock:

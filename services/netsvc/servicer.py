@@ -27,7 +27,8 @@ def to_proto(e: Endpoint) -> net_pb2.Endpoint:
         container_id=e.container_id, network_mode=e.network_mode, netns_path=e.netns_path,
         ip_address=e.ip_address, prefix_length=e.prefix_length, gateway=e.gateway, mac_address=e.mac_address,
         bridge=e.bridge, ports=[port_to_proto(p) for p in e.ports], hosts=e.hosts, resolv_conf=e.resolv_conf,
-        aliases=e.aliases,
+        aliases=e.aliases, ipv6_address=e.ipv6_address, ipv6_prefix_length=e.ipv6_prefix_length,
+        ipv6_gateway=e.ipv6_gateway,
     )
 
 
@@ -36,7 +37,8 @@ def from_proto(e: net_pb2.Endpoint) -> Endpoint:
         e.container_id, e.network_mode, e.netns_path, ip_address=e.ip_address, prefix_length=e.prefix_length,
         gateway=e.gateway, mac_address=e.mac_address, bridge=e.bridge,
         ports=tuple(port_from_proto(p) for p in e.ports), hosts=e.hosts, resolv_conf=e.resolv_conf,
-        aliases=tuple(e.aliases),
+        aliases=tuple(e.aliases), ipv6_address=e.ipv6_address, ipv6_prefix_length=e.ipv6_prefix_length,
+        ipv6_gateway=e.ipv6_gateway,
     )
 
 
@@ -64,13 +66,15 @@ def network_to_proto(info: NetworkInfo) -> types_pb2.Network:
     r = info.record
     n = types_pb2.Network(id=r.id, name=r.name, driver=r.driver, subnet=r.subnet, gateway=r.gateway,
                           ip_range=r.ip_range, internal=r.internal, labels=r.labels, bridge=info.bridge,
-                          scope="local")
+                          scope="local", enable_ipv6=bool(r.ipv6_subnet), ipv6_subnet=r.ipv6_subnet,
+                          ipv6_gateway=r.ipv6_gateway)
     if r.created:
         n.created.FromNanoseconds(int(r.created * 1e9))
     for e in info.endpoints:
         n.containers.add(container_id=e.container_id, name=e.aliases[0] if e.aliases else "",
                          ipv4_address=f"{e.ip_address}/{e.prefix_length}" if e.ip_address else "",
-                         mac_address=e.mac_address, aliases=e.aliases)
+                         mac_address=e.mac_address, aliases=e.aliases,
+                         ipv6_address=f"{e.ipv6_address}/{e.ipv6_prefix_length}" if e.ipv6_address else "")
     return n
 
 
@@ -88,7 +92,8 @@ class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
                       ) -> net_pb2.CreateNetworkResponse:
         with handle(context):
             info = self._nets().create(request.name, request.subnet, request.gateway, request.ip_range,
-                                       request.internal, dict(request.labels))
+                                       request.internal, dict(request.labels), request.enable_ipv6,
+                                       request.ipv6_subnet)
             return net_pb2.CreateNetworkResponse(network=network_to_proto(info))
         raise AssertionError("unreachable")
 

@@ -282,3 +282,48 @@ def test_release_keeps_connections_for_the_next_start_and_delete_forgets_them(
     a3 = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
     assert "eth1" not in ns_run(a3.netns_path, "ip", "-o", "link").stdout
     m.delete_endpoint(cid)
+
+
+def test_ipv6_network_addresses_route_and_the_host_reaches_the_container(
+        env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    if any(Path(f"/proc/sys/net/ipv6/conf/all/{k}").read_text().strip() == "1" for k in ("forwarding", "disable_ipv6")):
+        pytest.skip("this host forwards IPv6 or has it disabled: skiff refuses IPv6 networks then")
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    for bad in ({"enable_ipv6": True}, {"ipv6_subnet": "fd00:5::/64"},
+                {"enable_ipv6": True, "ipv6_subnet": "10.1.2.0/24"},
+                {"enable_ipv6": True, "ipv6_subnet": "fd00:5::/120", "subnet": "10.251.0.0/16"}):
+        with pytest.raises(InvalidArgument):
+            m.networks.create("v6bad", **bad)  # type: ignore[arg-type]
+    rec = m.networks.create("v6", subnet="10.251.7.0/24", enable_ipv6=True, ipv6_subnet="fd00:5:7::/64").record
+    assert (rec.ipv6_subnet, rec.ipv6_gateway) == ("fd00:5:7::/64", "fd00:5:7::1")
+    with pytest.raises(InvalidArgument):
+        m.networks.create("v6b", subnet="10.251.8.0/24", enable_ipv6=True, ipv6_subnet="fd00:5:7::/64")
+    a = m.create_endpoint("a" * 64, "v6", EndpointOptions(container_name="a"))
+    b = m.create_endpoint("b" * 64, "v6", EndpointOptions(container_name="b"))
+    assert (a.ipv6_address, a.ipv6_prefix_length, a.ipv6_gateway) == ("fd00:5:7::2", 64, "fd00:5:7::1")
+    assert b.ipv6_address == "fd00:5:7::3"
+    assert "inet6 fd00:5:7::2/64" in ns_run(a.netns_path, "ip", "-6", "addr", "show", "eth0").stdout
+    assert "default via fd00:5:7::1" in ns_run(a.netns_path, "ip", "-6", "route").stdout
+    ping = ns_run(b.netns_path, "busybox", "ping", "-6", "-c1", "-W2", a.ipv6_address)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    server = subprocess.Popen(["nsenter", f"--net={a.netns_path}", "busybox", "sh", "-c",
+                               "echo hello6 | busybox nc -l -p 7077"], stdout=subprocess.DEVNULL)
+    try:
+        got = b""
+        for _ in range(50):  # bounded: until it listens (5 s)
+            try:
+                with socket.create_connection((a.ipv6_address, 7077), timeout=2) as s:
+                    got = s.recv(16)
+                break
+            except OSError:
+                threading.Event().wait(0.1)
+        assert got == b"hello6\n"  # from the host, over the ULA on the bridge
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    for e in m.list_endpoints():
+        m.delete_endpoint(e.container_id)
+    m.networks.remove("v6")
+    assert "fd00:5:7::" not in subprocess.run(["ip", "-6", "route"], capture_output=True, text=True).stdout
