@@ -59,14 +59,15 @@ class Containers:
         *,
         poll_interval: float = 0.075,
         watch_interval: float = 30.0,
+        release_interval: float = 2.0,
     ):
         self._graph = graph
         self._exec = exec_
         self._net = net
         self._poll = poll_interval
         self._watch_interval = watch_interval
+        self._release_interval = release_interval
         self._watching: set[str] = set()
-        self._rewatch: set[str] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._exits: OrderedDict[str, api_pb2.WaitContainerResponse] = OrderedDict()
@@ -132,8 +133,15 @@ class Containers:
 
     def start(self, ref: str) -> None:
         record = self._graph.get_container(ref)
-        with self._net_lock(record.id):  # a release at the last exit never races this start
-            self._start(record)
+        try:
+            with self._net_lock(record.id):  # a release at the last exit never races this start
+                self._start(record)
+        except errors.FailedPrecondition as err:
+            # A container that exited since the last release pass may hold the port or --ip.
+            if err.reason not in ("PORT_ALREADY_ALLOCATED", "ADDRESS_IN_USE") or not self.release_exited():
+                raise
+            with self._net_lock(record.id):
+                self._start(record)
 
     def _start(self, record: graph_pb2.Container) -> None:
         if is_live(self._task(record.id)):
@@ -176,16 +184,46 @@ class Containers:
             if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
                 self._best_effort(self._delete, record.id)
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
-        self._watch(record.id)  # at its exit: the network is released (and --rm removes it)
+        if record.host_config.auto_remove:
+            self._watch(record.id)
 
     def _net_lock(self, container_id: str) -> threading.Lock:
         return self._net_locks[hash(container_id) % len(self._net_locks)]
 
-    def _release_network(self, container_id: str) -> None:
+    def _release_network(self, container_id: str) -> bool:
         """As Docker: a stopped container gives back its address and published ports (not its --ip)."""
         with self._net_lock(container_id):
-            if not is_live(self._task(container_id)):
-                self._best_effort(self._net.delete_endpoint, container_id, True)
+            if is_live(self._task(container_id)):
+                return False
+            self._best_effort(self._net.delete_endpoint, container_id, True)
+            return True
+
+    def release_exited(self) -> int:
+        """Release the endpoints of containers that are not running (they exited by themselves, or
+        while the gateway was down): two list calls, plus one release per such container."""
+        endpoints = self._net.list_endpoints()
+        if not endpoints:
+            return 0
+        tasks = {t.id: t for t in self._exec.list_tasks()}
+        stale = [e.container_id for e in endpoints if not is_live(tasks.get(e.container_id))]
+        return sum(self._release_network(cid) for cid in stale)
+
+    def release_in_background(self) -> threading.Thread:
+        """Every ``release_interval`` seconds, :meth:`release_exited` (one thread for all containers:
+        a watcher per container would hold one execsvc worker each)."""
+
+        def run() -> None:
+            while not self._closed.wait(self._release_interval):
+                try:
+                    self.release_exited()
+                except errors.Unavailable:
+                    continue
+                except Exception:
+                    log.exception("releasing the networks of exited containers failed")
+
+        thread = threading.Thread(target=run, name="network-release", daemon=True)
+        thread.start()
+        return thread
 
     def stop(self, ref: str, timeout: int | None, signal_text: str) -> None:
         """The signal, up to ``timeout`` seconds (negative: forever) for an exit, then SIGKILL."""
@@ -387,20 +425,15 @@ class Containers:
     # --- auto-remove ---------------------------------------------------------
 
     def sweep(self) -> None:
-        """After a restart: release the network of exited containers, remove the exited auto-remove
-        ones, and watch the running ones."""
+        """Remove exited auto-remove containers and watch running ones (after a restart)."""
         tasks = {t.id: t for t in self._exec.list_tasks()}
-        endpoints = {e.container_id for e in self._net.list_endpoints()}
         for record in self._graph.list_containers():
             task = tasks.get(record.id)
-            if task is None:
+            if not record.host_config.auto_remove or task is None:
                 continue  # as Docker: a created, never started container stays
             if is_live(task):
                 self._watch(record.id)
-                continue
-            if record.id in endpoints:
-                self._release_network(record.id)
-            if record.host_config.auto_remove:
+            else:
                 self._auto_remove(record.id)
 
     def sweep_in_background(self, retry_for: float = 60.0) -> threading.Thread:
@@ -422,12 +455,12 @@ class Containers:
 
         thread = threading.Thread(target=run, name="auto-remove-sweep", daemon=True)
         thread.start()
+        self.release_in_background()
         return thread
 
     def _watch(self, container_id: str) -> None:
         with self._lock:
             if container_id in self._watching:
-                self._rewatch.add(container_id)  # started again: its watcher carries on for this run
                 return
             self._watching.add(container_id)
         threading.Thread(
@@ -447,24 +480,13 @@ class Containers:
                 except errors.Unavailable:
                     self._closed.wait(1.0)
                     continue
-                self._release_network(container_id)
-                try:
-                    auto_remove = self._graph.get_container(container_id).host_config.auto_remove
-                except errors.NotFound:
-                    return  # removed by someone else
-                if auto_remove:
-                    self._auto_remove(container_id)
-                with self._lock:
-                    if container_id in self._rewatch:
-                        self._rewatch.discard(container_id)
-                        continue
+                self._auto_remove(container_id)
                 return
         except Exception:
             log.exception("auto-remove of %s failed", container_id)
         finally:
             with self._lock:
                 self._watching.discard(container_id)
-                self._rewatch.discard(container_id)
 
     def _auto_remove(self, container_id: str, attach_grace: float = 30.0) -> None:
         with self._lock:  # let attached clients read the output and the exit status first

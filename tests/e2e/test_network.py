@@ -169,3 +169,17 @@ def test_publish_all_publishes_the_image_expose_and_expose(engine: Engine, busyb
         engine.skiff("rm", "-f", "exp1", "exp2")
         engine.skiff("rmi", "exposing:1", "exposing:2")
     assert skiff_rules() == []
+
+
+def test_port_of_a_container_that_exited_by_itself_is_free_at_once(engine: Engine) -> None:
+    port = free_port()
+    engine.skiff("run", "-d", "--name", "selfexit", "-p", f"127.0.0.1:{port}:80", "busybox", "true", check=True)
+    try:
+        engine.skiff("wait", "selfexit", check=True)
+        # No waiting for the gateway's periodic release: the start that wants the port frees it.
+        engine.skiff("run", "-d", "--name", "taker", "-p", f"127.0.0.1:{port}:80", "busybox", "sleep", "30",
+                     check=True)
+        assert f"80/tcp -> 127.0.0.1:{port}" in engine.skiff("port", "taker", check=True).stdout
+    finally:
+        engine.skiff("rm", "-f", "selfexit", "taker")
+    assert skiff_rules() == []

@@ -530,11 +530,14 @@ def test_network_is_released_at_stop_and_at_exit_and_made_again_at_start(env: En
     assert cid in env.graph.containers and not env.inspect(cid).network_settings.ip_address
     env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
     assert cid in env.net.endpoints
-    env.exec.kill_task(cid, signal.SIGKILL)  # an exit nobody asked for: the watcher releases it
+    other = env.run("sleep")
+    env.exec.kill_task(cid, signal.SIGKILL)  # an exit nobody asked for: the periodic pass releases it
     deadline = time.monotonic() + 10
-    while cid in env.net.endpoints and time.monotonic() < deadline:
+    while env.exec.running(cid) and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert env.containers.release_exited() == 1
     assert cid not in env.net.endpoints and cid in env.graph.containers
+    assert other in env.net.endpoints  # a running one keeps its endpoint
 
 
 def test_mac_address_is_checked_at_create(env: Env) -> None:
