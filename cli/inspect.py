@@ -48,6 +48,7 @@ def config_json(cfg: types_pb2.ContainerConfig) -> dict[str, Any]:
         "StdinOnce": cfg.stdin_once,
         "Env": list(cfg.env) or None,
         "Cmd": list(cfg.cmd.values) if cfg.HasField("cmd") else None,
+        "ExposedPorts": {(p if "/" in p else f"{p}/tcp"): {} for p in cfg.exposed_ports} or None,
         "Image": cfg.image,
         "Volumes": None,
         "WorkingDir": cfg.working_dir,
@@ -154,6 +155,9 @@ def network_json(c: api_pb2.Container) -> dict[str, Any]:
         "IPAddress": n.ip_address,
         "IPPrefixLen": n.ip_prefix_len,
         "MacAddress": n.mac_address,
+        "GlobalIPv6Address": n.global_ipv6_address,
+        "GlobalIPv6PrefixLen": n.global_ipv6_prefix_len,
+        "IPv6Gateway": n.ipv6_gateway,
     }
 
 

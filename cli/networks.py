@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(nsub, "create", cmd_create, "Create a network", usage="skiff network create [OPTIONS] NETWORK")
     p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network (bridge only)")
-    p.add_argument("--subnet", default="", help="subnet in CIDR format that represents a network segment")
+    p.add_argument("--subnet", action="append", default=[],
+                   help="subnet in CIDR format that represents a network segment (one IPv4, one IPv6 with --ipv6)")
+    p.add_argument("--ipv6", action="store_true", help="enable IPv6 networking (needs an IPv6 --subnet)")
     p.add_argument("--gateway", default="", help="IPv4 gateway for the master subnet")
     p.add_argument("--ip-range", default="", help="allocate container ip from a sub-range")
     p.add_argument("--internal", action="store_true", help="restrict external access to the network")
@@ -80,10 +82,14 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     if args.driver != "bridge":
         raise exits.CLIError(f"Error response from daemon: plugin {args.driver!r} not found")
     labels = dict(split_kv(args.label, "label"))
+    v4 = [s for s in args.subnet if ":" not in s]
+    v6 = [s for s in args.subnet if ":" in s]
+    if len(v4) > 1 or len(v6) > 1:
+        raise exits.Usage("at most one IPv4 and one IPv6 --subnet")
     with client.translated():
         resp = _stub(client).CreateNetwork(api_pb2.CreateNetworkRequest(
-            name=args.name, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range,
-            internal=args.internal, labels=labels))
+            name=args.name, subnet=v4[0] if v4 else "", gateway=args.gateway, ip_range=args.ip_range,
+            internal=args.internal, labels=labels, enable_ipv6=args.ipv6, ipv6_subnet=v6[0] if v6 else ""))
     print(resp.network.id)
     return 0
 
@@ -112,19 +118,21 @@ def network_json(n: types_pb2.Network) -> dict[str, Any]:
         if n.ip_range:
             entry["IPRange"] = n.ip_range
         config.append(entry)
+    if n.ipv6_subnet:
+        config.append({"Subnet": n.ipv6_subnet, "Gateway": n.ipv6_gateway})
     return {
         "Name": n.name,
         "Id": n.id,
         "Created": created,
         "Scope": n.scope or "local",
         "Driver": n.driver,
-        "EnableIPv6": False,
+        "EnableIPv6": n.enable_ipv6,
         "IPAM": {"Driver": "default", "Options": {}, "Config": config},
         "Internal": n.internal,
         "Attachable": False,
         "Containers": {
             c.container_id: {"Name": c.name, "MacAddress": c.mac_address, "IPv4Address": c.ipv4_address,
-                             "IPv6Address": "", "Aliases": list(c.aliases)}
+                             "IPv6Address": c.ipv6_address, "Aliases": list(c.aliases)}
             for c in n.containers
         },
         "Options": {"com.docker.network.bridge.name": n.bridge} if n.bridge else {},

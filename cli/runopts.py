@@ -36,6 +36,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network-alias", "--net-alias", dest="network_alias", action="append", default=[],
                    help="add network-scoped alias for the container")
     p.add_argument("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    p.add_argument("--mac-address", dest="mac_address", default="",
+                   help="container MAC address (e.g., 92:d0:c6:0a:29:33)")
     p.add_argument("-m", "--memory", default=None, help="memory limit (e.g. 64m, 1g)")
     p.add_argument("--pids-limit", type=int, default=0, help="tune container pids limit (-1 for unlimited)")
     p.add_argument("-l", "--label", action="append", default=[], help="set meta data on a container")
@@ -188,6 +190,7 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         extra_hosts=args.add_host,
         network_aliases=args.network_alias,
         ipv4_address=args.ip,
+        mac_address=args.mac_address,
     )
     lifecycle.apply_run_flags(host, args)
     if args.tty:

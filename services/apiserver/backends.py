@@ -127,7 +127,9 @@ class NetBackend(Protocol):
 
     def list_endpoints(self) -> list[net_pb2.Endpoint]: ...
 
-    def delete_endpoint(self, container_id: str) -> None: ...
+    def delete_endpoint(self, container_id: str, release: bool = False) -> None:
+        """``release``: the container stopped (netsvc keeps its network connections for the next start)."""
+        ...
 
 
 def _timeout(call: Call | None, cap: float | None = None) -> float | None:
@@ -410,8 +412,8 @@ class NetClient:
         with grpcerr.translated():
             return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT)
 
-    def delete_endpoint(self, container_id: str) -> None:
+    def delete_endpoint(self, container_id: str, release: bool = False) -> None:
         with grpcerr.translated():
             self._stub.DeleteEndpoint(
-                net_pb2.DeleteEndpointRequest(container_id=container_id), timeout=CALL_TIMEOUT
+                net_pb2.DeleteEndpointRequest(container_id=container_id, release=release), timeout=CALL_TIMEOUT
             )

@@ -60,12 +60,14 @@ class Containers:
         *,
         poll_interval: float = 0.075,
         watch_interval: float = 30.0,
+        release_interval: float = 2.0,
     ):
         self._graph = graph
         self._exec = exec_
         self._net = net
         self._poll = poll_interval
         self._watch_interval = watch_interval
+        self._release_interval = release_interval
         self._watching: set[str] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -76,6 +78,8 @@ class Containers:
         self._detached = threading.Condition(self._lock)
         #: the daemon's --log-driver/--log-opt (empty: json-file with skiff's rotation defaults)
         self.log_defaults = types_pb2.LogConfig()
+        # Start and the release of the network at exit, per container (striped: nothing to clean up).
+        self._net_locks = [threading.Lock() for _ in range(64)]
 
     # --- reading -------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class Containers:
         if host.pids_limit < 0:
             raise errors.InvalidArgument(f"invalid pids limit {host.pids_limit}: must not be negative")
         host.network_mode = mode
+        host.mac_address = networks.check_mac(host.mac_address, mode)
         hostopts.validate(host)
         nsopts.validate(host, req.config.hostname, self._graph)
         host.log_config.CopyFrom(logopts.resolve(host.log_config, self.log_defaults))
@@ -144,6 +149,17 @@ class Containers:
 
     def start(self, ref: str) -> None:
         record = self._graph.get_container(ref)
+        try:
+            with self._net_lock(record.id):  # a release at the last exit never races this start
+                self._start(record)
+        except errors.FailedPrecondition as err:
+            # A container that exited since the last release pass may hold the port or --ip.
+            if err.reason not in ("PORT_ALREADY_ALLOCATED", "ADDRESS_IN_USE") or not self.release_exited():
+                raise
+            with self._net_lock(record.id):
+                self._start(record)
+
+    def _start(self, record: graph_pb2.Container) -> None:
         if is_live(self._task(record.id)):
             return
         rootfs = self._graph.get_rootfs(record.id).rootfs
@@ -156,6 +172,7 @@ class Containers:
             publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
             dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
             container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
+            mac_address=hc.mac_address,
         ))
         spec = exec_pb2.TaskSpec(
             id=record.id,
@@ -195,9 +212,51 @@ class Containers:
         if record.host_config.auto_remove:
             self._watch(record.id)
 
+    def _net_lock(self, container_id: str) -> threading.Lock:
+        return self._net_locks[hash(container_id) % len(self._net_locks)]
+
+    def _release_network(self, container_id: str) -> bool:
+        """As Docker: a stopped container gives back its address and published ports (not its --ip)."""
+        with self._net_lock(container_id):
+            if is_live(self._task(container_id)):
+                return False
+            self._best_effort(self._net.delete_endpoint, container_id, True)
+            return True
+
+    def release_exited(self) -> int:
+        """Release the endpoints of containers that are not running (they exited by themselves, or
+        while the gateway was down): two list calls, plus one release per such container."""
+        endpoints = self._net.list_endpoints()
+        if not endpoints:
+            return 0
+        tasks = {t.id: t for t in self._exec.list_tasks()}
+        stale = [e.container_id for e in endpoints if not is_live(tasks.get(e.container_id))]
+        return sum(self._release_network(cid) for cid in stale)
+
+    def release_in_background(self) -> threading.Thread:
+        """Every ``release_interval`` seconds, :meth:`release_exited` (one thread for all containers:
+        a watcher per container would hold one execsvc worker each)."""
+
+        def run() -> None:
+            while not self._closed.wait(self._release_interval):
+                try:
+                    self.release_exited()
+                except errors.Unavailable:
+                    continue
+                except Exception:
+                    log.exception("releasing the networks of exited containers failed")
+
+        thread = threading.Thread(target=run, name="network-release", daemon=True)
+        thread.start()
+        return thread
+
     def stop(self, ref: str, timeout: int | None, signal_text: str) -> None:
         """The signal, up to ``timeout`` seconds (negative: forever) for an exit, then SIGKILL."""
         record = self._graph.get_container(ref)
+        self._stop(record, timeout, signal_text)
+        self._release_network(record.id)  # now, so that its ports are free when stop returns
+
+    def _stop(self, record: graph_pb2.Container, timeout: int | None, signal_text: str) -> None:
         sig = parse_signal(signal_text, signal.SIGTERM)
         if not is_live(self._task(record.id)):
             return
@@ -464,6 +523,7 @@ class Containers:
 
         thread = threading.Thread(target=run, name="auto-remove-sweep", daemon=True)
         thread.start()
+        self.release_in_background()
         return thread
 
     def _watch(self, container_id: str) -> None:

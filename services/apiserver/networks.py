@@ -8,6 +8,7 @@ graphsvc knows names: ``container:<name>`` becomes ``container:<id>``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 import grpc
@@ -50,7 +51,7 @@ class Networks:
     def create(self, r: api_pb2.CreateNetworkRequest) -> api_pb2.CreateNetworkResponse:
         resp = self._net.network_call("CreateNetwork", net_pb2.CreateNetworkRequest(
             name=r.name, subnet=r.subnet, gateway=r.gateway, ip_range=r.ip_range, internal=r.internal,
-            labels=r.labels))
+            labels=r.labels, enable_ipv6=r.enable_ipv6, ipv6_subnet=r.ipv6_subnet))
         return api_pb2.CreateNetworkResponse(network=resp.network)
 
     def list(self) -> api_pb2.ListNetworksResponse:
@@ -98,6 +99,20 @@ def normalize_mode(graph: GraphBackend, net: Any, mode: str, aliases: list[str],
         raise errors.InvalidArgument("user specified IP address is supported on user defined networks only",
                                      reason=errors.INVALID_NETWORK_MODE)
     return resolved
+
+
+def check_mac(mac: str, mode: str) -> str:
+    """``--mac-address``, normalised; refused (before anything is created) if malformed or on a
+    network mode without an interface of the container's own (host, none, container:)."""
+    if not mac:
+        return ""
+    if mode in ("host", "none") or mode.startswith(CONTAINER_PREFIX):
+        raise errors.InvalidArgument("conflicting options: mac-address and the network mode",
+                                     reason=errors.INVALID_NETWORK_MODE)
+    if not re.fullmatch(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}", mac) or int(mac[:2], 16) & 1:
+        raise errors.InvalidArgument(f"{mac} is not a valid mac address (six hex bytes, unicast)",
+                                     reason="INVALID_MAC_ADDRESS")
+    return mac.replace("-", ":").lower()
 
 
 class NetworkServicer(api_pb2_grpc.NetworkServiceServicer):

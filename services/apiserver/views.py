@@ -56,6 +56,9 @@ def container_view(
         settings.mac_address = endpoint.mac_address
         settings.bridge = endpoint.bridge
         settings.ports.extend(endpoint.ports)
+        settings.global_ipv6_address = endpoint.ipv6_address
+        settings.global_ipv6_prefix_len = endpoint.ipv6_prefix_length
+        settings.ipv6_gateway = endpoint.ipv6_gateway
     view = api_pb2.Container(
         id=record.id,
         name=record.name,

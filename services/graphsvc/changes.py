@@ -8,7 +8,7 @@ import shlex
 from skiff.common.errors import InvalidArgument
 from skiff.graphsvc.images import ImageChanges
 
-SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "VOLUME")
+SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "VOLUME", "EXPOSE")
 
 
 def _command(keyword: str, value: str) -> list[str]:
@@ -35,6 +35,17 @@ def _env(value: str, env: list[str]) -> None:
         env.append(word)
 
 
+def _expose(value: str, exposed: list[str]) -> None:
+    """``EXPOSE 80 8080/tcp 53/udp`` as ``80/tcp`` … (Docker's form of ExposedPorts keys)."""
+    for word in value.split():
+        port, _, proto = word.partition("/")
+        proto = (proto or "tcp").lower()
+        if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp", "sctp"):
+            raise InvalidArgument(f"EXPOSE: invalid port {word!r}: want PORT[/tcp|udp]")
+        if f"{int(port)}/{proto}" not in exposed:
+            exposed.append(f"{int(port)}/{proto}")
+
+
 def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
     if not changes:
         return None
@@ -42,6 +53,7 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
     env: list[str] | None = None
     workdir = user = None
     volumes: list[str] | None = None
+    exposed: list[str] | None = None
     for change in changes:
         keyword, _, value = change.strip().partition(" ")
         keyword = keyword.upper()
@@ -64,6 +76,10 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
             workdir = value.strip()
             if not workdir.startswith("/"):
                 raise InvalidArgument(f"WORKDIR must be absolute: {workdir!r}")
+        elif keyword == "EXPOSE":
+            exposed = exposed if exposed is not None else []
+            _expose(value, exposed)
         else:
             user = value.strip()
-    return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user, volumes=volumes)
+    return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user, volumes=volumes,
+                        exposed=exposed)

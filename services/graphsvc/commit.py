@@ -29,7 +29,7 @@ from skiff.graphsvc import changes as changes_mod
 from skiff.graphsvc import diff as diff_mod
 from skiff.graphsvc import reference
 from skiff.graphsvc.content import BlobRef
-from skiff.graphsvc.graph import Container, Graph
+from skiff.graphsvc.graph import Container, Graph, _port_key
 from skiff.graphsvc.graphdb import now_rfc3339
 from skiff.graphsvc.images import Image
 
@@ -119,6 +119,8 @@ class Snapshots:
         base["User"] = c.user or base.get("User", "")
         if c.labels:
             base["Labels"] = dict(c.labels)
+        if c.exposed_ports:  # the container's (its image's merged with --expose), as Docker commits them
+            base["ExposedPorts"] = {_port_key(p): {} for p in c.exposed_ports}
         ch = changes_mod.parse(change_lines, base["Env"])
         if ch is not None:
             if ch.cmd is not None:
@@ -135,6 +137,8 @@ class Snapshots:
                 base["User"] = ch.user
             if ch.volumes:
                 base["Volumes"] = dict(base.get("Volumes") or {}) | {v: {} for v in ch.volumes}
+            if ch.exposed:
+                base["ExposedPorts"] = {**(base.get("ExposedPorts") or {}), **{p: {} for p in ch.exposed}}
         return base
 
     def export(self, ref: str) -> Iterator[bytes]:

@@ -56,6 +56,11 @@ def _env_merge(image_env: list[str], user_env: list[str]) -> list[str]:
     return list(merged.values())
 
 
+def _port_key(port: str) -> str:
+    """``80`` -> ``80/tcp``: the form of ExposedPorts keys."""
+    return port if "/" in port else f"{port}/tcp"
+
+
 def merge_image_defaults(user: types_pb2.ContainerConfig, image_config: dict[str, Any]) -> tuple[
         types_pb2.ContainerConfig, list[str]]:
     """Docker's create-time merge; returns the stored config and the command line."""
@@ -74,6 +79,9 @@ def merge_image_defaults(user: types_pb2.ContainerConfig, image_config: dict[str
     cfg.env[:] = _env_merge(list(img.get("Env") or []), list(user.env))
     cfg.working_dir = user.working_dir or img.get("WorkingDir") or ""
     cfg.user = user.user or img.get("User") or ""
+    # The image's EXPOSE and the user's --expose / -p ports (what -P publishes), image's first.
+    exposed = [_port_key(p) for p in [*(img.get("ExposedPorts") or {}), *user.exposed_ports]]
+    cfg.exposed_ports[:] = list(dict.fromkeys(exposed))
     argv = entrypoint + cmd
     if not argv:
         raise InvalidArgument("No command specified", reason=NO_COMMAND)

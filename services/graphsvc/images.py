@@ -70,6 +70,8 @@ class ImageChanges:
     user: str | None = None
     #: VOLUME paths, added to the image's
     volumes: list[str] | None = None
+    #: ``EXPOSE 80 53/udp``: ports added to the image's ExposedPorts (``80/tcp``).
+    exposed: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def build_config(
             "Entrypoint": list(ch.entrypoint) if ch.entrypoint is not None else None,
             "WorkingDir": ch.workdir or "",
             "User": ch.user or "",
+            **({"ExposedPorts": {p: {} for p in ch.exposed}} if ch.exposed else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         "history": [history],

@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -35,8 +36,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from skiff.common.errors import FailedPrecondition, Internal, InvalidArgument
 from skiff.netsvc import netns
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
-from skiff.netsvc.iptables import Rules
-from skiff.netsvc.model import MODE_BRIDGE, Endpoint, EndpointOptions, PortBinding
+from skiff.netsvc.iptables import Isolation, Rules
+from skiff.netsvc.model import MODE_BRIDGE, Endpoint, EndpointOptions, PortBinding, parse_mac
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def mac_for(ip: IPv4Address) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+#: Fault injection for the robustness tests: netsvc SIGKILLs itself at this step of a bridge
+#: endpoint's creation (allocated, netns, veth, configured, rules). Unset in normal use.
+CRASH_AT = os.environ.get("SKIFF_NETSVC_CRASH_AT", "")
+
+
+def crash_point(step: str) -> None:
+    if step == CRASH_AT:
+        log.critical("SKIFF_NETSVC_CRASH_AT=%s: killing netsvc", step)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write(path: str, value: str) -> None:
@@ -104,12 +116,15 @@ class BridgeDriver:
     internal = False
 
     def __init__(self, netns_dir: Path, state_dir: Path, bridge: str = DEFAULT_BRIDGE,
-                 bip: IPv4Network | None = None, chain_prefix: str = "SKIFF"):
+                 bip: IPv4Network | None = None, chain_prefix: str = "SKIFF",
+                 isolation: Isolation | None = None):
         self.netns_dir = netns_dir
         self.bridge = bridge
         self.bip = bip
         self.ipam = Ipam(state_dir / "ipam.json")
-        self.rules = Rules(bridge, chain_prefix)
+        #: Shared by every bridge of the engine: containers on two of them cannot talk.
+        self.isolation = isolation if isolation is not None else Isolation(chain_prefix)
+        self.rules = Rules(bridge, chain_prefix, self.isolation)
         self.endpoints: dict[str, Endpoint] = {}
         self._ready = False
 
@@ -196,6 +211,7 @@ class BridgeDriver:
 
     def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         opts = opts or EndpointOptions()
+        wanted_mac = parse_mac(opts.mac_address) if opts.mac_address else ""
         ports = self._ports(container_id, opts)
         self._ensure_bridge()
         assert self.ipam.subnet is not None
@@ -204,12 +220,14 @@ class BridgeDriver:
         try:
             ip = self._allocate(container_id, opts)
             undo.append(lambda: self.ipam.release(str(ip)))
+            crash_point("allocated")
             netns.ensure_mount_point(self.netns_dir)
             path = self.path(container_id)
             netns.create(path)
             undo.append(lambda: netns.remove(path))
+            crash_point("netns")
             veth = "veth" + secrets.token_hex(4)[:7]
-            mac = mac_for(ip)
+            mac = wanted_mac or mac_for(ip)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with IPRoute() as ipr:
@@ -218,12 +236,10 @@ class BridgeDriver:
                         self._ready = False
                         self._ensure_bridge()
                         found = ipr.link_lookup(ifname=self.bridge)
-                    master = found[0]
-                    ipr.link("add", ifname=veth, kind="veth",
-                             peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac})
                     undo.append(lambda: self._del_link(veth))
-                    idx = ipr.link_lookup(ifname=veth)[0]
-                    ipr.link("set", index=idx, master=master, state="up")
+                    # On the bridge and up in the same request (no lookup, no second call).
+                    ipr.link("add", ifname=veth, kind="veth", master=found[0], state="up",
+                             peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac})
             finally:
                 os.close(fd)
 
@@ -233,15 +249,19 @@ class BridgeDriver:
                 ipr.link("set", index=eth0, state="up")
                 if not self.internal:
                     ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+                self._configure_inside(ipr, eth0, ip, default_route=not self.internal)
 
+            crash_point("veth")
             _in_netns(str(path), inside)
+            crash_point("configured")
             endpoint = Endpoint(container_id, self.mode, str(path), ip_address=str(ip),
                                 prefix_length=subnet.prefixlen, gateway=str(gateway), mac_address=mac,
                                 bridge=self.bridge, veth=veth, ports=ports)
             self.endpoints[container_id] = endpoint
             undo.append(lambda: self._forget(container_id))
             if ports:
-                self.rules.sync(str(subnet), self.endpoints.values())
+                self.rules.sync(str(subnet), self.endpoints.values(), nat_only=True)
+            crash_point("rules")
             return endpoint
         except BaseException as err:
             for step in reversed(undo):
@@ -256,6 +276,9 @@ class BridgeDriver:
     def _allocate(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
         return self.ipam.allocate(container_id)
 
+    def _configure_inside(self, ipr: IPRoute, index: int, ip: IPv4Address, default_route: bool) -> None:
+        """More set-up of the container's interface, inside its namespace (user networks: IPv6)."""
+
     def _forget(self, container_id: str) -> None:
         self.endpoints.pop(container_id, None)
 
@@ -269,7 +292,7 @@ class BridgeDriver:
         had_ports = bool(endpoint.ports)
         self.endpoints.pop(endpoint.container_id, None)
         if had_ports and self._ready and self.ipam.subnet is not None:
-            self.rules.sync(str(self.ipam.subnet), self.endpoints.values())
+            self.rules.sync(str(self.ipam.subnet), self.endpoints.values(), nat_only=True)
         if endpoint.veth:
             self._del_link(endpoint.veth)
         netns.remove(self.path(endpoint.container_id))

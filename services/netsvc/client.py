@@ -34,7 +34,7 @@ class NetworkClient:
             resp = self.stub.ListEndpoints(net_pb2.ListEndpointsRequest(), timeout=self.timeout)
         return [from_proto(e) for e in resp.endpoints]
 
-    def delete_endpoint(self, container_id: str) -> None:
+    def delete_endpoint(self, container_id: str, release: bool = False) -> None:
         with translated():
-            self.stub.DeleteEndpoint(net_pb2.DeleteEndpointRequest(container_id=container_id),
+            self.stub.DeleteEndpoint(net_pb2.DeleteEndpointRequest(container_id=container_id, release=release),
                                      timeout=self.timeout)

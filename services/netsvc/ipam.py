@@ -4,19 +4,25 @@ The subnet is the first of a pool that overlaps no address or route of the
 host (Docker picks the same way), unless ``--bip`` names one. The choice and
 every allocation live in one small JSON file replaced atomically, so an address
 is never handed out twice, even across a restart; at start-up
-:meth:`Ipam.reconcile` keeps only the addresses of live endpoints.
+:meth:`Ipam.reconcile` keeps only the addresses of live endpoints. Allocations are
+written without fsync (they are on the critical path of ``run``): the durable truth
+is the endpoint records (store.py, fsynced), from which reconcile rebuilds them; a
+file torn by a power cut is read as empty (nothing in /run survives that either).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from skiff.common.errors import FailedPrecondition
 from skiff.common.files import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 SUBNET_EXHAUSTED = "SUBNET_EXHAUSTED"
@@ -69,6 +75,9 @@ class Ipam:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return
+        except ValueError:  # torn by a power cut (written without fsync): rebuilt by reconcile
+            log.warning("%s is unreadable: starting from the endpoint records", path)
+            return
         if data.get("version") != VERSION:
             raise RuntimeError(f"{path}: unsupported version {data.get('version')!r}")
         self.subnet = IPv4Network(data["subnet"]) if data.get("subnet") else None
@@ -86,7 +95,7 @@ class Ipam:
                 raise FailedPrecondition(f"cannot move the bridge to {subnet}: addresses of "
                                          f"{self.subnet} are in use", reason="SUBNET_IN_USE")
             self.subnet, self.last = subnet, ""
-            self.save()
+            self.save(durable=True)
 
     def allocate(self, container_id: str) -> IPv4Address:
         """The container's address (the same one if it already has one); round-robin after ``last``."""
@@ -119,10 +128,10 @@ class Ipam:
             self.allocated = dict(live)
             self.save()
 
-    def save(self) -> None:
+    def save(self, durable: bool = False) -> None:
         data = {"version": VERSION, "subnet": str(self.subnet) if self.subnet else "",
                 "allocated": self.allocated, "last": self.last}
-        write_json_atomic(self.path, data)
+        write_json_atomic(self.path, data, fsync=durable)
 
 
 def parse_bip(text: str) -> IPv4Network:

@@ -37,7 +37,7 @@ class Network(Protocol):
 
     def list_endpoints(self) -> list[Endpoint]: ...
 
-    def delete_endpoint(self, container_id: str) -> None: ...
+    def delete_endpoint(self, container_id: str, release: bool = False) -> None: ...
 
 
 class EndpointManager:
@@ -115,6 +115,8 @@ class EndpointManager:
                 self._endpoints.pop(container_id, None)
                 driver.delete_endpoint(endpoint)
                 raise
+            if self.networks is not None:
+                self.networks.reattach(container_id)  # its `network connect`s, kept when it stopped
             log.info("created %s endpoint for %s", network_mode, container_id)
             return endpoint
 
@@ -143,15 +145,18 @@ class EndpointManager:
         with self._lock:
             return [e for _, e in sorted(self._endpoints.items())]
 
-    def delete_endpoint(self, container_id: str) -> None:
+    def delete_endpoint(self, container_id: str, release: bool = False) -> None:
+        """Everything of the endpoint goes; ``release`` (a stop, not a removal) keeps its connections."""
         with self._lock:
             endpoint = self._endpoints.get(container_id)
             if endpoint is None:
+                if not release and self.networks is not None:
+                    self.networks.forget(container_id)
                 return
             # Kernel first, record second: a crash in between leaves a record whose
             # namespace is gone, which reconcile() drops at the next start.
             if self.networks is not None:
-                self.networks.detach_all(container_id)
+                self.networks.detach_all(container_id, keep=release)
             self._driver(endpoint.network_mode).delete_endpoint(endpoint)
             del self._endpoints[container_id]
             self.store.save(self._endpoints)

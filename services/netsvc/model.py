@@ -42,6 +42,8 @@ class EndpointOptions:
     container_name: str = ""
     aliases: tuple[str, ...] = ()
     ip_address: str = ""
+    #: ``--mac-address`` for eth0 (empty: derived from the address, as Docker).
+    mac_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,24 @@ class Endpoint:
     resolv_conf: str = ""
     #: On a user network: the names its embedded DNS answers with ``ip_address``.
     aliases: tuple[str, ...] = ()
+    #: On an IPv6 network (``--ipv6``): the container's IPv6 address, prefix length and gateway.
+    ipv6_address: str = ""
+    ipv6_prefix_length: int = 0
+    ipv6_gateway: str = ""
+
+
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
+
+
+def parse_mac(text: str) -> str:
+    """``--mac-address``: six hex bytes, unicast; normalised to ``aa:bb:cc:dd:ee:ff``."""
+    if not _MAC.fullmatch(text):
+        raise InvalidArgument(f"invalid MAC address {text!r}: want six hex bytes, like 02:42:ac:11:00:02",
+                              reason="INVALID_MAC_ADDRESS")
+    mac = text.replace("-", ":").lower()
+    if int(mac[:2], 16) & 1:
+        raise InvalidArgument(f"invalid MAC address {text!r}: a multicast address", reason="INVALID_MAC_ADDRESS")
+    return mac
 
 
 def validate_container_id(container_id: str) -> None:

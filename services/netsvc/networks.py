@@ -34,19 +34,19 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, SkiffError
 from skiff.common.files import write_json_atomic
 from skiff.netsvc.bridge import BridgeDriver, _in_netns, mac_for
 from skiff.netsvc.dns import DnsServer
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
-from skiff.netsvc.iptables import Rules
+from skiff.netsvc.iptables import Isolation, Rules
 from skiff.netsvc.model import MODE_BRIDGE, MODE_HOST, MODE_NONE, Endpoint, EndpointOptions
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILTIN = (MODE_BRIDGE, MODE_HOST, MODE_NONE)
+#: An IPv6 address with no duplicate address detection: usable at once (the pool makes it unique).
+IFA_F_NODAD = 0x02
 VERSION = 1
 NETWORK_NOT_FOUND = "NETWORK_NOT_FOUND"
 NETWORK_IN_USE = "NETWORK_IN_USE"
@@ -74,6 +76,9 @@ class NetworkRecord:
     labels: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
     driver: str = "bridge"
+    #: ``--ipv6``: the IPv6 subnet and the bridge's address in it (empty: IPv4 only).
+    ipv6_subnet: str = ""
+    ipv6_gateway: str = ""
 
     @property
     def bridge(self) -> str:
@@ -165,10 +170,10 @@ class NetIpam(Ipam):
 class InternalRules(Rules):
     """An ``--internal`` network: forwarding only between the bridge's own ports, no NAT out."""
 
-    def render(self, subnet: str, endpoints: Iterable[Endpoint]) -> str:
+    def render(self, subnet: str, endpoints: Iterable[Endpoint], nat_only: bool = False) -> str:
         br = self.bridge
         out = []
-        for line in super().render(subnet, endpoints).splitlines():
+        for line in super().render(subnet, endpoints, nat_only).splitlines():
             if line.startswith(f"-A {self.post} "):
                 continue
             if line == f"-A {self.fwd} -o {br} -j ACCEPT":
@@ -186,9 +191,11 @@ class UserBridgeDriver(BridgeDriver):
 
     embedded_dns = True
 
-    def __init__(self, netns_dir: Path, state_dir: Path, record: NetworkRecord, dns: DnsServer | None):
+    def __init__(self, netns_dir: Path, state_dir: Path, record: NetworkRecord, dns: DnsServer | None,
+                 isolation: Isolation | None = None):
         subnet = IPv4Network(record.subnet)
-        super().__init__(netns_dir, state_dir, record.bridge, subnet, chain_prefix=f"SK-{record.id[:12]}")
+        super().__init__(netns_dir, state_dir, record.bridge, subnet, chain_prefix=f"SK-{record.id[:12]}",
+                         isolation=isolation)
         self.mode = record.name
         self.record = record
         self.internal = record.internal
@@ -197,7 +204,42 @@ class UserBridgeDriver(BridgeDriver):
         self.ipam = NetIpam(self.ipam_path, subnet, IPv4Address(record.gateway),
                             IPv4Network(record.ip_range) if record.ip_range else None)
         if record.internal:
-            self.rules = InternalRules(record.bridge, f"SK-{record.id[:12]}")
+            self.rules = InternalRules(record.bridge, f"SK-{record.id[:12]}", self.isolation)
+        self.v6net = IPv6Network(record.ipv6_subnet) if record.ipv6_subnet else None
+
+    # --- IPv6 (``--ipv6``): each container's IPv6 address is the subnet's address with the same
+    # host part as its IPv4 address, so it needs no pool of its own and is unique as that one is.
+
+    def v6_of(self, ip: IPv4Address) -> IPv6Address:
+        assert self.v6net is not None and self.ipam.subnet is not None
+        return self.v6net.network_address + (int(ip) - int(self.ipam.subnet.network_address))
+
+    def _ensure_bridge(self) -> None:
+        if self._ready:
+            return
+        super()._ensure_bridge()
+        if self.v6net is None:
+            return
+        gw6 = self.v6_of(self.ipam.gateway)
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.bridge)[0]
+            have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=10)}
+            if str(gw6) not in have:
+                ipr.addr("add", index=idx, address=str(gw6), prefixlen=self.v6net.prefixlen, flags=IFA_F_NODAD)
+
+    def _configure_inside(self, ipr: IPRoute, index: int, ip: IPv4Address, default_route: bool) -> None:
+        if self.v6net is None:
+            return
+        ipr.addr("add", index=index, address=str(self.v6_of(ip)), prefixlen=self.v6net.prefixlen, flags=IFA_F_NODAD)
+        if default_route:
+            ipr.route("add", dst="::/0", gateway=str(self.v6_of(self.ipam.gateway)), family=10)
+
+    def _with_v6(self, endpoint: Endpoint) -> Endpoint:
+        if self.v6net is None or not endpoint.ip_address:
+            return endpoint
+        return dataclasses.replace(endpoint, ipv6_address=str(self.v6_of(IPv4Address(endpoint.ip_address))),
+                                   ipv6_prefix_length=self.v6net.prefixlen,
+                                   ipv6_gateway=str(self.v6_of(self.ipam.gateway)))
 
     def _allocate(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
         assert isinstance(self.ipam, NetIpam)
@@ -210,7 +252,7 @@ class UserBridgeDriver(BridgeDriver):
     def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         opts = opts or EndpointOptions()
         endpoint = super().create_endpoint(container_id, opts)
-        endpoint = dataclasses.replace(endpoint, aliases=self.names(container_id, opts))
+        endpoint = self._with_v6(dataclasses.replace(endpoint, aliases=self.names(container_id, opts)))
         self.endpoints[container_id] = endpoint
         try:
             self._serve_dns(endpoint)
@@ -249,6 +291,7 @@ class UserBridgeDriver(BridgeDriver):
                 idx = ipr.link_lookup(ifname=ifname)[0]
                 ipr.addr("add", index=idx, address=str(ip), prefixlen=prefixlen)
                 ipr.link("set", index=idx, state="up")
+                self._configure_inside(ipr, idx, ip, default_route=False)
 
             _in_netns(netns_path, inside)
         except BaseException as err:
@@ -257,9 +300,10 @@ class UserBridgeDriver(BridgeDriver):
             if isinstance(err, (NetlinkError, OSError)):
                 raise Internal(f"cannot connect {container_id} to {self.mode}: {err}") from err
             raise
-        endpoint = Endpoint(container_id, self.mode, netns_path, ip_address=str(ip), prefix_length=prefixlen,
-                            gateway=str(self.ipam.gateway), mac_address=mac, bridge=self.bridge, veth=veth,
-                            aliases=self.names(container_id, opts))
+        endpoint = self._with_v6(Endpoint(
+            container_id, self.mode, netns_path, ip_address=str(ip), prefix_length=prefixlen,
+            gateway=str(self.ipam.gateway), mac_address=mac, bridge=self.bridge, veth=veth,
+            aliases=self.names(container_id, opts)))
         self.endpoints[container_id] = endpoint
         return endpoint
 
@@ -337,12 +381,18 @@ class Networks:
         self.records = self.store.load()
         #: ``network connect``: (container id, network name) -> (interface, endpoint).
         self.attach_path = state_dir / "attachments.json"
+        #: What each connect asked for (network, name, aliases, --ip): made again after a release.
+        self.requests: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Stopped containers' connections (container id -> requests), made again at their next start.
+        self.pending: dict[str, list[dict[str, Any]]] = {}
         self.attachments = self._load_attachments()
         for rec in self.records.values():
             manager.drivers[rec.name] = self._driver_for(rec)
 
     def _driver_for(self, rec: NetworkRecord) -> UserBridgeDriver:
-        driver = UserBridgeDriver(self.netns_dir, self.state_dir, rec, self.dns)
+        default = self.manager.drivers.get(MODE_BRIDGE)
+        isolation = default.isolation if isinstance(default, BridgeDriver) else None
+        driver = UserBridgeDriver(self.netns_dir, self.state_dir, rec, self.dns, isolation)
         driver.resolver_for = self._resolver_for
         return driver
 
@@ -368,36 +418,68 @@ class Networks:
             data = json.loads(self.attach_path.read_text())
         except FileNotFoundError:
             return {}
-        return {(a["endpoint"]["container_id"], a["endpoint"]["network_mode"]): (a["ifname"], _endpoint(a["endpoint"]))
-                for a in data["attachments"]}
+        self.pending = {cid: list(reqs) for cid, reqs in data.get("pending", {}).items()}
+        out = {}
+        for a in data["attachments"]:
+            key = (a["endpoint"]["container_id"], a["endpoint"]["network_mode"])
+            out[key] = (a["ifname"], _endpoint(a["endpoint"]))
+            self.requests[key] = a.get("request") or {"network": key[1]}
+        return out
 
     def _save_attachments(self) -> None:
         self.attach_path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"version": VERSION, "attachments": [{"ifname": i, "endpoint": asdict(e)}
-                                                     for _, (i, e) in sorted(self.attachments.items())]}
+        data = {"version": VERSION,
+                "attachments": [{"ifname": i, "endpoint": asdict(e), "request": self.requests.get(k, {})}
+                                for k, (i, e) in sorted(self.attachments.items())],
+                "pending": self.pending}
         tmp = self.attach_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.attach_path)
 
     def connect(self, network: str, container_id: str, opts: EndpointOptions) -> Endpoint:
         with self.manager._lock:
-            rec = self._find(network)
-            if rec is None:
-                raise FailedPrecondition(f"connecting to the built-in network {network} is not supported",
-                                         reason="BUILTIN_NETWORK")
-            primary = self.manager._endpoints.get(container_id)
-            if primary is None or not primary.netns_path or primary.network_mode.startswith("container:"):
-                raise FailedPrecondition(f"container {container_id[:12]} is not running in a namespace of its own",
-                                         reason="CONTAINER_NOT_RUNNING")
-            if primary.network_mode == rec.name or (container_id, rec.name) in self.attachments:
-                raise AlreadyExists(f"endpoint with name {opts.container_name or container_id[:12]} already "
-                                    f"exists in network {rec.name}", reason="ENDPOINT_EXISTS")
-            used = {i for (cid, _), (i, _) in self.attachments.items() if cid == container_id}
-            ifname = next(f"eth{n}" for n in range(1, 1000) if f"eth{n}" not in used)
-            endpoint = self._user(rec.name).attach(container_id, primary.netns_path, ifname, opts)
-            self.attachments[(container_id, rec.name)] = (ifname, endpoint)
+            return self._connect(network, container_id, opts)
+
+    def _connect(self, network: str, container_id: str, opts: EndpointOptions) -> Endpoint:
+        rec = self._find(network)
+        if rec is None:
+            raise FailedPrecondition(f"connecting to the built-in network {network} is not supported",
+                                     reason="BUILTIN_NETWORK")
+        primary = self.manager._endpoints.get(container_id)
+        if primary is None or not primary.netns_path or primary.network_mode.startswith("container:"):
+            raise FailedPrecondition(f"container {container_id[:12]} is not running in a namespace of its own",
+                                     reason="CONTAINER_NOT_RUNNING")
+        if primary.network_mode == rec.name or (container_id, rec.name) in self.attachments:
+            raise AlreadyExists(f"endpoint with name {opts.container_name or container_id[:12]} already "
+                                f"exists in network {rec.name}", reason="ENDPOINT_EXISTS")
+        used = {i for (cid, _), (i, _) in self.attachments.items() if cid == container_id}
+        ifname = next(f"eth{n}" for n in range(1, 1000) if f"eth{n}" not in used)
+        endpoint = self._user(rec.name).attach(container_id, primary.netns_path, ifname, opts)
+        self.attachments[(container_id, rec.name)] = (ifname, endpoint)
+        self.requests[(container_id, rec.name)] = {
+            "network": rec.name, "container_name": opts.container_name, "aliases": list(opts.aliases),
+            "ip_address": opts.ip_address}
+        self._save_attachments()
+        return endpoint
+
+    def reattach(self, container_id: str) -> None:
+        """The container starts again: make the connections it had when it stopped (best effort)."""
+        reqs = self.pending.pop(container_id, None)
+        if reqs is None:
+            return
+        for r in reqs:
+            opts = EndpointOptions(container_name=r.get("container_name", ""), aliases=tuple(r.get("aliases", ())),
+                                   ip_address=r.get("ip_address", ""))
+            try:
+                self._connect(r["network"], container_id, opts)
+            except SkiffError as err:
+                log.warning("container %s not connected again to %s: %s", container_id[:12], r["network"], err)
+        self._save_attachments()
+
+    def forget(self, container_id: str) -> None:
+        """The container is removed: drop the connections kept for its next start."""
+        if self.pending.pop(container_id, None) is not None:
             self._save_attachments()
-            return endpoint
 
     def disconnect(self, network: str, container_id: str) -> None:
         with self.manager._lock:
@@ -409,17 +491,26 @@ class Networks:
                                          "(by network connect)", reason="NOT_CONNECTED")
             self._user(name).detach(entry[1])
             del self.attachments[(container_id, name)]
+            self.requests.pop((container_id, name), None)
             self._save_attachments()
 
-    def detach_all(self, container_id: str) -> None:
-        """The container's endpoint is going: its connected interfaces go with it."""
+    def detach_all(self, container_id: str, keep: bool = False) -> None:
+        """The container's endpoint is going: its connected interfaces go with it.
+
+        ``keep`` (the container stopped): remember what they asked for, for :meth:`reattach`.
+        """
         keys = [k for k in self.attachments if k[0] == container_id]
         for key in keys:
             driver = self.manager.drivers.get(key[1])
             if isinstance(driver, UserBridgeDriver):
                 driver.detach(self.attachments[key][1])
             del self.attachments[key]
-        if keys:
+            request = self.requests.pop(key, None) or {"network": key[1]}
+            if keep:
+                self.pending.setdefault(container_id, []).append(request)
+        if not keep:
+            self.pending.pop(container_id, None)
+        if keys or not keep:
             self._save_attachments()
 
     def live_attachments(self, live: set[str]) -> dict[str, list[Endpoint]]:
@@ -428,6 +519,7 @@ class Networks:
         for key, (_, e) in list(self.attachments.items()):
             if key[0] not in live or not isinstance(self.manager.drivers.get(key[1]), UserBridgeDriver):
                 del self.attachments[key]
+                self.requests.pop(key, None)
                 continue
             out.setdefault(key[1], []).append(e)
         self._save_attachments()
@@ -489,7 +581,8 @@ class Networks:
     # --- changes -------------------------------------------------------------------
 
     def create(self, name: str, subnet: str = "", gateway: str = "", ip_range: str = "",
-               internal: bool = False, labels: dict[str, str] | None = None) -> NetworkInfo:
+               internal: bool = False, labels: dict[str, str] | None = None, enable_ipv6: bool = False,
+               ipv6_subnet: str = "") -> NetworkInfo:
         if not _NAME.fullmatch(name):
             raise InvalidArgument(f"invalid network name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*",
                                   reason=INVALID_NETWORK)
@@ -518,8 +611,12 @@ class Networks:
             rng = _network(ip_range, "ip-range") if ip_range else None
             if rng is not None and not rng.subnet_of(net):
                 raise InvalidArgument(f"invalid ip-range {rng}: not inside subnet {net}", reason=INVALID_NETWORK)
+            net6 = self._ipv6_subnet(enable_ipv6, ipv6_subnet, net)
+            gw6 = net6.network_address + (int(gw) - int(net.network_address)) if net6 is not None else None
             rec = NetworkRecord(secrets.token_hex(32), name, str(net), str(gw), str(rng) if rng else "",
-                                internal, dict(labels or {}), time.time())
+                                internal, dict(labels or {}), time.time(),
+                                ipv6_subnet=str(net6) if net6 is not None else "",
+                                ipv6_gateway=str(gw6) if gw6 is not None else "")
             driver = self._driver_for(rec)
             try:
                 driver._ensure_bridge()
@@ -532,6 +629,38 @@ class Networks:
             self.manager.drivers[name] = driver
             log.info("created network %s (%s) on %s", name, rec.id[:12], net)
             return NetworkInfo(rec, rec.bridge)
+
+    def _ipv6_subnet(self, enable: bool, text: str, net: IPv4Network) -> IPv6Network | None:
+        """``--ipv6 --subnet fd00:…/64``, checked: room for every IPv4 host part, no overlap, a host
+        that does not forward IPv6 (skiff has no ip6tables rules: forwarding would join networks)."""
+        if not enable and not text:
+            return None
+        if not enable or not text:
+            raise InvalidArgument("--ipv6 and an IPv6 --subnet (e.g. fd00:1::/64) go together",
+                                  reason=INVALID_NETWORK)
+        try:
+            net6 = ip_network(text, strict=False)
+        except ValueError:
+            raise InvalidArgument(f"invalid subnet {text!r}: want an IPv6 CIDR", reason=INVALID_NETWORK) from None
+        if not isinstance(net6, IPv6Network):
+            raise InvalidArgument(f"invalid IPv6 subnet {text!r}", reason=INVALID_NETWORK)
+        if net6.max_prefixlen - net6.prefixlen < net.max_prefixlen - net.prefixlen:
+            raise InvalidArgument(f"IPv6 subnet {net6} is smaller than the IPv4 subnet {net}", reason=INVALID_NETWORK)
+        clash = [r.ipv6_subnet for r in self.records.values()
+                 if r.ipv6_subnet and IPv6Network(r.ipv6_subnet).overlaps(net6)]
+        if clash:
+            raise InvalidArgument(f"invalid pool request: Pool overlaps with other one on this address space "
+                                  f"({net6} overlaps {clash[0]})", reason="POOL_OVERLAPS")
+        for key, bad, why in (("all/disable_ipv6", "1", "IPv6 is disabled on this host"),
+                              ("all/forwarding", "1", "this host forwards IPv6, and skiff has no ip6tables "
+                                                      "rules to keep networks apart")):
+            try:
+                value = Path(f"/proc/sys/net/ipv6/conf/{key}").read_text().strip()
+            except OSError:
+                value = "1" if key == "all/disable_ipv6" else "0"
+            if value == bad:
+                raise FailedPrecondition(f"cannot create an IPv6 network: {why}", reason="IPV6_UNAVAILABLE")
+        return net6
 
     def remove(self, ref: str) -> str:
         with self.manager._lock:

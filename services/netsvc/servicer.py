@@ -27,7 +27,8 @@ def to_proto(e: Endpoint) -> net_pb2.Endpoint:
         container_id=e.container_id, network_mode=e.network_mode, netns_path=e.netns_path,
         ip_address=e.ip_address, prefix_length=e.prefix_length, gateway=e.gateway, mac_address=e.mac_address,
         bridge=e.bridge, ports=[port_to_proto(p) for p in e.ports], hosts=e.hosts, resolv_conf=e.resolv_conf,
-        aliases=e.aliases,
+        aliases=e.aliases, ipv6_address=e.ipv6_address, ipv6_prefix_length=e.ipv6_prefix_length,
+        ipv6_gateway=e.ipv6_gateway,
     )
 
 
@@ -36,7 +37,8 @@ def from_proto(e: net_pb2.Endpoint) -> Endpoint:
         e.container_id, e.network_mode, e.netns_path, ip_address=e.ip_address, prefix_length=e.prefix_length,
         gateway=e.gateway, mac_address=e.mac_address, bridge=e.bridge,
         ports=tuple(port_from_proto(p) for p in e.ports), hosts=e.hosts, resolv_conf=e.resolv_conf,
-        aliases=tuple(e.aliases),
+        aliases=tuple(e.aliases), ipv6_address=e.ipv6_address, ipv6_prefix_length=e.ipv6_prefix_length,
+        ipv6_gateway=e.ipv6_gateway,
     )
 
 
@@ -46,6 +48,7 @@ def options_from_request(r: net_pb2.CreateEndpointRequest) -> EndpointOptions:
         exposed_ports=tuple(r.exposed_ports), publish_all_ports=r.publish_all_ports, dns=tuple(r.dns),
         dns_search=tuple(r.dns_search), dns_options=tuple(r.dns_options), extra_hosts=tuple(r.extra_hosts),
         container_name=r.container_name, aliases=tuple(r.aliases), ip_address=r.ip_address,
+        mac_address=r.mac_address,
     )
 
 
@@ -55,6 +58,7 @@ def options_to_request(container_id: str, network_mode: str, o: EndpointOptions)
         port_bindings=[port_to_proto(p) for p in o.port_bindings], exposed_ports=o.exposed_ports,
         publish_all_ports=o.publish_all_ports, dns=o.dns, dns_search=o.dns_search, dns_options=o.dns_options,
         extra_hosts=o.extra_hosts, container_name=o.container_name, aliases=o.aliases, ip_address=o.ip_address,
+        mac_address=o.mac_address,
     )
 
 
@@ -62,13 +66,15 @@ def network_to_proto(info: NetworkInfo) -> types_pb2.Network:
     r = info.record
     n = types_pb2.Network(id=r.id, name=r.name, driver=r.driver, subnet=r.subnet, gateway=r.gateway,
                           ip_range=r.ip_range, internal=r.internal, labels=r.labels, bridge=info.bridge,
-                          scope="local")
+                          scope="local", enable_ipv6=bool(r.ipv6_subnet), ipv6_subnet=r.ipv6_subnet,
+                          ipv6_gateway=r.ipv6_gateway)
     if r.created:
         n.created.FromNanoseconds(int(r.created * 1e9))
     for e in info.endpoints:
         n.containers.add(container_id=e.container_id, name=e.aliases[0] if e.aliases else "",
                          ipv4_address=f"{e.ip_address}/{e.prefix_length}" if e.ip_address else "",
-                         mac_address=e.mac_address, aliases=e.aliases)
+                         mac_address=e.mac_address, aliases=e.aliases,
+                         ipv6_address=f"{e.ipv6_address}/{e.ipv6_prefix_length}" if e.ipv6_address else "")
     return n
 
 
@@ -86,7 +92,8 @@ class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
                       ) -> net_pb2.CreateNetworkResponse:
         with handle(context):
             info = self._nets().create(request.name, request.subnet, request.gateway, request.ip_range,
-                                       request.internal, dict(request.labels))
+                                       request.internal, dict(request.labels), request.enable_ipv6,
+                                       request.ipv6_subnet)
             return net_pb2.CreateNetworkResponse(network=network_to_proto(info))
         raise AssertionError("unreachable")
 
@@ -155,6 +162,6 @@ class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
     def DeleteEndpoint(self, request: net_pb2.DeleteEndpointRequest, context: grpc.ServicerContext
                        ) -> net_pb2.DeleteEndpointResponse:
         with handle(context):
-            self.network.delete_endpoint(request.container_id)
+            self.network.delete_endpoint(request.container_id, request.release)
             return net_pb2.DeleteEndpointResponse()
         raise AssertionError("unreachable")

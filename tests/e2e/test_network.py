@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 from tests.e2e.conftest import Engine
 
@@ -91,4 +92,94 @@ def test_publish_all_picks_free_host_ports(engine: Engine) -> None:
         assert f"0.0.0.0:{binding['HostPort']}->8080/tcp" in engine.skiff("ps", check=True).stdout
     finally:
         engine.skiff("rm", "-f", "webp", check=True)
+    assert skiff_rules() == []
+
+
+def test_stop_releases_address_and_ports_and_start_takes_them_again(engine: Engine) -> None:
+    """As Docker: a stopped container holds no address and no host port; after start it serves again."""
+    port = free_port()
+    serve = ["busybox", "sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    engine.skiff("run", "-d", "--name", "rel", "-h", "first", "-p", f"127.0.0.1:{port}:8080", *serve, check=True)
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/").strip() == "first"
+        engine.skiff("stop", "-t", "1", "rel", check=True)
+        info = json.loads(engine.skiff("inspect", "rel", check=True).stdout)[0]
+        assert info["NetworkSettings"]["IPAddress"] == "" and not any((info["NetworkSettings"]["Ports"] or {}).values())
+        assert engine.skiff("port", "rel").stdout.strip() == ""
+        assert skiff_rules() == []
+        # Its host port is free for another container.
+        engine.skiff("run", "-d", "--name", "rel2", "-h", "second", "-p", f"127.0.0.1:{port}:8080", *serve,
+                     check=True)
+        assert fetch(f"http://127.0.0.1:{port}/").strip() == "second"
+        assert engine.skiff("start", "rel").returncode != 0  # the port is taken now: refused
+        engine.skiff("rm", "-f", "rel2", check=True)
+        engine.skiff("start", "rel", check=True)
+        assert fetch(f"http://127.0.0.1:{port}/").strip() == "first"
+        assert f"8080/tcp -> 127.0.0.1:{port}" in engine.skiff("port", "rel", check=True).stdout
+        assert json.loads(engine.skiff("inspect", "rel", check=True).stdout)[0]["NetworkSettings"]["IPAddress"]
+        # A container that exits by itself gives its address back too.
+        engine.skiff("run", "-d", "--name", "quick", "busybox", "true", check=True)
+        ip = "unset"
+        for _ in range(100):  # bounded: ~10 s
+            ip = json.loads(engine.skiff("inspect", "quick", check=True).stdout)[0]["NetworkSettings"]["IPAddress"]
+            if not ip:
+                break
+            time.sleep(0.1)
+        assert ip == ""
+    finally:
+        engine.skiff("rm", "-f", "rel", "rel2", "quick")
+    assert skiff_rules() == []
+
+
+def test_mac_address_is_set_inside_and_shown_by_inspect(engine: Engine) -> None:
+    mac = "02:de:ad:be:ef:07"
+    engine.skiff("run", "-d", "--name", "withmac", "--mac-address", mac.upper(), "busybox", "sleep", "60", check=True)
+    try:
+        inside = engine.skiff("exec", "withmac", "cat", "/sys/class/net/eth0/address", check=True).stdout.strip()
+        assert inside == mac
+        info = json.loads(engine.skiff("inspect", "withmac", check=True).stdout)[0]
+        assert info["NetworkSettings"]["MacAddress"] == mac
+    finally:
+        engine.skiff("rm", "-f", "withmac")
+    bad = engine.skiff("run", "--rm", "--mac-address", "zz:11:22:33:44:55", "busybox", "true")
+    assert bad.returncode == 125 and "mac address" in bad.stderr
+    host = engine.skiff("run", "--rm", "--network", "host", "--mac-address", mac, "busybox", "true")
+    assert host.returncode == 125 and "conflicting options" in host.stderr
+
+
+def test_publish_all_publishes_the_image_expose_and_expose(engine: Engine, busybox_tar: Path) -> None:
+    """-P publishes the image's EXPOSE (import --change, commit --change) merged with --expose."""
+    engine.skiff("import", "--change", "EXPOSE 8080", "--change", 'CMD ["httpd", "-f", "-p", "8080", "-h", "/etc"]',
+                 str(busybox_tar), "exposing:1", check=True)
+    try:
+        img = json.loads(engine.skiff("inspect", "--type", "image", "exposing:1", check=True).stdout)[0]
+        assert img["Config"]["ExposedPorts"] == {"8080/tcp": {}}
+        engine.skiff("run", "-d", "--name", "exp1", "-h", "fromimage", "-P", "--expose", "9999/udp", "exposing:1",
+                     check=True)
+        ports = engine.skiff("port", "exp1", check=True).stdout
+        assert "8080/tcp -> 0.0.0.0:" in ports and "9999/udp -> 0.0.0.0:" in ports, ports
+        host_port = int(ports.split("8080/tcp -> 0.0.0.0:")[1].split()[0])
+        assert fetch(f"http://127.0.0.1:{host_port}/hostname").strip() == "fromimage"
+        engine.skiff("commit", "--change", "EXPOSE 7070", "exp1", "exposing:2", check=True)
+        img = json.loads(engine.skiff("inspect", "--type", "image", "exposing:2", check=True).stdout)[0]
+        assert set(img["Config"]["ExposedPorts"]) == {"8080/tcp", "9999/udp", "7070/tcp"}
+        engine.skiff("run", "-d", "--name", "exp2", "-P", "exposing:2", check=True)
+        assert "7070/tcp -> 0.0.0.0:" in engine.skiff("port", "exp2", check=True).stdout
+    finally:
+        engine.skiff("rm", "-f", "exp1", "exp2")
+        engine.skiff("rmi", "exposing:1", "exposing:2")
+    assert skiff_rules() == []
+
+
+def test_port_of_a_container_that_exited_by_itself_is_free_at_once(engine: Engine) -> None:
+    port = free_port()
+    engine.skiff("run", "-d", "--name", "selfexit", "-p", f"127.0.0.1:{port}:80", "busybox", "true", check=True)
+    try:
+        engine.skiff("wait", "selfexit", check=True)
+        # No waiting for the gateway's periodic release: the start that wants the port frees it.
+        engine.skiff("run", "-d", "--name", "taker", "-p", f"127.0.0.1:{port}:80", "busybox", "sleep", "30",
+                     check=True)
+        assert f"80/tcp -> 127.0.0.1:{port}" in engine.skiff("port", "taker", check=True).stdout
+    finally:
+        engine.skiff("rm", "-f", "selfexit", "taker")
     assert skiff_rules() == []

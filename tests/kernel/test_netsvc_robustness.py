@@ -23,6 +23,7 @@ import pytest
 from skiff.common.server import channel
 from skiff.net.v1 import net_pb2, net_pb2_grpc
 from skiff.netsvc import netns
+from skiff.netsvc.model import EndpointOptions, PortBinding
 from skiff.netsvc.server import build_manager, chain_prefix
 
 pytestmark = [
@@ -41,21 +42,20 @@ def links() -> str:
 
 
 def veths() -> set[str]:
-    """Veths that could be ours: on our bridge or on none. Engines running beside the test
-    (other test runs, Docker) keep theirs on their own bridges."""
-    found = set()
-    for line in links().splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        words = line.split()
-        master = words[words.index("master") + 1] if "master" in words else BRIDGE
-        if name.startswith("veth") and master == BRIDGE:
-            found.add(name)
-    return found
+    """Host-side veths on the test's bridge (a veth is made on it in one request; other engines'
+    veths on this host, made by tests running beside this one, are not ours to count)."""
+    return {line.split(":")[1].strip().split("@")[0] for line in links().splitlines()
+            if line.split(":")[1].strip().startswith("veth") and f" master {BRIDGE} " in line}
+
+
+#: Chains of the user networks a test made (``SK-<12 hex>``), checked as well.
+NET_CHAINS: list[str] = []
 
 
 def rules() -> list[str]:
     out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if PREFIX in line or BRIDGE in line]
+    return [line for line in out.splitlines()
+            if PREFIX in line or BRIDGE in line or any(c in line for c in NET_CHAINS)]
 
 
 def mounts_under(root: Path) -> list[str]:
@@ -63,8 +63,11 @@ def mounts_under(root: Path) -> list[str]:
 
 
 def allocated(data: Path) -> dict[str, str]:
-    path = data / "network" / "ipam.json"
-    return json.loads(path.read_text()).get("allocated", {}) if path.exists() else {}
+    """Every allocation of every pool (the default bridge's and the user networks')."""
+    out: dict[str, str] = {}
+    for path in (data / "network").glob("ipam*.json"):
+        out.update(json.loads(path.read_text()).get("allocated", {}))
+    return out
 
 
 def new_veths(before: set[str], deadline: float = 3.0) -> set[str]:
@@ -94,7 +97,10 @@ def roots(tmp_path: Path) -> Iterator[tuple[Path, Path, set[str]]]:
     m = build_manager(data, run, bridge=BRIDGE, chain_prefix=PREFIX)
     for e in m.list_endpoints():
         m.delete_endpoint(e.container_id)
+    if m.networks is not None:
+        m.networks.prune()
     m.close()
+    NET_CHAINS.clear()
     for mp in reversed(mounts_under(tmp_path)):
         netns.umount(mp)
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
@@ -103,31 +109,97 @@ def roots(tmp_path: Path) -> Iterator[tuple[Path, Path, set[str]]]:
 
 
 def test_create_delete_cycles_leave_nothing_behind(tmp_path: Path, roots: tuple[Path, Path, set[str]]) -> None:
+    """Bridge endpoints with a published port (the same host port every time: it must be freed),
+    on the default bridge and a user network (so the isolation chains are in play), three alive
+    at a time, half of them released as at a stop and then removed as at rm."""
     data, run, before = roots
     m = build_manager(data, run, bridge=BRIDGE, chain_prefix=PREFIX)
+    assert m.networks is not None
+    net = m.networks.create("cycles").record
+    NET_CHAINS.append(f"SK-{net.id[:12]}")
     start = time.monotonic()
     seen: set[str] = set()
+    live: list[str] = []
+    port = 18000 + os.getpid() % 1000
     for i in range(CYCLES):
         elapsed = time.monotonic() - start
         if elapsed > BUDGET:
             pytest.fail(f"{i} of {CYCLES} create/delete cycles took {elapsed:.0f}s, over the {BUDGET:.0f}s budget")
-        e = m.create_endpoint(f"cycle{i}", "bridge")
-        assert e.veth in links() and Path(e.netns_path).exists()
+        opts = EndpointOptions(container_name=f"c{i}", port_bindings=(PortBinding("", port + i % 3, 80, "tcp"),))
+        e = m.create_endpoint(f"cycle{i}", "bridge" if i % 2 else "cycles", opts)
+        assert e.veth in links() and Path(e.netns_path).exists() and e.ports[0].host_port == port + i % 3
         seen.add(e.veth)
-        m.delete_endpoint(f"cycle{i}")
-        assert e.veth not in veths() and not Path(e.netns_path).exists()
+        live.append(f"cycle{i}")
+        addresses = [x.ip_address for x in m.list_endpoints()]
+        assert len(addresses) == len(set(addresses)) == len(live), f"an address twice: {addresses}"
+        if len(live) == 3:
+            gone = live.pop(0)
+            old = m.get_endpoint(gone)
+            if i % 4 < 2:
+                m.delete_endpoint(gone, release=True)  # a stop
+            m.delete_endpoint(gone)
+            assert old.veth not in veths() and not Path(old.netns_path).exists()
+    for cid in live:
+        m.delete_endpoint(cid)
     assert m.list_endpoints() == [] and len(seen) == CYCLES
+    assert any(f"{PREFIX}-ISOLATION-2 -o {net.bridge} -j DROP" in r for r in rules())
+    m.networks.remove("cycles")
     m.close()
     assert_nothing_left(tmp_path, data, run, before)
 
 
+@pytest.mark.parametrize("step", ["allocated", "netns", "veth", "configured", "rules"])
+def test_sigkill_at_each_step_of_a_create_leaves_nothing(tmp_path: Path, roots: tuple[Path, Path, set[str]],
+                                                          step: str) -> None:
+    """netsvc dies (SIGKILL, injected) at each step of a bridge endpoint with a published port:
+    the restart removes what the step made, and no address is handed out twice."""
+    data, run, before = roots
+    svc = Netsvc(tmp_path, data, run)
+    try:
+        kept = svc.create("kept").ip_address
+    finally:
+        svc.stop(signal.SIGTERM)
+    svc = Netsvc(tmp_path, data, run, crash_at=step)
+    with pytest.raises(grpc.RpcError):
+        svc.create("doomed", ports=True)
+    assert svc.proc.wait(30) == -signal.SIGKILL
+    svc.stop(signal.SIGKILL)
+    svc = Netsvc(tmp_path, data, run)
+    try:
+        ids = [e.container_id for e in svc.stub.ListEndpoints(net_pb2.ListEndpointsRequest(), timeout=10).endpoints]
+        assert ids == ["kept"]
+        assert set(allocated(data)) == {kept}
+        assert not any("DNAT" in r for r in rules()), rules()
+        assert new_veths(before) == {_veth_of(data, "kept")}
+        assert sorted(p.name for p in (run / "netns").iterdir()) == ["kept"]
+        again = svc.create("doomed", ports=True)
+        assert again.ip_address != kept and again.ports[0].host_port == PORT
+        for cid in ("kept", "doomed"):
+            svc.stub.DeleteEndpoint(net_pb2.DeleteEndpointRequest(container_id=cid), timeout=10)
+    finally:
+        rc = svc.stop(signal.SIGTERM)
+    assert rc == 0, (tmp_path / "netsvc.log").read_text()[-2000:]
+    assert_nothing_left(tmp_path, data, run, before)
+
+
+def _veth_of(data: Path, cid: str) -> str:
+    records = json.loads((data / "network" / "endpoints.json").read_text())["endpoints"]
+    return str(next(e["veth"] for e in records if e["container_id"] == cid))
+
+
+PORT = 19000 + os.getpid() % 1000
+
+
 class Netsvc:
-    def __init__(self, tmp_path: Path, data: Path, run: Path):
+    def __init__(self, tmp_path: Path, data: Path, run: Path, crash_at: str = ""):
         self.sock = tmp_path / "netsvc.sock"
         self.log = open(tmp_path / "netsvc.log", "ab")  # noqa: SIM115 - closed in stop()
+        env = {k: v for k, v in os.environ.items() if k != "SKIFF_NETSVC_CRASH_AT"}
+        if crash_at:
+            env["SKIFF_NETSVC_CRASH_AT"] = crash_at
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "skiff.netsvc", "-H", f"unix://{self.sock}", "--data-root", str(data),
-             "--exec-root", str(run), "--bridge", BRIDGE], stdout=self.log, stderr=self.log)
+             "--exec-root", str(run), "--bridge", BRIDGE], stdout=self.log, stderr=self.log, env=env)
         self.channel = channel(f"unix://{self.sock}")
         self.stub = net_pb2_grpc.NetworkServiceStub(self.channel)
         try:
@@ -136,8 +208,10 @@ class Netsvc:
             self.stop(signal.SIGKILL)
             pytest.fail(f"netsvc did not serve within 30s: {(tmp_path / 'netsvc.log').read_text()[-2000:]}")
 
-    def create(self, cid: str, timeout: float = 30) -> net_pb2.Endpoint:
+    def create(self, cid: str, timeout: float = 30, ports: bool = False) -> net_pb2.Endpoint:
         req = net_pb2.CreateEndpointRequest(container_id=cid, network_mode="bridge")
+        if ports:
+            req.port_bindings.add(host_port=PORT, container_port=80, protocol="tcp")
         return self.stub.CreateEndpoint(req, timeout=timeout).endpoint
 
     def stop(self, sig: int) -> int:

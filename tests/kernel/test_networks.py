@@ -210,3 +210,120 @@ def test_connect_survives_restart_and_goes_with_the_container(
     assert m2.networks is not None and m2.networks.attachments == {}
     m2.delete_endpoint("b" * 64)
     assert m2.networks.remove("two") == two.id
+
+
+def _tcp_reaches(client_ns: str, server_ns: str, ip: str, port: int) -> bool:
+    """A busybox nc server in ``server_ns`` on ``port``; whether ``client_ns`` gets its greeting."""
+    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "busybox", "sh", "-c",
+                               f"echo hello | busybox nc -l -p {port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):  # until it listens (bounded: 5 s)
+            if f":{port:04X}" in ns_run(server_ns, "cat", "/proc/net/tcp").stdout.upper():
+                break
+            threading.Event().wait(0.1)
+        got = ns_run(client_ns, "busybox", "nc", "-w", "2", ip, str(port))
+        return "hello" in got.stdout
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+def test_networks_are_isolated_from_each_other(env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    """Docker's DOCKER-ISOLATION: no traffic between two networks, or a network and the default bridge."""
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    one, two = m.networks.create("one").record, m.networks.create("two").record
+    a = m.create_endpoint("a" * 64, "one", EndpointOptions(container_name="a"))
+    a2 = m.create_endpoint("d" * 64, "one", EndpointOptions(container_name="d"))
+    b = m.create_endpoint("b" * 64, "two", EndpointOptions(container_name="b"))
+    c = m.create_endpoint("c" * 64, "bridge")
+    iso = [r for r in rules([f"{PREFIX}-ISOLATION"]) if r.startswith("-A ")]
+    for br in (one.bridge, two.bridge, BRIDGE):
+        assert f"-A {PREFIX}-ISOLATION-2 -o {br} -j DROP" in iso, iso
+    assert _tcp_reaches(a2.netns_path, a.netns_path, a.ip_address, 8081)  # same network: yes
+    assert not _tcp_reaches(b.netns_path, a.netns_path, a.ip_address, 8082)  # other network: no
+    assert not _tcp_reaches(c.netns_path, a.netns_path, a.ip_address, 8083)  # default bridge: no
+    assert not _tcp_reaches(a.netns_path, c.netns_path, c.ip_address, 8084)  # and back: no
+    for e in m.list_endpoints():
+        m.delete_endpoint(e.container_id)
+    m.networks.remove("two")
+    assert not any(two.bridge in r for r in rules([f"{PREFIX}-ISOLATION"]))
+    m.networks.remove("one")
+    m.close()  # the last bridge goes: the isolation chains go with it
+    assert rules([f"{PREFIX}-ISOLATION"]) == []
+
+
+def test_release_keeps_connections_for_the_next_start_and_delete_forgets_them(
+        env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    """A stop (release) frees the addresses; the next create makes the connections again; rm forgets."""
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    m.networks.create("one")
+    m.networks.create("two")
+    cid = "a" * 64
+    a = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
+    extra = m.networks.connect("two", cid, EndpointOptions(container_name="alpha", aliases=("al",)))
+    m.delete_endpoint(cid, release=True)
+    assert a.veth not in links() and extra.veth not in links() and not Path(a.netns_path).exists()
+    assert a.ip_address not in m.drivers["one"].ipam.allocated  # type: ignore[attr-defined]
+    assert extra.ip_address not in m.drivers["two"].ipam.allocated  # type: ignore[attr-defined]
+    m = make(data, run, dns)  # the kept connections survive a netsvc restart
+    assert m.networks is not None
+    a2 = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
+    eth1 = ns_run(a2.netns_path, "ip", "-o", "-4", "addr", "show", "eth1").stdout
+    again = m.networks.attachments[(cid, "two")][1]
+    assert f"inet {again.ip_address}/" in eth1 and "al" in again.aliases
+    m.delete_endpoint(cid, release=True)
+    m.delete_endpoint(cid)  # rm of the stopped container: nothing kept
+    assert m.networks.pending == {}
+    a3 = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
+    assert "eth1" not in ns_run(a3.netns_path, "ip", "-o", "link").stdout
+    m.delete_endpoint(cid)
+
+
+def test_ipv6_network_addresses_route_and_the_host_reaches_the_container(
+        env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    if any(Path(f"/proc/sys/net/ipv6/conf/all/{k}").read_text().strip() == "1" for k in ("forwarding", "disable_ipv6")):
+        pytest.skip("this host forwards IPv6 or has it disabled: skiff refuses IPv6 networks then")
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    for bad in ({"enable_ipv6": True}, {"ipv6_subnet": "fd00:5::/64"},
+                {"enable_ipv6": True, "ipv6_subnet": "10.1.2.0/24"},
+                {"enable_ipv6": True, "ipv6_subnet": "fd00:5::/120", "subnet": "10.251.0.0/16"}):
+        with pytest.raises(InvalidArgument):
+            m.networks.create("v6bad", **bad)  # type: ignore[arg-type]
+    rec = m.networks.create("v6", subnet="10.251.7.0/24", enable_ipv6=True, ipv6_subnet="fd00:5:7::/64").record
+    assert (rec.ipv6_subnet, rec.ipv6_gateway) == ("fd00:5:7::/64", "fd00:5:7::1")
+    with pytest.raises(InvalidArgument):
+        m.networks.create("v6b", subnet="10.251.8.0/24", enable_ipv6=True, ipv6_subnet="fd00:5:7::/64")
+    a = m.create_endpoint("a" * 64, "v6", EndpointOptions(container_name="a"))
+    b = m.create_endpoint("b" * 64, "v6", EndpointOptions(container_name="b"))
+    assert (a.ipv6_address, a.ipv6_prefix_length, a.ipv6_gateway) == ("fd00:5:7::2", 64, "fd00:5:7::1")
+    assert b.ipv6_address == "fd00:5:7::3"
+    assert "inet6 fd00:5:7::2/64" in ns_run(a.netns_path, "ip", "-6", "addr", "show", "eth0").stdout
+    assert "default via fd00:5:7::1" in ns_run(a.netns_path, "ip", "-6", "route").stdout
+    ping = ns_run(b.netns_path, "busybox", "ping", "-6", "-c1", "-W2", a.ipv6_address)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    server = subprocess.Popen(["nsenter", f"--net={a.netns_path}", "busybox", "sh", "-c",
+                               "echo hello6 | busybox nc -l -p 7077"], stdout=subprocess.DEVNULL)
+    try:
+        got = b""
+        for _ in range(50):  # bounded: until it listens (5 s)
+            try:
+                with socket.create_connection((a.ipv6_address, 7077), timeout=2) as s:
+                    got = s.recv(16)
+                break
+            except OSError:
+                threading.Event().wait(0.1)
+        assert got == b"hello6\n"  # from the host, over the ULA on the bridge
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    for e in m.list_endpoints():
+        m.delete_endpoint(e.container_id)
+    m.networks.remove("v6")
+    assert "fd00:5:7::" not in subprocess.run(["ip", "-6", "route"], capture_output=True, text=True).stdout

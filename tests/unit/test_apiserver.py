@@ -288,7 +288,7 @@ def test_remove_failure_keeps_the_record_for_a_retry(env: Env) -> None:
     env.exec.fail_delete = errors.Unavailable("execsvc is down")
     code, _, _ = failure(env.api.RemoveContainer, api_pb2.RemoveContainerRequest(container=cid), timeout=5)
     assert code == grpc.StatusCode.UNAVAILABLE
-    assert cid in env.graph.containers and cid in env.net.endpoints  # nothing half removed
+    assert cid in env.graph.containers  # nothing half removed (its endpoint went at its exit)
     env.exec.fail_delete = None
     env.api.RemoveContainer(api_pb2.RemoveContainerRequest(container=cid), timeout=5)
     assert cid not in env.graph.containers and cid not in env.exec.tasks
@@ -625,3 +625,32 @@ def test_stdin_is_ignored_for_a_container_without_open_stdin(env: Env) -> None:
     _later(0.3, env.exec.kill_task, cid, signal.SIGKILL)
     assert [r.WhichOneof("part") for r in stream] == ["exit"]
     assert cid not in env.exec.stdin
+
+
+def test_network_is_released_at_stop_and_at_exit_and_made_again_at_start(env: Env) -> None:
+    """As Docker: a stopped container gives back its address and ports; start takes them again."""
+    cid = env.run("sleep")
+    assert cid in env.net.endpoints
+    env.api.StopContainer(api_pb2.StopContainerRequest(container=cid, timeout_seconds=1), timeout=10)
+    assert cid not in env.net.endpoints and "release_endpoint" in env.net.calls  # when stop returns
+    assert cid in env.graph.containers and not env.inspect(cid).network_settings.ip_address
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert cid in env.net.endpoints
+    other = env.run("sleep")
+    env.exec.kill_task(cid, signal.SIGKILL)  # an exit nobody asked for: the periodic pass releases it
+    deadline = time.monotonic() + 10
+    while env.exec.running(cid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert env.containers.release_exited() == 1
+    assert cid not in env.net.endpoints and cid in env.graph.containers
+    assert other in env.net.endpoints  # a running one keeps its endpoint
+
+
+def test_mac_address_is_checked_at_create(env: Env) -> None:
+    cid = env.create("sleep", mac_address="02:AA:bb:cc:dd:01")
+    assert env.graph.containers[cid].host_config.mac_address == "02:aa:bb:cc:dd:01"
+    for mac, mode in (("nonsense", ""), ("01:00:5e:00:00:01", ""), ("02:aa:bb:cc:dd:01", "host")):
+        req = api_pb2.CreateContainerRequest(config=types_pb2.ContainerConfig(image="busybox"),
+                                             host_config=types_pb2.HostConfig(mac_address=mac, network_mode=mode))
+        code, _, message = failure(env.api.CreateContainer, req, timeout=5)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, message

@@ -385,8 +385,8 @@ class FakeNet:
         self.calls.append("list_endpoints")
         return list(self.endpoints.values())
 
-    def delete_endpoint(self, container_id: str) -> None:
-        self.calls.append("delete_endpoint")
+    def delete_endpoint(self, container_id: str, release: bool = False) -> None:
+        self.calls.append("release_endpoint" if release else "delete_endpoint")
         self.endpoints.pop(container_id, None)
 
 

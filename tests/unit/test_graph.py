@@ -73,6 +73,17 @@ def test_import_changes() -> None:
         changes.parse(["WORKDIR relative"], DEFAULT_ENV)
 
 
+def test_expose_change_and_the_merge_of_exposed_ports() -> None:
+    ch = changes.parse(["EXPOSE 80 53/udp 80/tcp"], DEFAULT_ENV)
+    assert ch is not None and ch.exposed == ["80/tcp", "53/udp"]
+    with pytest.raises(errors.InvalidArgument):
+        changes.parse(["EXPOSE 70000"], DEFAULT_ENV)
+    image = {"config": {"Cmd": ["sh"], "ExposedPorts": {"80/tcp": {}, "53/udp": {}}}}
+    user = types_pb2.ContainerConfig(image="x", exposed_ports=["8080/tcp", "80/tcp"])
+    merged, _ = merge_image_defaults(user, image)
+    assert list(merged.exposed_ports) == ["80/tcp", "53/udp", "8080/tcp"]
+
+
 @pytest.fixture
 def graph(tmp_path: Path, busybox_tar: Path) -> Graph:
     db = GraphDB(":memory:")
