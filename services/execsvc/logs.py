@@ -45,17 +45,21 @@ def read(
     is_running: Callable[[], bool] | None = None,
     stop: Event | None = None,
     poll_interval: float = 0.1,
+    wait: Callable[[float], object] | None = None,
 ) -> Iterator[LogEntry]:
     """Yields the entries of ``path``; the last ``tail`` only when given.
 
     With ``follow``, keeps yielding new entries until ``stop`` is set or
     ``is_running()`` turns false and the rest of the file has been read.
+    ``wait(seconds)`` replaces the sleep between reads (e.g. an inotify wait that
+    returns as soon as the file grows).
     """
+    pause = wait or time.sleep
     if follow:
         while not Path(path).exists():  # the shim creates it on start
             if (stop is not None and stop.is_set()) or (is_running is not None and not is_running()):
                 return
-            time.sleep(poll_interval)
+            pause(poll_interval)
     elif not Path(path).exists():
         return
     with open(path, "rb") as f:
@@ -88,4 +92,4 @@ def read(
                 chunk = f.readline()
             if not running:
                 return
-            time.sleep(poll_interval)
+            pause(poll_interval)
