@@ -1,15 +1,17 @@
-"""A lean gRPC client for the hot commands: `run` without -i/-t, over the unix socket.
+"""A lean gRPC client for the hot commands (`run`/`create` without -i/-t, `start`, `wait`, `rm`).
 
 The full CLI imports grpcio and the generated protobuf modules (~100 ms before the
 first call). This module needs neither: it speaks HTTP/2 (RFC 7540: frames, streams,
 flow control) with HPACK (RFC 7541: static and dynamic table, Huffman decoding) and
-encodes/decodes the few protobuf messages of `run` by hand (proto3 wire format). It is
-a real gRPC client of the public gateway (the same RPCs as the full CLI: Create, Attach,
-Start, Wait), and it runs under ``python -I -S`` (see ``deploy/skiff-launcher``).
+encodes/decodes the few protobuf messages it needs by hand (proto3 wire format). It is
+a real gRPC client of the public gateway over its unix socket (the same RPCs as the full
+CLI: Create, Attach, Start, Wait, Remove), and it runs under ``python -I -S`` (see
+``deploy/skiff-launcher.py``).
 
 :func:`main` returns ``None`` for anything it does not handle (another command, a flag
-it does not know, TLS/tcp hosts, ``-i``/``-t``, a create that fails for any reason:
-nothing has happened yet then), and the caller runs the full CLI with the same argv.
+it does not know, TLS/tcp hosts, ``-i``/``-t``, a create/start/wait/rm that fails for
+any reason: nothing has happened yet then), and the caller runs the full CLI with the
+same argv, which does the command and reports as always.
 After a successful create it sees the command through, with the full CLI's messages
 and exit statuses.
 """
@@ -443,8 +445,9 @@ class Connection:
         self.sock.sendall(out)
         return st
 
-    def unary(self, method: str, message: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> bytes:
-        st = self.call(method, message, metadata=metadata)
+    def unary(self, method: str, message: bytes, metadata: tuple[tuple[str, str], ...] = (),
+              timeout: str = "60S") -> bytes:
+        st = self.call(method, message, timeout=timeout, metadata=metadata)
         self.pump(lambda: st.closed)
         st.status()
         if not st.messages:
@@ -560,7 +563,7 @@ PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> dict[str, object] | None:
-    """The options of a `run` this path handles, or None."""
+    """The options of a command this path handles (``verb``: run, create, start, wait, rm), or None."""
     host = environ.get("SKIFF_HOST") or DEFAULT_HOST
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
@@ -576,18 +579,21 @@ def parse(argv: list[str], environ: dict[str, str]) -> dict[str, object] | None:
         else:
             return None  # --debug, TLS flags, --log-level ...: the full CLI
         i += 1
-    if i >= len(argv) or argv[i] != "run" or not host.startswith("unix://"):
+    if i >= len(argv) or argv[i] not in VERBS or not host.startswith("unix://") or environ.get("SKIFF_TRACE"):
         return None
+    verb = argv[i]
     i += 1
-    opts: dict[str, object] = {"host": host[len("unix://"):], "rm": False, "detach": False, "network": "",
-                               "name": ""}
+    if verb in ("start", "wait", "rm"):
+        return _parse_refs(verb, host[len("unix://"):], argv[i:])
+    opts: dict[str, object] = {"verb": verb, "host": host[len("unix://"):], "rm": False, "detach": False,
+                               "network": "", "name": ""}
     while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
         a = argv[i]
         if a == "--":
             i += 1
             break
         name, eq, val = a.partition("=")
-        if name in _BOOL and not eq:
+        if name in _BOOL and not eq and not (verb == "create" and name != "--rm"):
             opts["rm" if name == "--rm" else "detach"] = True
         elif name in _VALUE:
             if not eq:
@@ -605,9 +611,51 @@ def parse(argv: list[str], environ: dict[str, str]) -> dict[str, object] | None:
         return None
     opts["image"] = argv[i]
     opts["command"] = argv[i + 1:]
-    if environ.get("SKIFF_TRACE"):
-        return None
     return opts
+
+
+VERBS = ("run", "create", "start", "wait", "rm")
+
+
+def _parse_refs(verb: str, host: str, rest: list[str]) -> dict[str, object] | None:
+    """`start C`, `wait C...`, `rm [-f] C`: the cases whose failure leaves nothing half-done."""
+    force = False
+    refs: list[str] = []
+    for a in rest:
+        if verb == "rm" and a in ("-f", "--force") and not refs:
+            force = True
+        elif a.startswith("-") or not a:
+            return None
+        else:
+            refs.append(a)
+    if not refs or (verb != "wait" and len(refs) > 1):
+        return None  # several starts or removals: a failure in the middle is the full CLI's to report
+    return {"verb": verb, "host": host, "containers": refs, "force": force}
+
+
+def simple(opts: dict[str, object], conn: Connection) -> int | None:
+    """start, wait, rm: print what the full CLI prints; None on any error (nothing was done:
+    the full CLI does it again and reports the error its way)."""
+    refs = list(opts["containers"])  # type: ignore[call-overload]
+    out: list[str] = []
+    try:
+        for ref in refs:
+            msg = pb_str(1, ref)
+            if opts["verb"] == "start":
+                conn.unary("StartContainer", msg)
+                out.append(ref)
+            elif opts["verb"] == "rm":
+                conn.unary("RemoveContainer", msg + pb_int(2, 1 if opts["force"] else 0), timeout="90S")
+                out.append(ref)
+            else:
+                waited = pb_parse(conn.unary("WaitContainer", msg + pb_int(2, 1), timeout=""))
+                if _first(waited, 2):
+                    return None  # the full CLI prints the error beside the code
+                out.append(str(_int32(_first(waited, 1, 0))))
+    except RpcError:
+        return None
+    print("\n".join(out))
+    return 0
 
 
 def create_request(opts: dict[str, object]) -> bytes:
@@ -636,6 +684,9 @@ def run(opts: dict[str, object], conn: Connection) -> int | None:
     for w in resp.get(2, []):
         print(f"WARNING: {bytes(w).decode()}", file=sys.stderr)  # type: ignore[arg-type]
     cid_msg = pb_str(1, cid)
+    if opts["verb"] == "create":
+        print(cid)
+        return 0
     if opts["detach"]:
         if not _start(conn, cid_msg, bool(opts["rm"])):
             return _start_failed
@@ -738,12 +789,12 @@ def main(argv: list[str], environ: dict[str, str]) -> int | None:
     except Unreachable:
         return None  # the full CLI says it the way it always does
     try:
-        return run(opts, conn)
+        return run(opts, conn) if opts["verb"] in ("run", "create") else simple(opts, conn)
     except RpcError as e:
         _report(f"Error response from daemon: {e.message}")
         return 125
-    except Unreachable as e:
-        _report(f"Cannot connect to the skiff daemon at unix://{opts['host']}. Is the skiff daemon running? ({e})")
+    except Unreachable:
+        _report(f"Cannot connect to the skiff daemon at unix://{opts['host']}. Is the skiff daemon running?")
         return 125
     except BrokenPipeError:
         return 1

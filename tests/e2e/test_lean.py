@@ -78,3 +78,23 @@ def test_signals_are_forwarded_to_the_container(engine: Engine) -> None:
             proc.kill()
             proc.wait()
     assert "got TERM" in out and proc.returncode == 9, err
+
+
+def test_create_start_wait_rm(engine: Engine) -> None:
+    env = dict(os.environ, SKIFF_HOST=engine.host)
+
+    def lean(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(LAUNCHER), *args], capture_output=True, text=True, env=env, timeout=120)
+
+    r = lean("create", "--name", "lean-c", "busybox", "sh", "-c", "exit 4")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    assert engine.skiff("inspect", "--format", "{{.Id}}", "lean-c", check=True).stdout.strip() == cid
+    assert lean("start", "lean-c").stdout == "lean-c\n"
+    assert lean("wait", "lean-c", cid).stdout == "4\n4\n"
+    assert lean("rm", "lean-c").stdout == "lean-c\n"
+    # errors: nothing was done, the full CLI reports them exactly as it always does
+    for args in (("start", "lean-c"), ("wait", "lean-c"), ("rm", "lean-c"), ("rm", "-f", "lean-c")):
+        got, full = both(engine, *args)
+        assert (got.returncode, got.stdout, got.stderr) == (full.returncode, full.stdout, full.stderr)
+        assert got.returncode != 0 and "lean-c" in got.stderr

@@ -90,8 +90,27 @@ def test_create_request_matches_the_generated_code(argv: list[str]) -> None:
     assert lean.create_request(opts) == full
 
 
+def test_create_request_of_create_matches_the_generated_code() -> None:
+    argv = ["create", "--rm", "--name", "c1", "--network", "none", "busybox", "sleep", "1"]
+    opts = lean.parse(argv, {})
+    assert opts is not None and opts["verb"] == "create"
+    assert lean.create_request(opts) == runopts.build_request(build_parser().parse_args(argv), {}).SerializeToString()
+
+
+@pytest.mark.parametrize(("argv", "verb", "refs", "force"), [
+    (["start", "c1"], "start", ["c1"], False),
+    (["wait", "a", "b"], "wait", ["a", "b"], False),
+    (["rm", "-f", "c1"], "rm", ["c1"], True),
+    (["rm", "c1"], "rm", ["c1"], False),
+])
+def test_reference_commands(argv: list[str], verb: str, refs: list[str], force: bool) -> None:
+    assert lean.parse(argv, {}) == {"verb": verb, "host": "/run/skiff/skiff.sock", "containers": refs,
+                                    "force": force}
+
+
 @pytest.mark.parametrize("argv", [
-    ["ps"], ["run", "-it", "busybox", "sh"], ["run", "-e", "A=1", "busybox"], ["--debug", "run", "busybox"],
+    ["ps"], ["run", "-it", "busybox", "sh"], ["create", "-d", "busybox"], ["start", "a", "b"], ["start", "-a", "a"],
+    ["rm", "a", "b"], ["rm", "-v", "a"], ["wait"], ["run", "-e", "A=1", "busybox"], ["--debug", "run", "busybox"],
     ["-H", "tcp://1.2.3.4:2376", "run", "busybox"], ["run"], ["run", "--rm"], ["run", "--name", "", "busybox"],
 ])
 def test_everything_else_goes_to_the_full_cli(argv: list[str]) -> None:
