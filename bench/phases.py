@@ -1,6 +1,6 @@
 """Per-phase breakdown of one skiff container run, from the trace the engine records.
 
-    .venv/bin/python bench/trace.py -H unix:///run/skiff/skiff.sock --runs 20
+    .venv/bin/python bench/phases.py -H unix:///run/skiff/skiff.sock --runs 20
 
 For bench.py: ``breakdown(host)`` runs create + start + wait + remove of ``busybox
 true`` (``--network none``) through the API with a trace id (metadata
