@@ -237,9 +237,12 @@ class Containers:
                 self._exits[container_id] = _exit_of(task)
                 while len(self._exits) > _EXITS_KEPT:
                     self._exits.popitem(last=False)
-        self._exec.delete_task(container_id, force=force, remove_logs=True)
-        self._net.delete_endpoint(container_id)
-        self._graph.delete_container(container_id)
+        with trace.span("remove: task"):
+            self._exec.delete_task(container_id, force=force, remove_logs=True)
+        with trace.span("remove: endpoint"):
+            self._net.delete_endpoint(container_id)
+        with trace.span("remove: record"):
+            self._graph.delete_container(container_id)
         self._changed()
 
     # --- waiting -------------------------------------------------------------
@@ -437,9 +440,13 @@ class Containers:
             if container_id in self._watching:
                 return
             self._watching.add(container_id)
-        threading.Thread(
-            target=self._watch_loop, args=(container_id,), name=f"auto-remove-{container_id[:12]}", daemon=True
-        ).start()
+        traced = trace.current()  # the start's trace, if any, also shows the auto-remove
+
+        def watch() -> None:
+            with trace.activate(traced):
+                self._watch_loop(container_id)
+
+        threading.Thread(target=watch, name=f"auto-remove-{container_id[:12]}", daemon=True).start()
 
     def _watch_loop(self, container_id: str) -> None:
         try:

@@ -64,11 +64,15 @@ class Trace:
         self.id = trace_id
         self.service = service
         self._spans: list[Span] = []
+        self._seen: set[tuple[str, str, int]] = set()
         self._lock = threading.Lock()
 
     def add(self, span: Span) -> None:
+        """Keeps one of equal spans (the monitor's times are reported by every wait)."""
+        key = (span.service, span.name, span.start_ns)
         with self._lock:
-            if len(self._spans) < MAX_SPANS:
+            if len(self._spans) < MAX_SPANS and key not in self._seen:
+                self._seen.add(key)
                 self._spans.append(span)
 
     def extend(self, spans: list[Span]) -> None:
