@@ -796,6 +796,9 @@ def main(argv: list[str], environ: dict[str, str]) -> int | None:
     except Unreachable:
         _report(f"Cannot connect to the skiff daemon at unix://{opts['host']}. Is the skiff daemon running?")
         return 125
+    except (ValueError, struct.error, IndexError) as e:  # a protocol error: say it, as the full CLI would
+        _report(f"Error response from daemon: malformed response: {e}")
+        return 125
     except BrokenPipeError:
         return 1
     except KeyboardInterrupt:
