@@ -335,11 +335,13 @@ class Runtime:
                 self.kill(cid, signals.SIGKILL)
             self.wait(cid, timeout=10)
         if self.cgroups.exists(cid):
-            self.cgroups.remove(cid)
+            with trace.span("delete: cgroups"):
+                self.cgroups.remove(cid)
         if os.path.ismount(b / "rootfs"):
             # Never rmtree through a mounted root filesystem: it is graphsvc's data.
             raise Internal(f"container {cid}: {b / 'rootfs'} is still a mount point")
-        shutil.rmtree(b)
+        with trace.span("delete: bundle"):
+            shutil.rmtree(b)
 
     def list(self) -> list[str]:
         root = self.exec_root / "containers"
