@@ -126,7 +126,10 @@ class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
 
     def GetTask(self, request: exec_pb2.GetTaskRequest, context: grpc.ServicerContext) -> exec_pb2.GetTaskResponse:
         with grpcerr.handle(context):
-            return exec_pb2.GetTaskResponse(task=self._task(request.id))
+            task = self._task(request.id)
+            if trace.current() is not None and task.state.status == types_pb2.CONTAINER_STATUS_EXITED:
+                self.runtime.trace_exit(request.id, self.tasks.log_path(request.id))  # exited before a wait came
+            return exec_pb2.GetTaskResponse(task=task)
 
     def ListTasks(self, request: exec_pb2.ListTasksRequest,
                   context: grpc.ServicerContext) -> exec_pb2.ListTasksResponse:
