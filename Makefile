@@ -36,7 +36,13 @@ $(VENV)/.installed: $(VENV)/.deps build/gen/.stamp pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.installed
+# `skiff` itself: a launcher that tries the lean client under python -I -S (see the file).
+$(VENV)/.launcher: $(VENV)/.installed deploy/skiff-launcher.py
+	sed -e "s|@PYTHON@|$(abspath $(PY))|" -e "s|@LEAN@|$(abspath cli/lean)|" deploy/skiff-launcher.py > $(VENV)/bin/skiff
+	chmod 755 $(VENV)/bin/skiff
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.launcher
 
 # Python code for the protos, generated into build/gen (mapped to skiff.<area>.v1).
 build/gen/.stamp: $(PROTO_FILES) protos/generate.py $(VENV)/.deps

@@ -84,6 +84,8 @@ class Client:
     def __init__(self, opts: Options):
         self.opts = opts
         self.host = opts.host
+        #: the trace id every call carries with --debug / $SKIFF_TRACE (see skiff.cli.tracing)
+        self.trace_id: str | None = None
 
     def _tls(self) -> TLSFiles | None:
         from skiff.common.tls import TLSFiles
@@ -94,7 +96,7 @@ class Client:
         return TLSFiles(ca=ca, cert=cert, key=key)
 
     @cached_property
-    def channel(self) -> grpc.Channel:
+    def raw_channel(self) -> grpc.Channel:
         from skiff.common.errors import SkiffError
         from skiff.common.server import channel
 
@@ -102,6 +104,15 @@ class Client:
             return channel(self.host, self._tls())
         except SkiffError as err:  # a malformed -H, unreadable TLS files
             raise CLIError(str(err)) from None
+
+    @cached_property
+    def channel(self) -> grpc.Channel:
+        from skiff.cli import tracing
+
+        if not tracing.wanted(self.opts.debug):
+            return self.raw_channel
+        self.trace_id = tracing.new_id()
+        return tracing.wrap(self.raw_channel, self.trace_id)
 
     @cached_property
     def system(self) -> api_pb2_grpc.SystemServiceStub:
@@ -143,8 +154,12 @@ class Client:
             raise from_rpc_error(err) from None
 
     def close(self) -> None:
-        if "channel" in self.__dict__:
-            self.channel.close()
+        if self.trace_id is not None:
+            from skiff.cli import tracing
+
+            tracing.report(self, self.trace_id)
+        if "raw_channel" in self.__dict__:
+            self.raw_channel.close()
 
 
 def _has_status_details(err: object) -> bool:

@@ -244,7 +244,8 @@ def add_driver_flags(p: argparse.ArgumentParser) -> None:
 
 
 def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
-    host.log_config.type = args.log_driver
+    if args.log_driver:  # unset stays absent: the engine's default applies
+        host.log_config.type = args.log_driver
     for item in args.log_opt:
         key, sep, value = item.partition("=")
         if not sep or not key:

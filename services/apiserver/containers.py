@@ -27,7 +27,7 @@ from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBa
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.signals import parse_signal
 from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live, split_filters
-from skiff.common import errors
+from skiff.common import errors, trace
 from skiff.common.server import CALL_TIMEOUT
 from skiff.exec.v1 import exec_pb2
 from skiff.graph.v1 import graph_pb2
@@ -80,6 +80,10 @@ class Containers:
         self.log_defaults = types_pb2.LogConfig()
         # Start and the release of the network at exit, per container (striped: nothing to clean up).
         self._net_locks = [threading.Lock() for _ in range(64)]
+        # Bumped when this gateway started or removed a container: waiters for those wake
+        # at once; the poll interval only bounds what happens elsewhere (another gateway).
+        self._changes = threading.Condition()
+        self._generation = 0
 
     # --- reading -------------------------------------------------------------
 
@@ -142,9 +146,10 @@ class Containers:
         hostopts.validate(host)
         nsopts.validate(host, req.config.hostname, self._graph)
         host.log_config.CopyFrom(logopts.resolve(host.log_config, self.log_defaults))
-        created = self._graph.create_container(
-            graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
-        )
+        with trace.span("resolve image, record"):
+            created = self._graph.create_container(
+                graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
+            )
         return api_pb2.CreateContainerResponse(id=created.container.id)
 
     def start(self, ref: str) -> None:
@@ -162,18 +167,20 @@ class Containers:
     def _start(self, record: graph_pb2.Container) -> None:
         if is_live(self._task(record.id)):
             return
-        rootfs = self._graph.get_rootfs(record.id).rootfs
+        with trace.span("prepare rootfs"):
+            rootfs = self._graph.get_rootfs(record.id).rootfs
         mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
         config = record.config
         hostname = config.hostname or record.id[:12]
         hc = record.host_config
-        endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
-            hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
-            publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
-            dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
-            container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
-            mac_address=hc.mac_address,
-        ))
+        with trace.span("network"):
+            endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
+                hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
+                publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
+                dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
+                container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
+                mac_address=hc.mac_address,
+            ))
         spec = exec_pb2.TaskSpec(
             id=record.id,
             args=[record.path, *record.args] if record.path else list(record.args),
@@ -201,7 +208,8 @@ class Containers:
             self._best_effort(self._net.delete_endpoint, record.id)
             raise
         try:
-            self._exec.start_task(spec)
+            with trace.span("spawn, exec"):
+                self._exec.start_task(spec)
         except errors.AlreadyExists:
             return  # a concurrent start won; Start is idempotent
         except errors.SkiffError:
@@ -209,6 +217,7 @@ class Containers:
             if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
                 self._best_effort(self._delete, record.id, False, True)
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
+        self._changed()
         if record.host_config.auto_remove:
             self._watch(record.id)
 
@@ -324,12 +333,16 @@ class Containers:
                 self._exits[container_id] = _exit_of(task)
                 while len(self._exits) > _EXITS_KEPT:
                     self._exits.popitem(last=False)
-        self._exec.delete_task(container_id, force=force, remove_logs=True)
-        self._net.delete_endpoint(container_id)
-        if remove_volumes:  # its anonymous volumes (`rm -v`, `run --rm`)
-            self._graph.delete_container(container_id, remove_volumes=True)
-        else:
-            self._graph.delete_container(container_id)
+        with trace.span("remove: task"):
+            self._exec.delete_task(container_id, force=force, remove_logs=True)
+        with trace.span("remove: endpoint"):
+            self._net.delete_endpoint(container_id)
+        with trace.span("remove: record"):
+            if remove_volumes:  # its anonymous volumes (`rm -v`, `run --rm`)
+                self._graph.delete_container(container_id, remove_volumes=True)
+            else:
+                self._graph.delete_container(container_id)
+        self._changed()
 
     # --- waiting -------------------------------------------------------------
 
@@ -359,11 +372,13 @@ class Containers:
         return api_pb2.WaitContainerResponse(exit_code=self._wait_task(container_id, call).exit_code)
 
     def _wait_next_exit(self, container_id: str, call: Call) -> api_pb2.WaitContainerResponse:
+        since = self._seen()
         task = self._task(container_id)
         if is_live(task):
             return self._wait_exit(container_id, call)
         before = task.state.started_at if task is not None else None
-        while self._tick(call):
+        while self._tick(call, since):
+            since = self._seen()
             task = self._task(container_id)
             if task is not None and task.state.started_at != before:  # it has started again
                 return self._wait_exit(container_id, call) if is_live(task) else _exit_of(task)
@@ -373,6 +388,7 @@ class Containers:
         """Until the record is gone; the exit code is the last one seen before that."""
         result = api_pb2.WaitContainerResponse()
         while True:
+            since = self._seen()
             try:
                 self._graph.get_container(container_id)
             except errors.NotFound:
@@ -387,11 +403,28 @@ class Containers:
                         pass  # removed while we waited
                     continue
                 result = _exit_of(task)
-            if not self._tick(call):
+            if not self._tick(call, since):
                 raise _gave_up(call)
 
-    def _tick(self, call: Call) -> bool:
-        return not self._closed.is_set() and call.sleep(self._poll)
+    def _seen(self) -> int:
+        with self._changes:
+            return self._generation
+
+    def _changed(self) -> None:
+        with self._changes:
+            self._generation += 1
+            self._changes.notify_all()
+
+    def _tick(self, call: Call, since: int | None = None) -> bool:
+        """Wait up to the poll interval (less once something changed after ``since``); False when over."""
+        if since is None:
+            return not self._closed.is_set() and call.sleep(self._poll)
+        if self._closed.is_set() or call.expired():
+            return False
+        with self._changes:
+            if self._generation == since:
+                self._changes.wait(call.remaining(self._poll))
+        return not self._closed.is_set() and not call.expired()
 
     # --- output --------------------------------------------------------------
 
@@ -456,13 +489,17 @@ class Containers:
     def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call,
                          pump: stdio.Pump | None = None) -> Iterator[api_pb2.AttachContainerResponse]:
         # Attached before start: wait for it (a task still "created" is being started).
-        while (task := self._task(cid)) is None or task.state.status == Status.CONTAINER_STATUS_CREATED:
+        while True:
+            since = self._seen()
+            task = self._task(cid)
+            if task is not None and task.state.status != Status.CONTAINER_STATUS_CREATED:
+                break
             with self._lock:
                 removed = self._exits.get(cid)
             if removed is not None:  # it ran and was removed meanwhile
                 yield api_pb2.AttachContainerResponse(exit=api_pb2.ExitStatus(exit_code=removed.exit_code))
                 return
-            if not self._tick(call):
+            if not self._tick(call, since):
                 raise _gave_up(call)
         both = not (options.stdout or options.stderr)
         upstream = exec_pb2.ReadLogsRequest(
@@ -531,9 +568,13 @@ class Containers:
             if container_id in self._watching:
                 return
             self._watching.add(container_id)
-        threading.Thread(
-            target=self._watch_loop, args=(container_id,), name=f"auto-remove-{container_id[:12]}", daemon=True
-        ).start()
+        traced = trace.current()  # the start's trace, if any, also shows the auto-remove
+
+        def watch() -> None:
+            with trace.activate(traced):
+                self._watch_loop(container_id)
+
+        threading.Thread(target=watch, name=f"auto-remove-{container_id[:12]}", daemon=True).start()
 
     def _watch_loop(self, container_id: str) -> None:
         try:

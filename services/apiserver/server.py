@@ -23,7 +23,7 @@ from skiff.apiserver.networks import Networks, NetworkServicer
 from skiff.apiserver.servicers import ContainerServicer, ImageServicer, SystemServicer
 from skiff.apiserver.system import System
 from skiff.apiserver.volumes import NoVolumes, VolumesBackend, VolumesClient, VolumeServicer
-from skiff.common import errors
+from skiff.common import errors, trace
 from skiff.common.address import DEFAULT_HOST
 from skiff.common.server import Service, add_common_arguments, channel, setup_logging
 from skiff.common.tls import TLSFiles
@@ -55,10 +55,11 @@ def build(
     volumes: VolumesBackend | None = None,
 ) -> Gateway:
     containers = containers or Containers(graph, exec_, net)
-    service = Service(NAME, listen, tls)
+    traces = trace.Store(NAME)
+    service = Service(NAME, listen, tls, traces=traces)
     svc = api_pb2.DESCRIPTOR.services_by_name
     service.add(api_pb2_grpc.add_SystemServiceServicer_to_server,
-                SystemServicer(System(graph, exec_, data_root, exec_root)), svc["SystemService"].full_name)
+                SystemServicer(System(graph, exec_, data_root, exec_root, traces)), svc["SystemService"].full_name)
     service.add(api_pb2_grpc.add_ImageServiceServicer_to_server,
                 ImageServicer(Images(graph)), svc["ImageService"].full_name)
     service.add(api_pb2_grpc.add_ContainerServiceServicer_to_server,

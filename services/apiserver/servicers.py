@@ -48,6 +48,9 @@ class SystemServicer(api_pb2_grpc.SystemServiceServicer):
     def GetInfo(self, request: api_pb2.GetInfoRequest, context: grpc.ServicerContext) -> api_pb2.GetInfoResponse:
         return _unary(context, self._system.info)
 
+    def GetTrace(self, request: api_pb2.GetTraceRequest, context: grpc.ServicerContext) -> api_pb2.GetTraceResponse:
+        return _unary(context, lambda: self._system.trace(request.trace_id))
+
 
 class ImageServicer(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, images: Images):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from skiff.api.v1 import api_pb2
 from skiff.apiserver.backends import ExecBackend, GraphBackend
+from skiff.common import errors, trace
 from skiff.types.v1 import types_pb2
 
 API_VERSION = "v1"
@@ -47,11 +48,23 @@ def _operating_system(os_release: Path = Path("/etc/os-release")) -> str:
 
 
 class System:
-    def __init__(self, graph: GraphBackend, exec_: ExecBackend, data_root: str = "", exec_root: str = ""):
+    def __init__(self, graph: GraphBackend, exec_: ExecBackend, data_root: str = "", exec_root: str = "",
+                 traces: trace.Store | None = None):
         self._graph = graph
         self._exec = exec_
         self._data_root = data_root
         self._exec_root = exec_root
+        self._traces = traces
+
+    def trace(self, trace_id: str) -> api_pb2.GetTraceResponse:
+        found = self._traces.get(trace_id) if self._traces is not None and trace_id else None
+        if found is None:
+            raise errors.NotFound(f"no trace {trace_id!r}: unknown, or forgotten"
+                                  f" (the last {trace.MAX_TRACES} are kept)")
+        return api_pb2.GetTraceResponse(spans=[
+            api_pb2.TraceSpan(service=s.service, name=s.name, start_unix_nanos=s.start_ns, duration_nanos=s.duration_ns)
+            for s in found.spans()
+        ])
 
     def version(self) -> api_pb2.GetVersionResponse:
         uname = os.uname()

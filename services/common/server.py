@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from skiff.common import address
+from skiff.common import address, trace
 from skiff.common.tls import TLSFiles
 
 log = logging.getLogger(__name__)
@@ -80,13 +80,17 @@ def sd_notify(message: str) -> None:
 class Service:
     """A gRPC server with health and reflection, bound to unix and/or tcp addresses."""
 
-    def __init__(self, name: str, listen: Iterable[str], tls: TLSFiles | None = None, max_workers: int = 32):
+    def __init__(self, name: str, listen: Iterable[str], tls: TLSFiles | None = None, max_workers: int = 32,
+                 traces: trace.Store | None = None):
         self.name = name
         self.addresses = [address.parse(a) for a in listen]
         self.tls = tls or TLSFiles()
+        # Spans of calls that carry a trace id (skiff.common.trace); the gateway keeps them in ``traces``.
+        self.traces = traces
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+            interceptors=[trace.ServerInterceptor(name, traces)],
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -164,5 +168,8 @@ def channel(target: str, tls: TLSFiles | None = None, *, internal: bool = False)
     if internal:
         options += _INTERNAL_OPTIONS
     if addr.scheme == "unix":
-        return grpc.insecure_channel(addr.grpc_target(), options=options)
-    return grpc.secure_channel(addr.grpc_target(), (tls or TLSFiles()).channel_credentials(), options=options)
+        ch = grpc.insecure_channel(addr.grpc_target(), options=options)
+    else:
+        ch = grpc.secure_channel(addr.grpc_target(), (tls or TLSFiles()).channel_credentials(), options=options)
+    # Between services: forward the current trace id and collect the callee's spans.
+    return grpc.intercept_channel(ch, trace.ClientInterceptor()) if internal else ch

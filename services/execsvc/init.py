@@ -1,7 +1,7 @@
 """The container's PID 1 until it execs the user's command.
 
 Run by skiff-shim inside the new namespaces as ``python3 -I -S init.py
-<bundle>``; reads ``<bundle>/config.json``. stdlib only and few imports, for
+<bundle>``; reads ``<bundle>/config.json`` (execsvc's marshal copy of it). stdlib only and few imports, for
 a fast start. Every module is imported at the top: after pivot_root the
 host's Python library is out of reach.
 
@@ -12,7 +12,7 @@ failure we write ``<kind>\\n<message>`` to it (kind: ``not-found``,
 """
 
 import ctypes
-import json
+import marshal
 import os
 import resource
 import signal
@@ -865,8 +865,14 @@ def run(bundle):
     os.set_inheritable(SYNC_FD, False)
     # Early: nothing in the container may ptrace us or read our memory while we set up.
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    with open(os.path.join(bundle, "config.json"), "rb") as f:
-        cfg = json.loads(f.read())
+    try:  # execsvc's marshal copy of config.json: json (and re) cost more to import than the rest
+        with open(os.path.join(bundle, "config.marshal"), "rb") as f:
+            cfg = marshal.loads(f.read())
+    except FileNotFoundError:
+        import json
+
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            cfg = json.loads(f.read())
     proc = cfg["process"]
     # (A netns given by path was joined by the shim, before this process started.)
     join_namespaces(cfg)

@@ -102,6 +102,7 @@ def read(
     stop: Event | None = None,
     poll_interval: float = 0.1,
     until_ns: int | None = None,
+    wait: Callable[[float], object] | None = None,
 ) -> Iterator[LogEntry]:
     """Yields the entries of ``path`` and of its rotated files, oldest first; the last ``tail`` only when given.
 
@@ -109,18 +110,21 @@ def read(
     clock passes ``until_ns``, or ``is_running()`` turns false and the rest of
     the log has been read. Following carries on into the new file after a
     rotation (and from the start after the truncation of a one-file log).
+    ``wait(seconds)`` replaces the sleep between reads (e.g. an inotify wait that
+    returns as soon as the log's directory changes).
     """
     path = Path(path)
+    pause = wait or time.sleep
     if follow:
         while not path.exists():  # the shim creates it on start
             if (stop is not None and stop.is_set()) or (is_running is not None and not is_running()):
                 return
-            time.sleep(poll_interval)
+            pause(poll_interval)
     files = open_all(path)
     if not files:
         return
     try:
-        yield from _read_files(path, files, tail, follow, is_running, stop, poll_interval, until_ns)
+        yield from _read_files(path, files, tail, follow, is_running, stop, poll_interval, until_ns, pause)
     finally:
         for f in files:
             f.close()
@@ -139,6 +143,7 @@ def _complete_lines(files: list[BinaryIO]) -> Iterator[bytes]:
 def _read_files(
     path: Path, files: list[BinaryIO], tail: int | None, follow: bool, is_running: Callable[[], bool] | None,
     stop: Event | None, poll_interval: float, until_ns: int | None,
+    pause: Callable[[float], object] = time.sleep,
 ) -> Iterator[LogEntry]:
     lines: Iterator[bytes] | deque[bytes] = _complete_lines(files)
     if tail is not None:
@@ -188,7 +193,7 @@ def _read_files(
             continue
         if not running:
             return
-        time.sleep(poll_interval)
+        pause(poll_interval)
 
 
 def _after_rotation(path: Path, f: BinaryIO) -> list[BinaryIO] | None:

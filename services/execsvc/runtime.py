@@ -6,6 +6,7 @@ execsvc restart sees exactly what the old one saw:
 
     config.json        OCI-shaped spec (written by create)
     shim.conf          the shim's few settings (written by create)
+    config.marshal     config.json as marshal data, for the init's fast start (written by start)
     rootfs/            empty mount point; the overlay exists only in the container's mount ns
     shim.pid init.pid  written by the monitor as soon as the container exists
     start.json         pids, their /proc start times (pid reuse check), started_at
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import os
+import py_compile
+import select
 import shutil
 import signal as signals
 import subprocess
@@ -31,15 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skiff.common import errors
+from skiff.common import errors, trace
 from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, NotFound
 
-from . import devices, logs, nsmodes, userns
+from . import devices, logs, notify, nsmodes, userns
 from . import spec as specmod
 from .cgroups import Cgroups, Resources, detect
+from .logs import LogEntry
 from .spec import ContainerSpec
 
 INIT_SCRIPT = Path(__file__).with_name("init.py")
+#: the bundle's config as marshal data, for the init (see start())
+CONFIG_MARSHAL = "config.marshal"
 #: How long the shim may take to report a start; the init's set-up is a few dozen syscalls.
 START_TIMEOUT = 30.0
 #: exit code reported when the monitor vanished without writing exit.json.
@@ -71,6 +78,18 @@ def _alive(pid: int, starttime: int) -> bool:
     return pid > 0 and _starttime(pid) == starttime
 
 
+def _rfc3339_ns(text: str) -> int:
+    """``2024-01-02T03:04:05.123456789Z`` (the monitor's format) as ns since the epoch; 0 if unset."""
+    import calendar
+
+    try:
+        whole, _, frac = text.rstrip("Z").partition(".")
+        secs = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        return secs * 1_000_000_000 + int((frac + "000000000")[:9])
+    except ValueError:
+        return 0
+
+
 def _load(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -95,6 +114,21 @@ class Runtime:
         #: --userns-remap: containers' root is this range of host ids (None: not remapped)
         self.userns: userns.IdMap | None = None
         (self.exec_root / "containers").mkdir(parents=True, exist_ok=True)
+        self._init_stamp: tuple[int, int] | None = None
+
+    def _init_code(self) -> str:
+        """init.py compiled once into the exec root (python runs a .pyc given as the script),
+        so that no container start pays for compiling it; the source if that fails."""
+        pyc = self.exec_root / "init.pyc"
+        try:
+            src = INIT_SCRIPT.stat()
+            if self._init_stamp != (src.st_mtime_ns, src.st_size) or not pyc.exists():
+                py_compile.compile(str(INIT_SCRIPT), cfile=str(pyc), doraise=True,
+                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+                self._init_stamp = (src.st_mtime_ns, src.st_size)
+            return str(pyc)
+        except (OSError, py_compile.PyCompileError):
+            return str(INIT_SCRIPT)
 
     # ---- paths ----------------------------------------------------------
 
@@ -140,8 +174,10 @@ class Runtime:
                 self.cgroups.remove(spec.id)
                 shutil.rmtree(b, ignore_errors=True)
             raise
-        specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id), procs[0]))
-        specmod.write_json_atomic(b / "config.json", cfg)
+        # Run-time state (the exec root): atomic, not fsynced.
+        specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id), procs),
+                             durable=False)
+        specmod.write_json_atomic(b / "config.json", cfg, durable=False)
 
     def start(self, cid: str) -> int:
         """Runs the container; returns the host pid of its PID 1 once the user's command is exec'd."""
@@ -158,6 +194,9 @@ class Runtime:
         self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
         self.cgroups.set_resources(cid, Resources.from_oci(res))
         devices.apply(self.cgroups, cid, res.get("devices", []))
+        # The init reads this copy (marshal: no json/re imports at its start-up); config.json
+        # stays the record. Rewritten at every start, so an update() of config.json is seen.
+        (b / CONFIG_MARSHAL).write_bytes(marshal.dumps(cfg))
         cmd = [
             str(self.shim_path),
             str(b.resolve()),
@@ -165,9 +204,10 @@ class Runtime:
             self.python,
             "-I",
             "-S",
-            str(INIT_SCRIPT),
+            self._init_code(),
             str(b.resolve()),
         ]
+        spawned = time.time_ns()
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, timeout=START_TIMEOUT, cwd="/", stdin=subprocess.DEVNULL
@@ -192,7 +232,26 @@ class Runtime:
         started = _load(b / "start.json")
         if started is None:
             raise Internal(f"container {cid}: the shim reported a start but wrote no start.json")
+        if trace.current() is not None:
+            cloned = _rfc3339_ns(started.get("started_at", ""))
+            trace.event("spawn (shim, clone)", spawned, cloned)
+            trace.event("init (set-up, execve)", cloned, time.time_ns(), service="container")
         return int(started["pid"])
+
+    def trace_exit(self, cid: str, log_path: Path) -> None:
+        """Adds the monitor's times of the last run to the current trace: first output, exit."""
+        b = self.bundle(cid)
+        started = _rfc3339_ns((_load(b / "start.json") or {}).get("started_at", ""))
+        finished = _rfc3339_ns((_load(b / "exit.json") or {}).get("finished_at", ""))
+        first = 0
+        with contextlib.suppress(OSError):
+            with open(log_path, "rb") as f:
+                entry = logs.parse_line(f.readline())
+            if entry is not None:
+                first = _rfc3339_ns(entry.time)
+        if first >= started > 0:
+            trace.event("first output", first, service="container")
+        trace.event("run (clone to exit)", started, finished, service="container")
 
     def state(self, cid: str) -> State:
         b = self._existing(cid)
@@ -238,10 +297,11 @@ class Runtime:
     def wait(self, cid: str, timeout: float | None = None) -> int:
         """The exit code; works for a container that exited while nobody was watching.
 
-        Polls exit.json (every 20-200 ms): simple, and the monitor may not be our child.
+        The monitor writes exit.json and then exits, and it need not be our child: we wait
+        for its exit on a pidfd (woken at once), re-checking the files at least every
+        200 ms (a monitor from before a restart whose pid we can't open, a lost exit).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.02
         while True:
             st = self.state(cid)
             if st.status == "exited":
@@ -251,10 +311,31 @@ class Runtime:
                 raise FailedPrecondition(
                     f"container {cid} is not running", reason=errors.CONTAINER_NOT_RUNNING
                 )
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 raise DeadlineExceeded(f"container {cid} still running after {timeout}s")
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.2)
+            self._wait_monitor(cid, 0.2 if left is None else min(0.2, left))
+
+    def _wait_monitor(self, cid: str, seconds: float) -> None:
+        """Until the container's monitor exits, at most ``seconds``."""
+        started = _load(self.bundle(cid) / "start.json") or {}
+        pid = int(started.get("shim_pid", 0))
+        try:
+            fd = os.pidfd_open(pid) if pid > 0 else -1
+        except OSError:
+            fd = -1
+        if fd < 0:
+            time.sleep(min(seconds, 0.02))
+            return
+        try:
+            # Opened first, checked second: the pid can't be reused while we hold the fd.
+            if not _alive(pid, int(started.get("shim_starttime", -2))):
+                return
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.poll(seconds * 1000)
+        finally:
+            os.close(fd)
 
     def delete(self, cid: str, force: bool = False) -> None:
         """Removes the cgroup and the bundle; a running container only with ``force`` (killed first)."""
@@ -268,11 +349,13 @@ class Runtime:
                 self.kill(cid, signals.SIGKILL)
             self.wait(cid, timeout=10)
         if self.cgroups.exists(cid):
-            self.cgroups.remove(cid)
+            with trace.span("delete: cgroups"):
+                self.cgroups.remove(cid)
         if os.path.ismount(b / "rootfs"):
             # Never rmtree through a mounted root filesystem: it is graphsvc's data.
             raise Internal(f"container {cid}: {b / 'rootfs'} is still a mount point")
-        shutil.rmtree(b)
+        with trace.span("delete: bundle"):
+            shutil.rmtree(b)
 
     def list(self) -> list[str]:
         root = self.exec_root / "containers"
@@ -283,12 +366,27 @@ class Runtime:
         until_ns: int | None = None, attach: bool = False,
     ) -> Iterator[logs.LogEntry]:
         """The log entries (rotated files included); following ends when the container has exited
-        and the log is drained. FailedPrecondition when the log driver keeps nothing (but attach)."""
+        and the log is drained. FailedPrecondition when the log driver keeps nothing (but attach).
+
+        A follower wakes when the log's directory changes or the monitor exits (inotify,
+        pidfd), not on a timer.
+        """
         if not attach and self.config(cid)["skiff"].get("logDriver") == "none":
             raise FailedPrecondition("configured logging driver does not support reading",
                                      reason=errors.LOGS_NOT_AVAILABLE)
         path = self.log_path(cid)
-        return logs.read(
-            path, tail=tail, follow=follow, stop=stop, is_running=lambda: self.state(cid).status == "running",
-            until_ns=until_ns,
-        )
+        if not follow:
+            return logs.read(path, tail=tail, until_ns=until_ns)
+        return self._follow(cid, path, tail, stop, until_ns)
+
+    def _follow(self, cid: str, path: Path, tail: int | None, stop: Any,
+                until_ns: int | None) -> Iterator[LogEntry]:
+        started = _load(self.bundle(cid) / "start.json") or {}
+        waiter = notify.Waiter(path.parent, int(started.get("shim_pid", 0)))
+        try:
+            yield from logs.read(
+                path, tail=tail, follow=True, stop=stop, wait=waiter.wait, until_ns=until_ns,
+                is_running=lambda: self.state(cid).status == "running",
+            )
+        finally:
+            waiter.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import timestamp_pb2
 
-from skiff.common import errors, grpcerr
+from skiff.common import errors, grpcerr, trace
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import lifecycle
 from skiff.execsvc import mounts as mountsmod
@@ -104,8 +104,9 @@ class Tasks:
             self.runtime.delete(spec.id)  # the previous run's bundle; its log stays
         self.log_path(spec.id).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Before create(): from then on the task is visible (as created); keep that window short.
-        write_etc_files(spec, self.runtime.bundle(spec.id))  # bind-mounted by the init (config.json mounts)
-        self.runtime.create(spec)
+        with trace.span("bundle"):
+            write_etc_files(spec, self.runtime.bundle(spec.id))  # bind-mounted by the init (config.json mounts)
+            self.runtime.create(spec)
         try:
             self.runtime.start(spec.id)
         except errors.SkiffError:
@@ -143,7 +144,10 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
 
     def GetTask(self, request: exec_pb2.GetTaskRequest, context: grpc.ServicerContext) -> exec_pb2.GetTaskResponse:
         with grpcerr.handle(context):
-            return exec_pb2.GetTaskResponse(task=self._task(request.id))
+            task = self._task(request.id)
+            if trace.current() is not None and task.state.status == types_pb2.CONTAINER_STATUS_EXITED:
+                self.runtime.trace_exit(request.id, self.tasks.log_path(request.id))  # exited before a wait came
+            return exec_pb2.GetTaskResponse(task=task)
 
     def ListTasks(self, request: exec_pb2.ListTasksRequest,
                   context: grpc.ServicerContext) -> exec_pb2.ListTasksResponse:
@@ -171,6 +175,8 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
             timeout = None if remaining is None or remaining > 1e8 else max(remaining - 0.05, 0)
             code = self.runtime.wait(request.id, timeout=timeout)
             state = self.runtime.state(request.id)
+            if trace.current() is not None:
+                self.runtime.trace_exit(request.id, self.tasks.log_path(request.id))
             return exec_pb2.WaitTaskResponse(exit_code=code, oom_killed=state.oom_killed,
                                              finished_at=_ts(state.finished_at))
 

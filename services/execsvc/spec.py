@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,7 +300,7 @@ def log_path(spec: ContainerSpec, bundle: Path) -> str:
     return spec.log_path or str(bundle / f"{spec.id}-json.log")
 
 
-def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None, procs_file: str | None = None) -> str:
+def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None, cgroup_procs: Sequence[str] = ()) -> str:
     """The shim's configuration: values must not contain newlines (paths are validated)."""
     lines = [f"clone_flags={clone_flags(spec):#x}", f"log={log_path(spec, bundle)}"]
     if spec.netns_path:
@@ -308,8 +309,9 @@ def shim_conf(spec: ContainerSpec, bundle: Path, oom_file: str | None, procs_fil
         lines.append(f"oom={oom_file}")
     lines += io_conf(spec.terminal, spec.open_stdin)
     lines += log_conf(spec)
-    if spec.ns.pid == "host" and procs_file:
-        lines.append(f"kill_on_exit={procs_file}")
+    if spec.ns.pid == "host" and cgroup_procs:
+        lines.append(f"kill_on_exit={cgroup_procs[0]}")
+    lines += [f"cgroup_procs={p}" for p in cgroup_procs]  # joined early by the monitor
     if any("\n" in line for line in lines):
         raise InvalidArgument("paths must not contain newlines")
     return "\n".join(lines) + "\n"
@@ -333,15 +335,20 @@ def log_conf(spec: ContainerSpec) -> list[str]:
     return [f"log_max_size={size}", f"log_max_file={files}"]
 
 
-def write_atomic(path: Path, data: str) -> None:
-    """tmp + fsync + rename: a crash leaves the old file or the new one, never half of one."""
+def write_atomic(path: Path, data: str, *, durable: bool = True) -> None:
+    """tmp + fsync + rename: a crash leaves the old file or the new one, never half of one.
+
+    ``durable=False`` skips the fsync, for run-time state under the exec root (tmpfs in
+    production, gone at reboot anyway): the rename alone survives the crash of a process.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=1) + "\n")
+def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
+    write_atomic(path, json.dumps(obj, indent=1) + "\n", durable=durable)

@@ -72,6 +72,10 @@ static unsigned long conf_flags;
 static long long conf_log_max_size; /* 0: never rotate */
 static int conf_log_max_file = 1;
 static char conf_kill_on_exit[PATH_MAX];
+/* cgroup.procs files the monitor moves the container into while its init starts */
+#define MAX_PROCS 16
+static char conf_procs[MAX_PROCS][PATH_MAX];
+static int n_procs;
 
 struct stream {
     int fd;
@@ -145,9 +149,9 @@ static int write_file_atomic(const char *name, const char *content)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
+    /* No fsync: the bundle is run-time state (tmpfs in production, gone at reboot);
+     * rename alone keeps it whole across a crash of any process. */
     int rc = write_all(fd, content, strlen(content));
-    if (rc == 0)
-        rc = fsync(fd);
     close(fd);
     if (rc == 0)
         rc = rename(tmp, dst);
@@ -373,6 +377,8 @@ static void read_conf(void)
             snprintf(conf_kill_on_exit, sizeof conf_kill_on_exit, "%s", v);
         else if (!strcmp(line, "log_max_file"))
             conf_log_max_file = atoi(v) > 0 ? atoi(v) : 1;
+        else if (!strcmp(line, "cgroup_procs") && n_procs < MAX_PROCS)
+            snprintf(conf_procs[n_procs++], PATH_MAX, "%s", v);
     }
     fclose(f);
     if (!conf_log[0])
@@ -887,6 +893,19 @@ static void monitor(int report_fd, char **init_argv)
 
     char ts[64];
     now_rfc3339(ts, sizeof ts);
+    /* Join the cgroups for the child while its interpreter starts: on cgroup v1 the first
+     * move waits for an RCU grace period (~10 ms), hidden here. The init joins them again
+     * (a no-op by then) before it sets anything up, and reports an error there. */
+    snprintf(buf, sizeof buf, "%d", (int)pid);
+    for (int i = 0; i < n_procs; i++) {
+        int cfd = open(conf_procs[i], O_WRONLY | O_CLOEXEC);
+        if (cfd >= 0) {
+            if (write(cfd, buf, strlen(buf)) < 0) {
+                /* the init's own join reports it */
+            }
+            close(cfd);
+        }
+    }
     snprintf(buf, sizeof buf, "%d\n", (int)getpid());
     write_file_atomic("shim.pid", buf);
     snprintf(buf, sizeof buf, "%d\n", (int)pid);
