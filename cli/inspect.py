@@ -86,6 +86,7 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "FinishedAt": _time(state.finished_at),
         },
         "Image": c.image_id,
+        "RestartCount": c.restart_count,
         "LogPath": c.log_path,
         "Name": name,
         "Driver": c.rootfs.type,
@@ -95,9 +96,25 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "PidsLimit": c.host_config.pids_limit or None,
             "AutoRemove": c.host_config.auto_remove,
             "Links": links or None,
+            **_more_host_config(c.host_config),
         },
         "Config": config_json(c.config),
         "NetworkSettings": network_json(c),
+    }
+
+
+def _more_host_config(hc: types_pb2.HostConfig) -> dict[str, Any]:
+    """Resources (as `update` leaves them), the restart policy and --init, with Docker's keys."""
+    return {
+        "NanoCpus": hc.nano_cpus,
+        "CpuShares": hc.cpu_shares,
+        "CpusetCpus": hc.cpuset_cpus,
+        "MemorySwap": hc.memory_swap,
+        "MemoryReservation": hc.memory_reservation,
+        "BlkioWeight": hc.blkio_weight,
+        "RestartPolicy": {"Name": hc.restart_policy.name or "no",
+                          "MaximumRetryCount": hc.restart_policy.maximum_retry_count},
+        "Init": hc.init or None,
     }
 
 

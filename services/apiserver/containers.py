@@ -24,8 +24,9 @@ from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, networks
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
+from skiff.apiserver.restarts import Restarter
 from skiff.apiserver.signals import parse_signal
-from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live
+from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live, restarting
 from skiff.common import errors
 from skiff.common.server import CALL_TIMEOUT
 from skiff.exec.v1 import exec_pb2
@@ -59,6 +60,7 @@ class Containers:
         *,
         poll_interval: float = 0.075,
         watch_interval: float = 30.0,
+        daemon_id: str = "",
     ):
         self._graph = graph
         self._exec = exec_
@@ -73,6 +75,8 @@ class Containers:
         # attached before start (`run --rm`) always gets the output and the exit status.
         self._attached: Counter[str] = Counter()
         self._detached = threading.Condition(self._lock)
+        #: restart policies (state in graphsvc, see restarts.py)
+        self.restarts = Restarter(self, daemon_id, watch_interval=watch_interval)
 
     # --- reading -------------------------------------------------------------
 
@@ -127,7 +131,16 @@ class Containers:
         return api_pb2.CreateContainerResponse(id=created.container.id)
 
     def start(self, ref: str) -> None:
+        """A start by the user: a pending restart is done now, and the restart count starts again."""
         record = self._graph.get_container(ref)
+        with self.restarts.locked(record.id):
+            if is_live(self._task(record.id)):
+                return
+            self.restarts.manual_start(record)
+            self._start_record(record)
+
+    def _start_record(self, record: graph_pb2.Container) -> None:
+        """Endpoint, then task; used by start and by the restart manager."""
         if is_live(self._task(record.id)):
             return
         rootfs = self._graph.get_rootfs(record.id).rootfs
@@ -169,11 +182,14 @@ class Containers:
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
         if record.host_config.auto_remove:
             self._watch(record.id)
+        self.restarts.started(record)
 
     def stop(self, ref: str, timeout: int | None, signal_text: str) -> None:
         """The signal, up to ``timeout`` seconds (negative: forever) for an exit, then SIGKILL."""
         record = self._graph.get_container(ref)
         sig = parse_signal(signal_text, signal.SIGTERM)
+        with self.restarts.locked(record.id):
+            self.restarts.manual_stop(record)
         if not is_live(self._task(record.id)):
             return
         grace = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
@@ -199,7 +215,13 @@ class Containers:
     def kill(self, ref: str, signal_text: str) -> None:
         record = self._graph.get_container(ref)
         sig = parse_signal(signal_text, signal.SIGKILL)
-        if not is_live(self._task(record.id)):
+        task = self._task(record.id)
+        if sig in (signal.SIGKILL, signal.SIGTERM) and (is_live(task) or restarting(record, task)):
+            with self.restarts.locked(record.id):
+                self.restarts.manual_stop(record)  # as Docker: a kill with the stop signal ends the policy
+            if not is_live(task):
+                return  # it was waiting for a restart: now it stays stopped
+        if not is_live(task):
             raise errors.FailedPrecondition(
                 f"Container {record.id} is not running", reason=errors.CONTAINER_NOT_RUNNING
             )
@@ -209,16 +231,27 @@ class Containers:
         if remove_link:
             raise errors.FailedPrecondition("removing a link is not supported yet", reason="UNSUPPORTED")
         record = self._graph.get_container(ref)
-        if is_live(self._task(record.id)):
-            if not force:
+        with self.restarts.locked(record.id):  # a restart due meanwhile finds the record gone
+            task = self._task(record.id)
+            if restarting(record, task) and not force:
                 raise errors.FailedPrecondition(
-                    f"You cannot remove a running container {record.id}. "
+                    f"You cannot remove a restarting container {record.id}. "
                     "Stop the container before attempting removal or force remove",
                     reason=errors.CONTAINER_RUNNING,
                 )
-            if self._signal(record.id, signal.SIGKILL):
-                self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
-        self._delete(record.id, force=force)
+            if is_live(task):
+                if not force:
+                    raise errors.FailedPrecondition(
+                        f"You cannot remove a running container {record.id}. "
+                        "Stop the container before attempting removal or force remove",
+                        reason=errors.CONTAINER_RUNNING,
+                    )
+                self.restarts.manual_stop(record)
+                if self._signal(record.id, signal.SIGKILL):
+                    self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
+            elif force:
+                self.restarts.manual_stop(record)
+            self._delete(record.id, force=force)
 
     def _delete(self, container_id: str, force: bool = False) -> None:
         # Record last: if anything before fails, the record remains and rm can be retried.
@@ -368,7 +401,8 @@ class Containers:
     def sweep(self) -> None:
         """Remove exited auto-remove containers and watch running ones (after a restart)."""
         tasks = {t.id: t for t in self._exec.list_tasks()}
-        for record in self._graph.list_containers():
+        records = self._graph.list_containers()
+        for record in records:
             task = tasks.get(record.id)
             if not record.host_config.auto_remove or task is None:
                 continue  # as Docker: a created, never started container stays
@@ -376,6 +410,7 @@ class Containers:
                 self._watch(record.id)
             else:
                 self._auto_remove(record.id)
+        self.restarts.sweep(records, tasks)
 
     def sweep_in_background(self, retry_for: float = 60.0) -> threading.Thread:
         """Sweep once the backends answer (they may start after us)."""
@@ -442,6 +477,7 @@ class Containers:
     def close(self) -> None:
         """Stop background work (watchers end within one watch interval)."""
         self._closed.set()
+        self.restarts.close()
 
     @staticmethod
     def _best_effort(fn: Callable[..., object], *args: object) -> None:

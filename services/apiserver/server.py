@@ -73,7 +73,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for svc in ("graphsvc", "execsvc", "netsvc"):
         parser.add_argument(f"--{svc}", metavar="ADDRESS",
                             help=f"address of {svc} (default unix://<exec-root>/{svc}.sock)")
+    parser.add_argument("--daemon-id", default="",
+                        help="this daemon instance (skiffd passes a new one at each start; default: the boot id);"
+                             " an `always` container stopped by the user comes back under a new one")
     return parser.parse_args(argv)
+
+
+def daemon_id(given: str) -> str:
+    if given:
+        return given
+    try:
+        return "boot-" + Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "boot-unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,15 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         graph_channel = channel(target("graphsvc"), tls, internal=True)
+        graph, exec_ = GraphClient(graph_channel), ExecClient(channel(target("execsvc"), tls, internal=True))
+        net = NetClient(channel(target("netsvc"), tls, internal=True))
         gateway = build(
             args.listen or [DEFAULT_HOST],
-            GraphClient(graph_channel),
-            ExecClient(channel(target("execsvc"), tls, internal=True)),
-            NetClient(channel(target("netsvc"), tls, internal=True)),
+            graph,
+            exec_,
+            net,
             tls=tls,
             data_root=str(args.data_root),
             exec_root=str(exec_root),
             tools=ToolsClient(graph_channel),
+            containers=Containers(graph, exec_, net, daemon_id=daemon_id(args.daemon_id)),
         )
         gateway.containers.sweep_in_background()
         gateway.service.run_until_signal()
