@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from skiff.cli import exits, lifecycle
+from skiff.cli import exits, health, lifecycle
 from skiff.cli import format as fmt
 from skiff.cli.args import split_kv
 
@@ -52,6 +52,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a custom host-to-IP mapping (host:ip, or host:host-gateway)")
     lifecycle.add_run_flags(p)
+    health.add_run_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -159,4 +160,5 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         ipv4_address=args.ip,
     )
     lifecycle.apply_run_flags(host, args)
+    health.apply_run_flags(config, host, args)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)

@@ -90,6 +90,8 @@ class Runtime:
     ):
         self.exec_root = Path(exec_root).absolute()
         self.shim_path = Path(shim_path).absolute()
+        #: `--init`'s PID 1, built next to the shim
+        self.init_path = self.shim_path.with_name("skiff-init")
         self.python = python
         self.cgroups = cgroups if cgroups is not None else detect()
         (self.exec_root / "containers").mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,7 @@ class Tasks:
             memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),
             etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
+            init_path=str(self.runtime.init_path) if ts.init else "",
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
