@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import TYPE_CHECKING
 
 from skiff.cli import exits
@@ -11,26 +10,14 @@ from skiff.cli import exits
 if TYPE_CHECKING:
     from skiff.types.v1 import types_pb2
 
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-          "h": 3_600_000_000_000}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
 def parse_duration(text: str, flag: str) -> int:
     """Go's time.ParseDuration (``1m30s``, ``500ms``, ``0``) in nanoseconds."""
-    s = text.strip()
-    if s == "0":
-        return 0
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _PART.match(s, pos)
-        if m is None:
-            raise exits.Usage(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration "{text}"')
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not s:
-        raise exits.Usage(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration "{text}"')
-    return int(total)
+    from skiff.common.durations import parse_duration as parse
+
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise exits.Usage(f'invalid argument "{text}" for "{flag}" flag: {err}') from None
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -54,6 +54,33 @@ def config_json(cfg: types_pb2.ContainerConfig) -> dict[str, Any]:
         "Entrypoint": list(cfg.entrypoint.values) if cfg.HasField("entrypoint") else None,
         "OnBuild": None,
         "Labels": dict(sorted(cfg.labels.items())),
+        **({"Healthcheck": healthcheck_json(cfg.healthcheck)} if cfg.HasField("healthcheck") else {}),
+    }
+
+
+def healthcheck_json(hc: types_pb2.Healthcheck) -> dict[str, Any]:
+    out: dict[str, Any] = {"Test": list(hc.test)}
+    for key, value in (("Interval", hc.interval_ns), ("Timeout", hc.timeout_ns),
+                       ("StartPeriod", hc.start_period_ns), ("Retries", hc.retries)):
+        if value:
+            out[key] = value
+    return out
+
+
+def health_word(status: int) -> str:
+    from skiff.types.v1 import types_pb2
+
+    name = types_pb2.HealthStatus.Name(status)
+    return "" if status == 0 else name.removeprefix("HEALTH_STATUS_").lower()
+
+
+def health_json(h: types_pb2.Health) -> dict[str, Any]:
+    """Docker's State.Health."""
+    return {
+        "Status": health_word(h.status),
+        "FailingStreak": h.failing_streak,
+        "Log": [{"Start": _time(r.start), "End": _time(r.end), "ExitCode": r.exit_code, "Output": r.output}
+                for r in h.log],
     }
 
 
@@ -84,6 +111,7 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "Error": state.error,
             "StartedAt": _time(state.started_at),
             "FinishedAt": _time(state.finished_at),
+            **({"Health": health_json(state.health)} if state.HasField("health") else {}),
         },
         "Image": c.image_id,
         "RestartCount": c.restart_count,

@@ -169,6 +169,7 @@ class Containers:
             host_network=mode == "host",
             memory_bytes=record.host_config.memory_bytes,
             pids_limit=record.host_config.pids_limit,
+            healthcheck=config.healthcheck,
         )
         hostopts.fill_task_spec(spec, record.host_config)
         try:

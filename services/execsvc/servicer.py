@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from skiff.common import errors, grpcerr
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
-from skiff.execsvc import lifecycle
+from skiff.execsvc import health, lifecycle
 from skiff.execsvc.exec import ExecRPCs
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
@@ -72,6 +72,7 @@ class Tasks:
             etc_hosts=ts.etc_hosts, etc_resolv_conf=ts.etc_resolv_conf, etc_hostname=ts.etc_hostname,
             options=lifecycle.options_from_proto(ts), rlimits=lifecycle.rlimits_from_proto(ts),
             init_path=str(self.runtime.init_path) if ts.init else "",
+            healthcheck=health.config_from_proto(ts.healthcheck),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
@@ -111,9 +112,15 @@ class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
         self.tasks = tasks
         self.runtime = tasks.runtime
         self.lifecycle = lifecycle.Lifecycle(tasks.runtime)
+        self.health = health.Monitors(tasks.runtime)
+        threading.Thread(target=self.health.resume_all, name="health-resume", daemon=True).start()
 
     def _task(self, cid: str) -> exec_pb2.Task:
-        state = state_to_proto(self.runtime.state(cid))
+        raw = self.runtime.state(cid)
+        state = state_to_proto(raw)
+        checked = self.health.health(cid, raw.status, raw.started_at)
+        if checked is not None:
+            state.health.CopyFrom(checked)
         if state.status == types_pb2.CONTAINER_STATUS_RUNNING and self.lifecycle.paused(cid):
             state.status = types_pb2.CONTAINER_STATUS_PAUSED
         return exec_pb2.Task(id=cid, state=state, log_path=str(self.tasks.log_path(cid)))
@@ -122,6 +129,7 @@ class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
                   context: grpc.ServicerContext) -> exec_pb2.StartTaskResponse:
         with grpcerr.handle(context):
             self.tasks.start(request.spec)
+            self.health.ensure(request.spec.id)
             return exec_pb2.StartTaskResponse(task=self._task(request.spec.id))
 
     def GetTask(self, request: exec_pb2.GetTaskRequest, context: grpc.ServicerContext) -> exec_pb2.GetTaskResponse:

@@ -75,6 +75,8 @@ class ContainerSpec:
     options: optionsmod.Options = field(default_factory=optionsmod.Options)
     #: `--init`: the host's skiff-init, bind-mounted read-only at INIT_TARGET and run as PID 1
     init_path: str = ""
+    #: the health check (health.config_from_proto), None for none
+    healthcheck: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -270,6 +272,7 @@ def build_config(
             "seccompFilter": security.compile_bpf(seccomp),
             # `--init`: exec this (mounted from the host) with the command as its arguments.
             "init": INIT_TARGET if spec.init_path else "",
+            "healthcheck": spec.healthcheck,
         },
     }, spec.options)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import shlex
+from typing import Any
 
+from skiff.common.durations import parse_duration
 from skiff.common.errors import InvalidArgument
 from skiff.graphsvc.images import ImageChanges
 
-SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER")
+SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "HEALTHCHECK")
+_HC_OPTIONS = {"--interval": "Interval", "--timeout": "Timeout", "--start-period": "StartPeriod",
+               "--retries": "Retries"}
 
 
 def _command(keyword: str, value: str) -> list[str]:
@@ -35,12 +39,37 @@ def _env(value: str, env: list[str]) -> None:
         env.append(word)
 
 
+def _healthcheck(value: str) -> dict[str, Any]:
+    """``HEALTHCHECK [--interval=D --timeout=D --start-period=D --retries=N] CMD command`` or ``NONE``."""
+    rest = value.strip()
+    out: dict[str, Any] = {}
+    while rest.startswith("--"):
+        opt, _, rest = rest.partition(" ")
+        rest = rest.lstrip()
+        key, sep, val = opt.partition("=")
+        if not sep or key not in _HC_OPTIONS:
+            raise InvalidArgument(f"HEALTHCHECK: unknown option {opt!r}")
+        try:
+            out[_HC_OPTIONS[key]] = int(val) if key == "--retries" else parse_duration(val)
+        except ValueError as err:
+            raise InvalidArgument(f"HEALTHCHECK {key}: {err}") from None
+    keyword, _, command = rest.partition(" ")
+    if keyword.upper() == "NONE" and not command.strip():
+        return {"Test": ["NONE"]}
+    if keyword.upper() != "CMD" or not command.strip():
+        raise InvalidArgument("HEALTHCHECK: expected NONE or CMD <command>")
+    cmd = command.strip()
+    out["Test"] = ["CMD", *_command("HEALTHCHECK", cmd)] if cmd.startswith("[") else ["CMD-SHELL", cmd]
+    return out
+
+
 def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
     if not changes:
         return None
     cmd = entrypoint = None
     env: list[str] | None = None
     workdir = user = None
+    healthcheck = None
     for change in changes:
         keyword, _, value = change.strip().partition(" ")
         keyword = keyword.upper()
@@ -54,10 +83,13 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
         elif keyword == "ENV":
             env = env if env is not None else list(default_env)
             _env(value, env)
+        elif keyword == "HEALTHCHECK":
+            healthcheck = _healthcheck(value)
         elif keyword == "WORKDIR":
             workdir = value.strip()
             if not workdir.startswith("/"):
                 raise InvalidArgument(f"WORKDIR must be absolute: {workdir!r}")
         else:
             user = value.strip()
-    return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user)
+    return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user,
+                        healthcheck=healthcheck)

@@ -119,6 +119,11 @@ class Snapshots:
         base["User"] = c.user or base.get("User", "")
         if c.labels:
             base["Labels"] = dict(c.labels)
+        if c.HasField("healthcheck") and c.healthcheck.test:
+            hc = c.healthcheck
+            base["Healthcheck"] = {k: v for k, v in (
+                ("Test", list(hc.test)), ("Interval", hc.interval_ns), ("Timeout", hc.timeout_ns),
+                ("StartPeriod", hc.start_period_ns), ("Retries", hc.retries)) if v}
         ch = changes_mod.parse(change_lines, base["Env"])
         if ch is not None:
             if ch.cmd is not None:
@@ -133,6 +138,8 @@ class Snapshots:
                 base["WorkingDir"] = ch.workdir
             if ch.user is not None:
                 base["User"] = ch.user
+            if ch.healthcheck is not None:
+                base["Healthcheck"] = ch.healthcheck
         return base
 
     def export(self, ref: str) -> Iterator[bytes]:

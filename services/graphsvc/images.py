@@ -68,6 +68,8 @@ class ImageChanges:
     env: list[str] | None = None
     workdir: str | None = None
     user: str | None = None
+    #: HEALTHCHECK, in the image config's form ({"Test": [...], "Interval": ns, ...})
+    healthcheck: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ def build_config(
             "Entrypoint": list(ch.entrypoint) if ch.entrypoint is not None else None,
             "WorkingDir": ch.workdir or "",
             "User": ch.user or "",
+            **({"Healthcheck": ch.healthcheck} if ch.healthcheck is not None else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         "history": [history],
