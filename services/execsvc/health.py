@@ -105,7 +105,8 @@ class Monitors:
         self.runtime = runtime
         self.execs = Execs(runtime)
         self._lock = threading.Lock()
-        self._running: set[str] = set()
+        #: (task, run): a restarted task gets a checker of its own while the old one winds down
+        self._running: set[tuple[str, str]] = set()
         self._stop = threading.Event()
 
     def check_of(self, cid: str) -> dict[str, Any] | None:
@@ -145,10 +146,11 @@ class Monitors:
             specmod.write_json_atomic(path, {"run": st.started_at, "status": "starting", "failingStreak": 0,
                                              "log": []})
         with self._lock:
-            if cid in self._running or self._stop.is_set():
+            if (cid, st.started_at) in self._running or self._stop.is_set():
                 return
-            self._running.add(cid)
-        threading.Thread(target=self._loop, args=(cid,), name=f"health-{cid[:12]}", daemon=True).start()
+            self._running.add((cid, st.started_at))
+        threading.Thread(target=self._loop, args=(cid, st.started_at), name=f"health-{cid[:12]}",
+                         daemon=True).start()
 
     def resume_all(self) -> None:
         """After an execsvc start: the checks of the tasks that are still running."""
@@ -161,13 +163,15 @@ class Monitors:
     def close(self) -> None:
         self._stop.set()
 
-    def _loop(self, cid: str) -> None:
+    def _loop(self, cid: str, run: str) -> None:
         try:
-            st = self.runtime.state(cid)
-            run, started = st.started_at, _epoch(st.started_at)
+            started = _epoch(run)
             check = self.check_of(cid)
             assert check is not None
             while True:
+                st = self.runtime.state(cid)
+                if st.status != "running" or st.started_at != run:
+                    return  # exited, or started again (that run has a checker of its own)
                 state = _load(self.runtime.bundle(cid) / STATE_FILE) or {}
                 if state.get("run") != run:
                     state = {"run": run, "status": "starting", "failingStreak": 0, "log": []}
@@ -193,7 +197,7 @@ class Monitors:
             log.exception("health check of %s failed", cid)
         finally:
             with self._lock:
-                self._running.discard(cid)
+                self._running.discard((cid, run))
 
     def probe(self, cid: str, check: dict[str, Any]) -> dict[str, Any]:
         """Runs the probe once; its result as Docker logs it."""

@@ -108,3 +108,15 @@ def test_health_survives_an_execsvc_restart(engine, skiff) -> None:
         _until(lambda: _health(skiff, cid).get("Status") == "unhealthy", what="probes run again")
     finally:
         skiff("rm", "-f", cid)
+
+
+def test_a_restarted_container_is_checked_again(skiff) -> None:
+    # The first run fails without /ok; the policy starts a second, which is healthy.
+    script = "if [ -e /second ]; then touch /ok; exec sleep 300; fi; touch /second; sleep 1; exit 1"
+    cid = skiff("run", "-d", "--restart", "on-failure:1", "--health-cmd", "test -e /ok", *FAST, "busybox",
+                "sh", "-c", script, check=True).stdout.strip()
+    try:
+        _until(lambda: skiff("inspect", "-f", "{{.RestartCount}}", cid).stdout.strip() == "1", what="restarted")
+        _until(lambda: _health(skiff, cid).get("Status") == "healthy", what="healthy after the restart")
+    finally:
+        skiff("rm", "-f", cid)

@@ -171,3 +171,19 @@ def test_always_comes_back_after_a_daemon_restart_unless_stopped_does_not(engine
             eng.skiff("rm", "-f", *left)
         _stop(eng.proc)
         assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_each_service_killed_while_a_container_restarts(engine: Engine, skiff) -> None:
+    """Every run is counted once: runs == RestartCount + 1, whichever service dies meanwhile."""
+    cid = skiff("run", "-d", "--restart", "on-failure:4", "busybox", "sh", "-c", f"{COUNTING}; sleep 0.5; exit 2",
+                check=True).stdout.strip()
+    try:
+        for name in ("execsvc", "graphsvc", "netsvc", "apiserver"):
+            os.kill(engine.service_pid(name), signal.SIGKILL)
+            time.sleep(0.8)
+        _until(lambda: _inspect(skiff, cid, "{{.RestartCount}}") == "4"
+               and _inspect(skiff, cid, "{{.State.Status}}") == "exited", timeout=120, what="four restarts")
+        time.sleep(1.5)
+        assert _runs(skiff, cid) == ["1", "2", "3", "4", "5"]
+    finally:
+        skiff("rm", "-f", cid)
