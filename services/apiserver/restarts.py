@@ -279,8 +279,8 @@ class Restarter:
             done = graph_pb2.RestartState()
             done.CopyFrom(st)
             done.pending = False
-            if not restarting(record, task):  # started by someone else meanwhile
-                self._save(cid, done)
+            if not restarting(record, task) or not policy_of(record):
+                self._save(cid, done)  # started by someone else meanwhile, or `update --restart no`
                 return
             try:
                 self._c._start_record(record)

@@ -44,7 +44,7 @@ def test_a_file_decides_healthy_or_unhealthy(skiff) -> None:
         cfg = json.loads(skiff("inspect", "-f", "{{json .Config.Healthcheck}}", cid).stdout)
         assert cfg["Test"] == ["CMD-SHELL", "test -e /ok && echo fine"] and cfg["Interval"] == 300_000_000
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_a_probe_over_its_timeout_fails(skiff) -> None:
@@ -58,7 +58,7 @@ def test_a_probe_over_its_timeout_fails(skiff) -> None:
         _until(lambda: skiff("exec", cid, "sh", "-c", "ps -o comm | grep -c '^sleep' || true").stdout.strip() in
                ("1", "2"), what="probes killed")
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_failures_in_the_start_period_do_not_count(skiff) -> None:
@@ -70,7 +70,7 @@ def test_failures_in_the_start_period_do_not_count(skiff) -> None:
         assert h["Status"] == "starting" and h["FailingStreak"] == 0
         assert "(health: starting)" in skiff("ps", check=True).stdout
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_image_healthcheck_and_no_healthcheck(skiff, busybox_tar: Path) -> None:
@@ -89,7 +89,7 @@ def test_image_healthcheck_and_no_healthcheck(skiff, busybox_tar: Path) -> None:
         r = skiff("run", "--no-healthcheck", "--health-cmd", "true", "hc", "true")
         assert r.returncode == 125 and "conflicts" in r.stderr
     finally:
-        skiff("rm", "-f", with_check, without)
+        skiff("rm", "-f", with_check, without, check=True)
         skiff("rmi", "hc")
 
 
@@ -107,7 +107,7 @@ def test_health_survives_an_execsvc_restart(engine, skiff) -> None:
         skiff("exec", cid, "rm", "/ok", check=True)
         _until(lambda: _health(skiff, cid).get("Status") == "unhealthy", what="probes run again")
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_a_restarted_container_is_checked_again(skiff) -> None:
@@ -119,4 +119,4 @@ def test_a_restarted_container_is_checked_again(skiff) -> None:
         _until(lambda: skiff("inspect", "-f", "{{.RestartCount}}", cid).stdout.strip() == "1", what="restarted")
         _until(lambda: _health(skiff, cid).get("Status") == "healthy", what="healthy after the restart")
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)

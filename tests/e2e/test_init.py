@@ -29,8 +29,11 @@ def test_pid_1_is_skiff_init_mounted_read_only(skiff) -> None:
     assert out[0].startswith("/sbin/skiff-init -- sh -c"), out
     assert " ro," in out[1] or out[1].split()[5].startswith("ro"), out
     assert out[-1] == "refused"
-    assert skiff("inspect", "-f", "{{.HostConfig.Init}}",
-                 skiff("create", "--init", "busybox", check=True).stdout.strip()).stdout.strip() == "true"
+    created = skiff("create", "--init", "busybox", check=True).stdout.strip()
+    try:
+        assert skiff("inspect", "-f", "{{.HostConfig.Init}}", created).stdout.strip() == "true"
+    finally:
+        skiff("rm", created, check=True)
     plain = skiff("run", "--rm", "busybox", "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo", check=True).stdout
     assert plain.startswith("sh -c")
 
@@ -52,4 +55,4 @@ def test_orphaned_zombies_are_reaped(skiff) -> None:
         skiff("stop", "-t", "1", with_init, check=True)
         assert skiff("inspect", "-f", "{{.State.ExitCode}}", with_init).stdout.strip() == "143"
     finally:
-        skiff("rm", "-f", with_init, without)
+        skiff("rm", "-f", with_init, without, check=True)

@@ -43,7 +43,7 @@ def test_on_failure_restarts_n_times_then_gives_up(skiff) -> None:
         assert _inspect(skiff, cid, "{{.State.ExitCode}}") == "3"
         assert _inspect(skiff, cid, "{{.HostConfig.RestartPolicy.Name}}") == "on-failure"
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_on_failure_leaves_a_clean_exit(skiff) -> None:
@@ -53,7 +53,7 @@ def test_on_failure_leaves_a_clean_exit(skiff) -> None:
         time.sleep(1)
         assert _runs(skiff, cid) == ["1"] and _inspect(skiff, cid, "{{.RestartCount}}") == "0"
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_always_until_stopped_then_start_resets_the_count(skiff) -> None:
@@ -74,7 +74,7 @@ def test_always_until_stopped_then_start_resets_the_count(skiff) -> None:
         time.sleep(1.5)
         assert _inspect(skiff, cid, "{{.State.Status}}") == "exited", "restarted after a kill"
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_rm_force_during_the_back_off(skiff) -> None:
@@ -107,7 +107,7 @@ def test_update_restart_is_kept_and_acted_on(skiff) -> None:
         if mem:
             assert mem[0].read_text().strip() == str(96 << 20)
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def test_exit_while_the_gateway_is_dead_is_restarted_once(engine: Engine, skiff) -> None:
@@ -123,7 +123,7 @@ def test_exit_while_the_gateway_is_dead_is_restarted_once(engine: Engine, skiff)
         assert _runs(skiff, cid) == ["1", "2", "3", "4"]
         assert _inspect(skiff, cid, "{{.RestartCount}}") == "3"
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
 
 
 def _daemon(data_root: Path, exec_root: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -186,4 +186,4 @@ def test_each_service_killed_while_a_container_restarts(engine: Engine, skiff) -
         time.sleep(1.5)
         assert _runs(skiff, cid) == ["1", "2", "3", "4", "5"]
     finally:
-        skiff("rm", "-f", cid)
+        skiff("rm", "-f", cid, check=True)
