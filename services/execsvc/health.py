@@ -22,6 +22,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,26 @@ class Monitors:
         #: (task, run): a restarted task gets a checker of its own while the old one winds down
         self._running: set[tuple[str, str]] = set()
         self._stop = threading.Event()
+        #: per task: held by a checker around a probe and its files, and by quiesce()
+        self._task_locks: dict[str, threading.Lock] = {}
+        self._quiet: set[str] = set()
+
+    def _task_lock(self, cid: str) -> threading.Lock:
+        with self._lock:
+            return self._task_locks.setdefault(cid, threading.Lock())
+
+    @contextmanager
+    def quiesce(self, cid: str) -> Iterator[None]:
+        """No probe runs, nor any probe file is touched, while the bundle is deleted or rewritten
+        (a probe in progress is cut short and cleaned up first)."""
+        with self._lock:
+            self._quiet.add(cid)
+        try:
+            with self._task_lock(cid):
+                yield
+        finally:
+            with self._lock:
+                self._quiet.discard(cid)
 
     def check_of(self, cid: str) -> dict[str, Any] | None:
         check: dict[str, Any] | None = self.runtime.config(cid).get("skiff", {}).get("healthcheck")
@@ -175,7 +197,10 @@ class Monitors:
                 state = _load(self.runtime.bundle(cid) / STATE_FILE) or {}
                 if state.get("run") != run:
                     state = {"run": run, "status": "starting", "failingStreak": 0, "log": []}
-                    specmod.write_json_atomic(self.runtime.bundle(cid) / STATE_FILE, state)
+                    with self._task_lock(cid):
+                        if cid in self._quiet:
+                            return
+                        specmod.write_json_atomic(self.runtime.bundle(cid) / STATE_FILE, state)
                 last = _epoch(state["log"][-1]["end"]) if state["log"] else started
                 wait = max(0.0, last + check["interval"] / 1e9 - time.time())
                 if self._stop.wait(wait):
@@ -185,12 +210,15 @@ class Monitors:
                     return
                 if self.runtime.cgroups.exists(cid) and self.runtime.cgroups.frozen(cid):
                     continue  # paused: no probe (it could not run)
-                result = self.probe(cid, check)
-                st = self.runtime.state(cid)
-                if st.status != "running" or st.started_at != run:
-                    return  # it stopped meanwhile: the probe says nothing about its health
-                apply_result(state, result, check, started)
-                specmod.write_json_atomic(self.runtime.bundle(cid) / STATE_FILE, state)
+                with self._task_lock(cid):
+                    if cid in self._quiet:
+                        return
+                    result = self.probe(cid, check)
+                    st = self.runtime.state(cid)
+                    if st.status != "running" or st.started_at != run or cid in self._quiet:
+                        return  # it stopped meanwhile: the probe says nothing about its health
+                    apply_result(state, result, check, started)
+                    specmod.write_json_atomic(self.runtime.bundle(cid) / STATE_FILE, state)
         except errors.NotFound:
             return  # deleted
         except Exception:
@@ -211,7 +239,7 @@ class Monitors:
         try:
             deadline = time.monotonic() + check["timeout"] / 1e9
             code = self.execs.exit_code(cid, eid)
-            while code is None and time.monotonic() < deadline and not self._stop.is_set():
+            while code is None and time.monotonic() < deadline and not self._stop.is_set() and cid not in self._quiet:
                 time.sleep(0.05)
                 code = self.execs.exit_code(cid, eid)
             if code is None:

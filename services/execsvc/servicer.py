@@ -128,7 +128,8 @@ class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
     def StartTask(self, request: exec_pb2.StartTaskRequest,
                   context: grpc.ServicerContext) -> exec_pb2.StartTaskResponse:
         with grpcerr.handle(context):
-            self.tasks.start(request.spec)
+            with self.health.quiesce(request.spec.id):  # the previous run's bundle goes
+                self.tasks.start(request.spec)
             self.health.ensure(request.spec.id)
             return exec_pb2.StartTaskResponse(task=self._task(request.spec.id))
 
@@ -167,7 +168,7 @@ class ExecServicer(ExecRPCs, exec_pb2_grpc.ExecServiceServicer):
 
     def DeleteTask(self, request: exec_pb2.DeleteTaskRequest,
                    context: grpc.ServicerContext) -> exec_pb2.DeleteTaskResponse:
-        with grpcerr.handle(context):
+        with grpcerr.handle(context), self.health.quiesce(request.id):  # no probe file appears meanwhile
             self.tasks.delete(request.id, request.force, request.remove_logs)
             return exec_pb2.DeleteTaskResponse()
 
