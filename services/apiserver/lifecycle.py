@@ -84,6 +84,8 @@ class Lifecycle:
                     "Restart policy cannot be updated because AutoRemove is enabled for the container")
             merged.restart_policy.CopyFrom(hc.restart_policy)
         hostopts.validate(merged)
+        old = types_pb2.HostConfig()
+        old.CopyFrom(record.host_config)
         self._graph.update_host_config(record.id, merged)
         spec = exec_pb2.TaskSpec(memory_bytes=hc.memory_bytes, pids_limit=hc.pids_limit)
         hostopts.resources(hc, spec)
@@ -92,7 +94,7 @@ class Lifecycle:
         except errors.NotFound:
             pass  # never started: the record is what the first start reads
         except errors.SkiffError:
-            self._graph.update_host_config(record.id, record.host_config)
+            self._graph.update_host_config(record.id, old)
             raise
         if new_policy:
             self._containers.restarts.policy_changed(record.id)

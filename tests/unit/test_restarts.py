@@ -184,3 +184,26 @@ def test_update_restart_policy_is_kept_and_watched(env: Env) -> None:
     assert rec.host_config.memory_bytes == 64 << 20 and rec.host_config.restart_policy.name == "on-failure"
     env.exec.kill_task(cid, signal.SIGSEGV)
     _until(lambda: env.starts() == 2 and env.exec.running(cid))
+
+
+def test_update_is_put_back_when_execsvc_refuses(env: Env) -> None:
+    from skiff.apiserver.lifecycle import Lifecycle
+
+    cid = env.create("sleep")
+    env.c.start(cid)
+
+    def refuse(task_id: str, resources: object) -> None:
+        raise errors.InvalidArgument("no")
+
+    env.exec.update_task = refuse  # type: ignore[method-assign]
+    with pytest.raises(errors.InvalidArgument):
+        Lifecycle.of(env.c).update(cid, types_pb2.HostConfig(memory_bytes=64 << 20))
+    assert env.graph.containers[cid].host_config.memory_bytes == 0
+
+
+def test_update_of_a_never_started_container_is_stored(env: Env) -> None:
+    from skiff.apiserver.lifecycle import Lifecycle
+
+    cid = env.create("sleep")
+    Lifecycle.of(env.c).update(cid, types_pb2.HostConfig(cpu_shares=512))
+    assert env.graph.containers[cid].host_config.cpu_shares == 512
