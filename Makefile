@@ -11,6 +11,8 @@ PY := $(VENV)/bin/python
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 APT_PACKAGES := busybox-static iproute2 util-linux gcc libc6-dev systemd openssl iptables docker-registry skopeo umoci
 SHIM := services/execsvc/shim/skiff-shim
+# PID 1 for `run --init`; static, because images such as busybox have no libc.
+INIT := services/execsvc/shim/skiff-init
 DEMO_IMAGE := build/busybox.tar
 DATA_ROOT ?= /var/lib/skiff
 EXEC_ROOT ?= /run/skiff
@@ -57,7 +59,10 @@ check-protos: protos
 $(SHIM): services/execsvc/shim/shim.c
 	gcc -O2 -Wall -Wextra -o $@ $<
 
-shim: $(SHIM)
+$(INIT): services/execsvc/shim/skiff-init.c
+	gcc -static -O2 -Wall -Wextra -o $@ $<
+
+shim: $(SHIM) $(INIT)
 
 lint: venv
 	$(VENV)/bin/ruff check services cli tests protos bench
@@ -102,4 +107,4 @@ stop:
 	bash deploy/demo.sh stop
 
 clean:
-	rm -rf build $(VENV) $(SHIM)
+	rm -rf build $(VENV) $(SHIM) $(INIT)

@@ -282,6 +282,16 @@ def status_word(c: api_pb2.Container) -> str:
     return name.removeprefix(_STATUS_PREFIX).lower() if name != "CONTAINER_STATUS_UNSPECIFIED" else "created"
 
 
+def health_suffix(c: api_pb2.Container) -> str:
+    """Docker's ``(healthy)``, ``(unhealthy)``, ``(health: starting)`` after ``Up ...``."""
+    from skiff.cli.inspect import health_word
+
+    if status_word(c) != "running" or not c.state.HasField("health"):
+        return ""
+    word = health_word(c.state.health.status)
+    return {"starting": " (health: starting)", "": ""}.get(word, f" ({word})")
+
+
 def command_of(c: api_pb2.Container) -> str:
     """Docker's COMMAND: the path and its arguments joined by spaces."""
     return " ".join([c.path, *c.args]) if c.args else c.path
@@ -315,6 +325,7 @@ def ps_rows(containers: list[api_pb2.Container], no_trunc: bool, now: float) -> 
         state = c.state
         status = fmt.container_status(status_word(c), state.exit_code, _ts(state.started_at),
                                       _ts(state.finished_at), now)
+        status += health_suffix(c)
         rows.append([
             c.id if no_trunc else fmt.short_id(c.id),
             image,

@@ -55,6 +55,33 @@ def config_json(cfg: types_pb2.ContainerConfig) -> dict[str, Any]:
         "Entrypoint": list(cfg.entrypoint.values) if cfg.HasField("entrypoint") else None,
         "OnBuild": None,
         "Labels": dict(sorted(cfg.labels.items())),
+        **({"Healthcheck": healthcheck_json(cfg.healthcheck)} if cfg.HasField("healthcheck") else {}),
+    }
+
+
+def healthcheck_json(hc: types_pb2.Healthcheck) -> dict[str, Any]:
+    out: dict[str, Any] = {"Test": list(hc.test)}
+    for key, value in (("Interval", hc.interval_ns), ("Timeout", hc.timeout_ns),
+                       ("StartPeriod", hc.start_period_ns), ("Retries", hc.retries)):
+        if value:
+            out[key] = value
+    return out
+
+
+def health_word(status: int) -> str:
+    from skiff.types.v1 import types_pb2
+
+    name = types_pb2.HealthStatus.Name(status)
+    return "" if status == 0 else name.removeprefix("HEALTH_STATUS_").lower()
+
+
+def health_json(h: types_pb2.Health) -> dict[str, Any]:
+    """Docker's State.Health."""
+    return {
+        "Status": health_word(h.status),
+        "FailingStreak": h.failing_streak,
+        "Log": [{"Start": _time(r.start), "End": _time(r.end), "ExitCode": r.exit_code, "Output": r.output}
+                for r in h.log],
     }
 
 
@@ -88,8 +115,10 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "Error": state.error,
             "StartedAt": _time(state.started_at),
             "FinishedAt": _time(state.finished_at),
+            **({"Health": health_json(state.health)} if state.HasField("health") else {}),
         },
         "Image": c.image_id,
+        "RestartCount": c.restart_count,
         "LogPath": c.log_path,
         "Name": name,
         "Driver": c.rootfs.type,
@@ -102,6 +131,7 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "Binds": list(c.host_config.binds) or None,
             "VolumesFrom": list(c.host_config.volumes_from) or None,
             **driver_host_json(c.host_config),
+            **_more_host_config(c.host_config),
         },
         "Config": config_json(c.config),
         "NetworkSettings": network_json(c),
@@ -135,6 +165,21 @@ def driver_host_json(hc: types_pb2.HostConfig) -> dict[str, Any]:
         "CgroupnsMode": hc.cgroupns_mode,
         "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container or d.path_on_host,
                      "CgroupPermissions": d.cgroup_permissions or "rwm"} for d in hc.devices],
+    }
+
+
+def _more_host_config(hc: types_pb2.HostConfig) -> dict[str, Any]:
+    """Resources (as `update` leaves them), the restart policy and --init, with Docker's keys."""
+    return {
+        "NanoCpus": hc.nano_cpus,
+        "CpuShares": hc.cpu_shares,
+        "CpusetCpus": hc.cpuset_cpus,
+        "MemorySwap": hc.memory_swap,
+        "MemoryReservation": hc.memory_reservation,
+        "BlkioWeight": hc.blkio_weight,
+        "RestartPolicy": {"Name": hc.restart_policy.name or "no",
+                          "MaximumRetryCount": hc.restart_policy.maximum_retry_count},
+        "Init": hc.init or None,
     }
 
 

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from skiff.cli import exits, lifecycle
+from skiff.cli import exits, health, lifecycle
 from skiff.cli import format as fmt
 from skiff.cli.args import split_kv
 
@@ -66,6 +66,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
                    help="mount volumes from the specified container(s)")
     add_driver_flags(p)
+    health.add_run_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -197,6 +198,7 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         _console_size(host)
     apply_mount_flags(host, args)
     apply_driver_flags(host, args)
+    health.apply_run_flags(config, host, args)
     return api_pb2.CreateContainerRequest(name=args.name, config=config, host_config=host)
 
 

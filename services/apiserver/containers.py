@@ -25,8 +25,9 @@ from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
+from skiff.apiserver.restarts import Restarter
 from skiff.apiserver.signals import parse_signal
-from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live, split_filters
+from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live, restarting, split_filters
 from skiff.common import errors, trace
 from skiff.common.server import CALL_TIMEOUT
 from skiff.exec.v1 import exec_pb2
@@ -61,6 +62,7 @@ class Containers:
         poll_interval: float = 0.075,
         watch_interval: float = 30.0,
         release_interval: float = 2.0,
+        daemon_id: str = "",
     ):
         self._graph = graph
         self._exec = exec_
@@ -84,6 +86,8 @@ class Containers:
         # at once; the poll interval only bounds what happens elsewhere (another gateway).
         self._changes = threading.Condition()
         self._generation = 0
+        #: restart policies (state in graphsvc, see restarts.py)
+        self.restarts = Restarter(self, daemon_id, watch_interval=watch_interval)
 
     # --- reading -------------------------------------------------------------
 
@@ -153,7 +157,16 @@ class Containers:
         return api_pb2.CreateContainerResponse(id=created.container.id)
 
     def start(self, ref: str) -> None:
+        """A start by the user: a pending restart is done now, and the restart count starts again."""
         record = self._graph.get_container(ref)
+        with self.restarts.locked(record.id):
+            if is_live(self._task(record.id)):
+                return
+            self.restarts.manual_start(record)
+            self._start_record(record)
+
+    def _start_record(self, record: graph_pb2.Container) -> None:
+        """Endpoint, then task; used by start and by the restart manager."""
         try:
             with self._net_lock(record.id):  # a release at the last exit never races this start
                 self._start(record)
@@ -199,6 +212,7 @@ class Containers:
             tty=config.tty,
             open_stdin=config.open_stdin,
             console_size=record.host_config.console_size,
+            healthcheck=config.healthcheck,
         )
         hostopts.fill_task_spec(spec, record.host_config)
         spec.mounts.extend(record.mounts)
@@ -220,6 +234,7 @@ class Containers:
         self._changed()
         if record.host_config.auto_remove:
             self._watch(record.id)
+        self.restarts.started(record)
 
     def _net_lock(self, container_id: str) -> threading.Lock:
         return self._net_locks[hash(container_id) % len(self._net_locks)]
@@ -267,6 +282,8 @@ class Containers:
 
     def _stop(self, record: graph_pb2.Container, timeout: int | None, signal_text: str) -> None:
         sig = parse_signal(signal_text, signal.SIGTERM)
+        with self.restarts.locked(record.id):
+            self.restarts.manual_stop(record)
         if not is_live(self._task(record.id)):
             return
         grace = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
@@ -296,7 +313,13 @@ class Containers:
     def kill(self, ref: str, signal_text: str) -> None:
         record = self._graph.get_container(ref)
         sig = parse_signal(signal_text, signal.SIGKILL)
-        if not is_live(self._task(record.id)):
+        task = self._task(record.id)
+        if sig in (signal.SIGKILL, signal.SIGTERM) and (is_live(task) or restarting(record, task)):
+            with self.restarts.locked(record.id):
+                self.restarts.manual_stop(record)  # as Docker: a kill with the stop signal ends the policy
+            if not is_live(task):
+                return  # it was waiting for a restart: now it stays stopped
+        if not is_live(task):
             raise errors.FailedPrecondition(
                 f"Container {record.id} is not running", reason=errors.CONTAINER_NOT_RUNNING
             )
@@ -307,16 +330,27 @@ class Containers:
             self._remove_link(ref)
             return
         record = self._graph.get_container(ref)
-        if is_live(self._task(record.id)):
-            if not force:
+        with self.restarts.locked(record.id):  # a restart due meanwhile finds the record gone
+            task = self._task(record.id)
+            if restarting(record, task) and not force:
                 raise errors.FailedPrecondition(
-                    f"You cannot remove a running container {record.id}. "
+                    f"You cannot remove a restarting container {record.id}. "
                     "Stop the container before attempting removal or force remove",
                     reason=errors.CONTAINER_RUNNING,
                 )
-            if self._signal(record.id, signal.SIGKILL):
-                self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
-        self._delete(record.id, force=force, remove_volumes=remove_volumes)
+            if is_live(task):
+                if not force:
+                    raise errors.FailedPrecondition(
+                        f"You cannot remove a running container {record.id}. "
+                        "Stop the container before attempting removal or force remove",
+                        reason=errors.CONTAINER_RUNNING,
+                    )
+                self.restarts.manual_stop(record)
+                if self._signal(record.id, signal.SIGKILL):
+                    self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
+            elif force:
+                self.restarts.manual_stop(record)
+            self._delete(record.id, force=force, remove_volumes=remove_volumes)
 
     def _remove_link(self, name: str) -> None:
         """Docker's ``rm --link /parent/alias``: the edge goes, both containers stay."""
@@ -532,7 +566,8 @@ class Containers:
     def sweep(self) -> None:
         """Remove exited auto-remove containers and watch running ones (after a restart)."""
         tasks = {t.id: t for t in self._exec.list_tasks()}
-        for record in self._graph.list_containers():
+        records = self._graph.list_containers()
+        for record in records:
             task = tasks.get(record.id)
             if not record.host_config.auto_remove or task is None:
                 continue  # as Docker: a created, never started container stays
@@ -540,6 +575,7 @@ class Containers:
                 self._watch(record.id)
             else:
                 self._auto_remove(record.id)
+        self.restarts.sweep(records, tasks)
 
     def sweep_in_background(self, retry_for: float = 60.0) -> threading.Thread:
         """Sweep once the backends answer (they may start after us)."""
@@ -611,6 +647,7 @@ class Containers:
     def close(self) -> None:
         """Stop background work (watchers end within one watch interval)."""
         self._closed.set()
+        self.restarts.close()
 
     @staticmethod
     def _best_effort(fn: Callable[..., object], *args: object) -> None:

@@ -143,6 +143,7 @@ def fill_task_spec(spec: exec_pb2.TaskSpec, hc: types_pb2.HostConfig) -> None:
         spec.tmpfs.append(types_pb2.Mount(type="tmpfs", source="tmpfs", target=target,
                                           options=[o for o in opts.split(",") if o]))
     spec.shm_size = hc.shm_size
+    spec.init = hc.init
     spec.ulimits.extend(hc.ulimits)
     for k, v in hc.sysctls.items():
         spec.sysctls[k] = v

@@ -66,7 +66,8 @@ class Lifecycle:
         self._exec.resume_task(record.id)
 
     def update(self, ref: str, hc: types_pb2.HostConfig) -> list[str]:
-        """Applies the limits to the task (running or stopped). The GraphDB record is not changed."""
+        """Stores the new limits and restart policy with the record, then applies the limits to the
+        task (running or stopped); if the task refuses them, the record is put back."""
         record = self._graph.get_container(ref)
         merged = types_pb2.HostConfig()
         merged.CopyFrom(record.host_config)
@@ -74,15 +75,29 @@ class Lifecycle:
                       "cpu_shares", "cpuset_cpus", "blkio_weight"):
             if getattr(hc, field):
                 setattr(merged, field, getattr(hc, field))
+        if merged.pids_limit < 0:
+            merged.pids_limit = 0  # -1: unlimited, stored as 0 (as at create)
+        new_policy = hc.HasField("restart_policy") and bool(hc.restart_policy.name)
+        if new_policy:
+            if record.host_config.auto_remove and hc.restart_policy.name != "no":
+                raise errors.InvalidArgument(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container")
+            merged.restart_policy.CopyFrom(hc.restart_policy)
         hostopts.validate(merged)
+        old = types_pb2.HostConfig()
+        old.CopyFrom(record.host_config)
+        self._graph.update_host_config(record.id, merged)
         spec = exec_pb2.TaskSpec(memory_bytes=hc.memory_bytes, pids_limit=hc.pids_limit)
         hostopts.resources(hc, spec)
         try:
             self._exec.update_task(record.id, spec)
         except errors.NotFound:
-            raise errors.FailedPrecondition(
-                f"Container {record.id} has never been started: its limits apply at start",
-                reason=errors.CONTAINER_NOT_RUNNING) from None
+            pass  # never started: the record is what the first start reads
+        except errors.SkiffError:
+            self._graph.update_host_config(record.id, old)
+            raise
+        if new_policy:
+            self._containers.restarts.policy_changed(record.id)
         return []
 
     def top(self, ref: str) -> types_pb2.ProcessList:

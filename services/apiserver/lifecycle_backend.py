@@ -33,6 +33,10 @@ class LifecycleGraphBackend(Protocol):
         """NotFound, Conflict (NAME_IN_USE), InvalidArgument (INVALID_NAME)."""
         ...
 
+    def update_host_config(self, container_id: str, host_config: types_pb2.HostConfig) -> None: ...
+
+    def set_restart_state(self, container_id: str, state: graph_pb2.RestartState) -> None: ...
+
 
 class LifecycleExecClient:
     """Mixed into ExecClient (``_stub``: an ExecServiceStub)."""
@@ -71,3 +75,15 @@ class LifecycleGraphClient:
         with grpcerr.translated():
             self._containers.RenameContainer(
                 graph_pb2.RenameContainerRequest(container=ref, new_name=new_name), timeout=CALL_TIMEOUT)
+
+    def update_host_config(self, container_id: str, host_config: types_pb2.HostConfig) -> None:
+        with grpcerr.translated():
+            self._containers.UpdateHostConfig(
+                graph_pb2.UpdateHostConfigRequest(container_id=container_id, host_config=host_config),
+                timeout=CALL_TIMEOUT)
+
+    def set_restart_state(self, container_id: str, state: graph_pb2.RestartState) -> None:
+        with grpcerr.translated():
+            self._containers.SetRestartState(
+                graph_pb2.SetRestartStateRequest(container_id=container_id, restart_state=state),
+                timeout=CALL_TIMEOUT)

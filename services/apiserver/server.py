@@ -83,7 +83,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-driver", default="", help="default log driver of new containers (json-file)")
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="default log driver options of new containers")
+    parser.add_argument("--daemon-id", default="",
+                        help="this daemon instance (skiffd passes a new one at each start; default: the boot id);"
+                             " an `always` container stopped by the user comes back under a new one")
     return parser.parse_args(argv)
+
+
+def daemon_id(given: str) -> str:
+    if given:
+        return given
+    try:
+        return "boot-" + Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "boot-unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,16 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         graph_channel = channel(target("graphsvc"), tls, internal=True)
+        graph, exec_ = GraphClient(graph_channel), ExecClient(channel(target("execsvc"), tls, internal=True))
+        net = NetClient(channel(target("netsvc"), tls, internal=True))
         gateway = build(
             args.listen or [DEFAULT_HOST],
-            GraphClient(graph_channel),
-            ExecClient(channel(target("execsvc"), tls, internal=True)),
-            NetClient(channel(target("netsvc"), tls, internal=True)),
+            graph,
+            exec_,
+            net,
             tls=tls,
             data_root=str(args.data_root),
             exec_root=str(exec_root),
             tools=ToolsClient(graph_channel),
             volumes=VolumesClient(graph_channel),
+            containers=Containers(graph, exec_, net, daemon_id=daemon_id(args.daemon_id)),
         )
         gateway.containers.log_defaults = logopts.resolve(types_pb2.LogConfig(
             type=args.log_driver, config=logopts.parse_opts(args.log_opt)))

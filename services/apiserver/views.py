@@ -33,6 +33,13 @@ def is_live(task: exec_pb2.Task | None) -> bool:
     return task is not None and task.state.status in LIVE
 
 
+def restarting(record: graph_pb2.Container, task: exec_pb2.Task | None) -> bool:
+    """The container waits for a restart its policy decided on (Docker's ``restarting`` state)."""
+    st = record.restart_state
+    return (st.pending and task is not None and not is_live(task)
+            and task.state.started_at == st.handled_started_at)
+
+
 def state_of(task: exec_pb2.Task | None) -> types_pb2.ContainerState:
     """A task's state; a container that never ran (no task) is CREATED."""
     if task is None:
@@ -77,6 +84,9 @@ def container_view(
     )
     if rootfs is not None:
         view.rootfs.CopyFrom(rootfs)
+    view.restart_count = record.restart_state.restart_count
+    if restarting(record, task):
+        view.state.status = Status.CONTAINER_STATUS_RESTARTING
     return view
 
 

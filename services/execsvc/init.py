@@ -927,6 +927,10 @@ def run(bundle):
         raise StartError("other", f"chdir to cwd {cwd!r}: {e.strerror}") from e
     env = proc.get("env", [])
     path = find_command(proc["args"][0], env)
+    argv = proc["args"]
+    if cfg["skiff"].get("init"):
+        # `--init`: skiff-init (the host's, mounted read-only) runs the command as its child.
+        path, argv = cfg["skiff"]["init"], [cfg["skiff"]["init"], "--", *argv]
     # Only stdio and the (close-on-exec) sync pipe may reach the user's command.
     os.closerange(SYNC_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     envd = dict(e.split("=", 1) for e in env)
@@ -941,7 +945,7 @@ def run(bundle):
     # Seccomp as close to execve as possible: nothing after it needs a denied syscall.
     load_seccomp(seccomp)
     try:
-        os.execve(path, proc["args"], envd)
+        os.execve(path, argv, envd)
     except OSError as e:
         kind = (
             "not-executable" if e.errno in (13, 8) else "not-found" if e.errno == 2 else "other"

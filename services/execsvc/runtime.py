@@ -109,6 +109,8 @@ class Runtime:
     ):
         self.exec_root = Path(exec_root).absolute()
         self.shim_path = Path(shim_path).absolute()
+        #: `--init`'s PID 1, built next to the shim
+        self.init_path = self.shim_path.with_name("skiff-init")
         self.python = python
         self.cgroups = cgroups if cgroups is not None else detect()
         #: --userns-remap: containers' root is this range of host ids (None: not remapped)

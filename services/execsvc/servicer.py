@@ -13,7 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from skiff.common import errors, grpcerr, trace
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
-from skiff.execsvc import lifecycle
+from skiff.execsvc import health, lifecycle
 from skiff.execsvc import mounts as mountsmod
 from skiff.execsvc.copying import Copier, CopyRPCs
 from skiff.execsvc.devices import DeviceMapping
@@ -85,6 +85,8 @@ class Tasks:
             ns=NsModes(pid=ts.pid_mode, uts=ts.uts_mode, ipc=ts.ipc_mode, cgroupns=ts.cgroupns_mode),
             devices=tuple(DeviceMapping(d.path_on_host, d.path_in_container, d.cgroup_permissions or "rwm")
                           for d in ts.devices),
+            init_path=str(self.runtime.init_path) if ts.init else "",
+            healthcheck=health.config_from_proto(ts.healthcheck),
         )
 
     def start(self, ts: exec_pb2.TaskSpec) -> State:
@@ -129,9 +131,15 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
         self.runtime = tasks.runtime
         self.copier = Copier(tasks.runtime)
         self.lifecycle = lifecycle.Lifecycle(tasks.runtime)
+        self.health = health.Monitors(tasks.runtime)
+        threading.Thread(target=self.health.resume_all, name="health-resume", daemon=True).start()
 
     def _task(self, cid: str) -> exec_pb2.Task:
-        state = state_to_proto(self.runtime.state(cid))
+        raw = self.runtime.state(cid)
+        state = state_to_proto(raw)
+        checked = self.health.health(cid, raw.status, raw.started_at)
+        if checked is not None:
+            state.health.CopyFrom(checked)
         if state.status == types_pb2.CONTAINER_STATUS_RUNNING and self.lifecycle.paused(cid):
             state.status = types_pb2.CONTAINER_STATUS_PAUSED
         return exec_pb2.Task(id=cid, state=state, log_path=str(self.tasks.log_path(cid)))
@@ -139,7 +147,9 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
     def StartTask(self, request: exec_pb2.StartTaskRequest,
                   context: grpc.ServicerContext) -> exec_pb2.StartTaskResponse:
         with grpcerr.handle(context), self.copier.lock(request.spec.id):  # not during a cp of its files
-            self.tasks.start(request.spec)
+            with self.health.quiesce(request.spec.id):  # the previous run's bundle goes
+                self.tasks.start(request.spec)
+            self.health.ensure(request.spec.id)
             return exec_pb2.StartTaskResponse(task=self._task(request.spec.id))
 
     def GetTask(self, request: exec_pb2.GetTaskRequest, context: grpc.ServicerContext) -> exec_pb2.GetTaskResponse:
@@ -182,7 +192,7 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
 
     def DeleteTask(self, request: exec_pb2.DeleteTaskRequest,
                    context: grpc.ServicerContext) -> exec_pb2.DeleteTaskResponse:
-        with grpcerr.handle(context):
+        with grpcerr.handle(context), self.health.quiesce(request.id):  # no probe file appears meanwhile
             self.tasks.delete(request.id, request.force, request.remove_logs)
             return exec_pb2.DeleteTaskResponse()
 

@@ -34,6 +34,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Docker refuses memory limits below 6 MiB: the container could not even start.
 MIN_MEMORY = 6 * 1024 * 1024
 NETWORK_MODES = ("none", "host", "path")
+#: Where `--init` puts skiff-init in the container (Docker: /sbin/docker-init).
+INIT_TARGET = "/sbin/skiff-init"
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _USER_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
@@ -90,6 +92,10 @@ class ContainerSpec:
     ns: NsModes = field(default_factory=NsModes)
     #: --device
     devices: tuple[DeviceMapping, ...] = ()
+    #: `--init`: the host's skiff-init, bind-mounted read-only at INIT_TARGET and run as PID 1
+    init_path: str = ""
+    #: the health check (health.config_from_proto), None for none
+    healthcheck: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """Raises InvalidArgument naming the first bad field."""
@@ -138,6 +144,8 @@ class ContainerSpec:
         for name, soft, hard in self.rlimits:
             if not name.startswith("RLIMIT_") or soft > hard or soft < 0:
                 raise InvalidArgument(f"invalid rlimit {name} soft={soft} hard={hard}")
+        if self.init_path and not (self.init_path.startswith("/") and os.path.isfile(self.init_path)):
+            raise InvalidArgument(f"init {self.init_path!r} is not an existing absolute path (run `make shim`)")
         self.options.validate(self.network_mode, self.rlimits)
         for m in self.mounts:
             m.validate()
@@ -230,6 +238,14 @@ def _user(user: str) -> dict[str, Any]:
     return {"uid": 0, "gid": 0, "username": user}
 
 
+def init_mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
+    """`--init`: the host's skiff-init, read-only, where the init set-up execs it."""
+    if not spec.init_path:
+        return []
+    return [{"destination": INIT_TARGET, "type": "bind", "source": spec.init_path,
+             "options": ["bind", "ro", "nosuid", "nodev"]}]
+
+
 def build_config(
     spec: ContainerSpec, bundle: Path, cgroup_procs: list[str], cgroups_path: str
 ) -> dict[str, Any]:
@@ -265,7 +281,7 @@ def build_config(
         },
         "root": {"path": str(bundle / "rootfs"), "readonly": False},
         "hostname": spec.hostname or spec.id[:12],
-        "mounts": default_mounts() + etc_mounts(spec, bundle),
+        "mounts": default_mounts() + etc_mounts(spec, bundle) + init_mounts(spec),
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path,
@@ -286,6 +302,9 @@ def build_config(
             "networkMode": spec.network_mode,
             # linux.seccomp compiled on the host: the init only hands it to the kernel.
             "seccompFilter": security.compile_bpf(seccomp),
+            # `--init`: exec this (mounted from the host) with the command as its arguments.
+            "init": INIT_TARGET if spec.init_path else "",
+            "healthcheck": spec.healthcheck,
         },
     }, spec.options)
     if spec.mounts:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import shlex
+from typing import Any
 
+from skiff.common.durations import parse_duration
 from skiff.common.errors import InvalidArgument
 from skiff.graphsvc.images import ImageChanges
 
-SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "VOLUME", "EXPOSE")
+SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "VOLUME", "EXPOSE", "HEALTHCHECK")
+_HC_OPTIONS = {"--interval": "Interval", "--timeout": "Timeout", "--start-period": "StartPeriod",
+               "--retries": "Retries"}
 
 
 def _command(keyword: str, value: str) -> list[str]:
@@ -46,6 +50,30 @@ def _expose(value: str, exposed: list[str]) -> None:
             exposed.append(f"{int(port)}/{proto}")
 
 
+def _healthcheck(value: str) -> dict[str, Any]:
+    """``HEALTHCHECK [--interval=D --timeout=D --start-period=D --retries=N] CMD command`` or ``NONE``."""
+    rest = value.strip()
+    out: dict[str, Any] = {}
+    while rest.startswith("--"):
+        opt, _, rest = rest.partition(" ")
+        rest = rest.lstrip()
+        key, sep, val = opt.partition("=")
+        if not sep or key not in _HC_OPTIONS:
+            raise InvalidArgument(f"HEALTHCHECK: unknown option {opt!r}")
+        try:
+            out[_HC_OPTIONS[key]] = int(val) if key == "--retries" else parse_duration(val)
+        except ValueError as err:
+            raise InvalidArgument(f"HEALTHCHECK {key}: {err}") from None
+    keyword, _, command = rest.partition(" ")
+    if keyword.upper() == "NONE" and not command.strip():
+        return {"Test": ["NONE"]}
+    if keyword.upper() != "CMD" or not command.strip():
+        raise InvalidArgument("HEALTHCHECK: expected NONE or CMD <command>")
+    cmd = command.strip()
+    out["Test"] = ["CMD", *_command("HEALTHCHECK", cmd)] if cmd.startswith("[") else ["CMD-SHELL", cmd]
+    return out
+
+
 def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
     if not changes:
         return None
@@ -54,6 +82,7 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
     workdir = user = None
     volumes: list[str] | None = None
     exposed: list[str] | None = None
+    healthcheck = None
     for change in changes:
         keyword, _, value = change.strip().partition(" ")
         keyword = keyword.upper()
@@ -72,6 +101,8 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
             if not paths or not all(isinstance(p, str) and p.startswith("/") for p in paths):
                 raise InvalidArgument(f"VOLUME: expected absolute paths, got {value.strip()!r}")
             volumes = (volumes or []) + paths
+        elif keyword == "HEALTHCHECK":
+            healthcheck = _healthcheck(value)
         elif keyword == "WORKDIR":
             workdir = value.strip()
             if not workdir.startswith("/"):
@@ -82,4 +113,4 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
         else:
             user = value.strip()
     return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user, volumes=volumes,
-                        exposed=exposed)
+                        exposed=exposed, healthcheck=healthcheck)

@@ -121,6 +121,11 @@ class Snapshots:
             base["Labels"] = dict(c.labels)
         if c.exposed_ports:  # the container's (its image's merged with --expose), as Docker commits them
             base["ExposedPorts"] = {_port_key(p): {} for p in c.exposed_ports}
+        if c.HasField("healthcheck") and c.healthcheck.test:
+            hc = c.healthcheck
+            base["Healthcheck"] = {k: v for k, v in (
+                ("Test", list(hc.test)), ("Interval", hc.interval_ns), ("Timeout", hc.timeout_ns),
+                ("StartPeriod", hc.start_period_ns), ("Retries", hc.retries)) if v}
         ch = changes_mod.parse(change_lines, base["Env"])
         if ch is not None:
             if ch.cmd is not None:
@@ -139,6 +144,8 @@ class Snapshots:
                 base["Volumes"] = dict(base.get("Volumes") or {}) | {v: {} for v in ch.volumes}
             if ch.exposed:
                 base["ExposedPorts"] = {**(base.get("ExposedPorts") or {}), **{p: {} for p in ch.exposed}}
+            if ch.healthcheck is not None:
+                base["Healthcheck"] = ch.healthcheck
         return base
 
     def export(self, ref: str) -> Iterator[bytes]:

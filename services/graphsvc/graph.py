@@ -41,6 +41,8 @@ class Container:
     args: list[str]
     links: list[Link]
     mounts: list[types_pb2.MountPoint] = field(default_factory=list)
+    #: the restart manager's bookkeeping, as the JSON form of graph.v1.RestartState
+    restart_state: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -82,10 +84,26 @@ def merge_image_defaults(user: types_pb2.ContainerConfig, image_config: dict[str
     # The image's EXPOSE and the user's --expose / -p ports (what -P publishes), image's first.
     exposed = [_port_key(p) for p in [*(img.get("ExposedPorts") or {}), *user.exposed_ports]]
     cfg.exposed_ports[:] = list(dict.fromkeys(exposed))
+    merge_healthcheck(cfg, img.get("Healthcheck"))
     argv = entrypoint + cmd
     if not argv:
         raise InvalidArgument("No command specified", reason=NO_COMMAND)
     return cfg, argv
+
+
+def merge_healthcheck(cfg: types_pb2.ContainerConfig, image_hc: dict[str, Any] | None) -> None:
+    """Docker's merge: the user's fields win, the image's fill those left unset."""
+    if not image_hc:
+        return
+    hc = cfg.healthcheck
+    if not hc.test:
+        hc.test[:] = list(image_hc.get("Test") or [])
+    for ours, theirs in (("interval_ns", "Interval"), ("timeout_ns", "Timeout"),
+                         ("start_period_ns", "StartPeriod"), ("retries", "Retries")):
+        if not getattr(hc, ours) and image_hc.get(theirs):
+            setattr(hc, ours, int(image_hc[theirs]))
+    if not hc.test:
+        cfg.ClearField("healthcheck")
 
 
 def _parse_link(spec: str) -> tuple[str, str]:
@@ -214,7 +232,7 @@ class Graph:
         mounts = [json_format.ParseDict(m, types_pb2.MountPoint(), ignore_unknown_fields=True)
                   for m in stored.get("mounts", [])]
         return Container(record, cfg, host, stored.get("path", ""), list(stored.get("args", [])),
-                         self.db.children(record.id), mounts)
+                         self.db.children(record.id), mounts, stored.get("restart_state"))
 
     def get(self, ref: str) -> Container:
         return self._container(self.db.get(ref))
@@ -254,6 +272,21 @@ class Graph:
         mount = Mount(type=desc["type"], source=desc["source"], options=list(desc["options"]))
         upper = next((o.split("=", 1)[1] for o in mount.options if o.startswith("upperdir=")), mount.source)
         return mount, upper
+
+    def update_host_config(self, container_id: str, host_config: types_pb2.HostConfig) -> Container:
+        """Replaces the stored HostConfig (`skiff update`); the rest of the record is kept."""
+        return self._update(container_id, "host_config",
+                            json_format.MessageToDict(host_config, preserving_proto_field_name=True))
+
+    def set_restart_state(self, container_id: str, state: dict[str, Any]) -> Container:
+        return self._update(container_id, "restart_state", state)
+
+    def _update(self, ref: str, key: str, value: dict[str, Any]) -> Container:
+        with self.db.locked() as db:
+            record = db.get(ref)
+            stored = dict(record.config)
+            stored[key] = value
+            return self._container(db.update_config(record.id, stored))
 
     def rename(self, ref: str, new_name: str) -> Container:
         return self._container(self.db.rename(ref, new_name))

@@ -203,6 +203,12 @@ class GraphDB:
         with self._lock, self.db.atomic():
             yield self.db
 
+    @contextmanager
+    def locked(self) -> Iterator[GraphDB]:
+        """Holds the lock across several calls: a read-modify-write of one record."""
+        with self._lock:
+            yield self
+
     def _row(self, sql: str, params: list[Any]) -> dict[str, Any] | None:
         return next(iter(self.db.query(sql, params)), None)
 

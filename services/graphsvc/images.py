@@ -72,6 +72,8 @@ class ImageChanges:
     volumes: list[str] | None = None
     #: ``EXPOSE 80 53/udp``: ports added to the image's ExposedPorts (``80/tcp``).
     exposed: list[str] | None = None
+    #: HEALTHCHECK, in the image config's form ({"Test": [...], "Interval": ns, ...})
+    healthcheck: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def build_config(
             "WorkingDir": ch.workdir or "",
             "User": ch.user or "",
             **({"ExposedPorts": {p: {} for p in ch.exposed}} if ch.exposed else {}),
+            **({"Healthcheck": ch.healthcheck} if ch.healthcheck is not None else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         "history": [history],

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
 from skiff.common import grpcerr, streams
 from skiff.common.errors import InvalidArgument
@@ -21,7 +21,7 @@ from skiff.graphsvc import images as images_mod
 from skiff.graphsvc import pull as pull_mod
 from skiff.graphsvc import push as push_mod
 from skiff.graphsvc import volumes as volumes_mod
-from skiff.graphsvc.graph import Container, Graph
+from skiff.graphsvc.graph import Container, Graph, merge_healthcheck
 from skiff.graphsvc.layers import Mount
 from skiff.types.v1 import types_pb2
 
@@ -42,6 +42,8 @@ def image_to_proto(image: images_mod.Image) -> types_pb2.Image:
         run.cmd.values[:] = cfg["Cmd"]
     if cfg.get("Entrypoint") is not None:
         run.entrypoint.values[:] = cfg["Entrypoint"]
+    if cfg.get("Healthcheck"):
+        merge_healthcheck(run, cfg["Healthcheck"])
     history = image.config.get("history") or [{}]
     return types_pb2.Image(
         id=image.id, repo_tags=image.repo_tags, created=timestamp(image.created), size=image.size,
@@ -56,12 +58,15 @@ def mount_to_proto(mount: Mount) -> types_pb2.Mount:
 
 
 def container_to_proto(c: Container) -> graph_pb2.Container:
-    return graph_pb2.Container(
+    out = graph_pb2.Container(
         id=c.id, name=c.record.name, image_id=c.record.image_id, created=timestamp(c.record.created),
         config=c.config, host_config=c.host_config, path=c.path, args=c.args,
         links=[types_pb2.Link(parent_id=lk.parent_id, child_id=lk.child_id, name=lk.name) for lk in c.links],
         mounts=c.mounts,
     )
+    if c.restart_state:
+        json_format.ParseDict(c.restart_state, out.restart_state, ignore_unknown_fields=True)
+    return out
 
 
 def progress_to_proto(p: pull_mod.Progress) -> types_pb2.Progress:
@@ -212,6 +217,19 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
             return graph_pb2.ListLinksResponse(
                 links=[types_pb2.Link(parent_id=lk.parent_id, child_id=lk.child_id, name=lk.name)
                        for lk in links])
+
+    def UpdateHostConfig(self, request: graph_pb2.UpdateHostConfigRequest,
+                         context: grpc.ServicerContext) -> graph_pb2.UpdateHostConfigResponse:
+        with grpcerr.handle(context):
+            c = self.graph.update_host_config(request.container_id, request.host_config)
+            return graph_pb2.UpdateHostConfigResponse(container=container_to_proto(c))
+
+    def SetRestartState(self, request: graph_pb2.SetRestartStateRequest,
+                        context: grpc.ServicerContext) -> graph_pb2.SetRestartStateResponse:
+        with grpcerr.handle(context):
+            self.graph.set_restart_state(request.container_id, json_format.MessageToDict(
+                request.restart_state, preserving_proto_field_name=True))
+            return graph_pb2.SetRestartStateResponse()
 
 
 def tools_tmp(graph: Graph) -> Path:

@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 from skiff.common import address
@@ -84,6 +85,8 @@ def build_specs(args: argparse.Namespace, python: str = sys.executable) -> list[
         api += ["--log-driver", args.log_driver]
     for opt in getattr(args, "log_opt", None) or []:
         api += ["--log-opt", opt]
+    # New at every skiffd start: `always` containers the user stopped come back under a new daemon.
+    api += ["--daemon-id", getattr(args, "daemon_id", "") or f"skiffd-{uuid.uuid4().hex}"]
     tls = TLSFiles(args.tlscacert, args.tlscert, args.tlskey)
     for flag, path in (("--tlscacert", tls.ca), ("--tlscert", tls.cert), ("--tlskey", tls.key)):
         if path is not None:

@@ -130,6 +130,14 @@ class FakeGraph:
         if self.containers.pop(container_id, None) is None:
             raise errors.NotFound(f"No such container: {container_id}", reason=errors.CONTAINER_NOT_FOUND)
 
+    def update_host_config(self, container_id: str, host_config: types_pb2.HostConfig) -> None:
+        self.calls.append("update_host_config")
+        self.get_container(container_id).host_config.CopyFrom(host_config)
+
+    def set_restart_state(self, container_id: str, state: graph_pb2.RestartState) -> None:
+        self.calls.append("set_restart_state")
+        self.get_container(container_id).restart_state.CopyFrom(state)
+
     def import_image(self, requests: Iterator[graph_pb2.ImportImageRequest], call: Call) -> types_pb2.Image:
         meta = next(requests).metadata
         for req in requests:
@@ -354,6 +362,11 @@ class FakeExec:
 
         threading.Thread(target=consume, daemon=True).start()
         return handle
+
+    def update_task(self, task_id: str, resources: exec_pb2.TaskSpec) -> None:
+        self.calls.append("update_task")
+        if task_id not in self.tasks:
+            raise errors.NotFound(f"no task {task_id}", reason="TASK_NOT_FOUND")
 
     def get_runtime_info(self) -> exec_pb2.GetRuntimeInfoResponse:
         return exec_pb2.GetRuntimeInfoResponse(cgroup_version="v2", exec_root="/run/skiff",
