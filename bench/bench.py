@@ -210,6 +210,40 @@ class Firewall:
         return removed
 
 
+class HostPaths:
+    """Host-wide places the peers make whatever their data roots are (Podman's IPAM database
+    and blob-info cache, Docker's plugin directory, the engines' parent cgroups): those that
+    were not there before the run are taken away after it. Cgroups only if empty (rmdir)."""
+
+    FILES = ("/run/containers", "/var/lib/containers", "/var/run/docker")
+    CGROUPS = ("docker", "libpod_parent", "skiff-bench-docker", "skiff-bench-podman")
+
+    @classmethod
+    def _cgroups(cls) -> list[Path]:
+        roots = [p for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir() and not p.is_symlink()]
+        return [r / name for r in roots for name in cls.CGROUPS]
+
+    def __init__(self) -> None:
+        self.before = {p for p in [*map(Path, self.FILES), *self._cgroups()] if p.exists()}
+
+    def restore(self) -> list[str]:
+        removed = []
+        for path in map(Path, self.FILES):
+            if path.exists() and path not in self.before:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(str(path))
+        for cg in self._cgroups():
+            if cg.is_dir() and cg not in self.before:
+                for sub in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                                  reverse=True):
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
+                with contextlib.suppress(OSError):
+                    cg.rmdir()
+                    removed.append(str(cg))
+        return removed
+
+
 class UnixHTTP(http.client.HTTPConnection):
     """An HTTP API (Docker's, Podman's compatible one) over a unix socket."""
 
@@ -398,7 +432,8 @@ class Docker(Engine):
     def start(self) -> None:
         argv = ["dockerd", "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
                 "--pidfile", str(self.base / "docker.pid"), "-H", f"unix://{self.base}/docker.sock",
-                "--containerd-namespace", "bench", "--containerd-plugins-namespace", "bench-plugins"]
+                "--containerd-namespace", "bench", "--containerd-plugins-namespace", "bench-plugins",
+                "--cgroup-parent", "/skiff-bench-docker"]
         if self.bridge:
             # Docker's default bridge, under a name and subnet of the benchmark's own (a bridge not
             # called docker0 must exist beforehand), with Docker's iptables rules (Firewall takes
@@ -454,10 +489,9 @@ class Podman(Engine):
                 "--tmpdir", str(self.base / "tmp")]
 
     def start(self) -> None:
-        self.ipam_was_there = self.IPAM_DIR.exists()
         # Its network configuration (netavark) in a directory of its own, with a default
         # network on the benchmark's bridge name and subnet; no DNS server (aardvark).
-        self.run_opts = PODMAN_ULIMITS
+        self.run_opts = [*PODMAN_ULIMITS, "--cgroup-parent", "/skiff-bench-podman"]
         self.pull_opts = ["--tls-verify=false"]
         conf = self.base / "containers.conf"
         conf.write_text(f'[network]\nnetwork_config_dir = "{self.base / "networks"}"\n')
@@ -473,9 +507,6 @@ class Podman(Engine):
             with conf.open("a") as f:
                 f.write('default_network = "skbench"\n')
         self.run("import", str(IMAGE_TAR), "busybox:latest")
-
-    # Podman keeps the IPAM database of its networks at a fixed place for root.
-    IPAM_DIR = Path("/run/containers/networks")
 
     def store(self) -> Path:
         return self.base / "root"
@@ -519,10 +550,6 @@ class Podman(Engine):
         unmount_under(self.base)
         if self.bridge:
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        if not getattr(self, "ipam_was_there", True):
-            shutil.rmtree(self.IPAM_DIR, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                self.IPAM_DIR.parent.rmdir()
         super().stop()
 
 
@@ -840,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="skiff-bench-"))
     engines: list[Engine] = []
     registry: Registry | None = None
-    firewall = Firewall()
+    firewall, host_paths = Firewall(), HostPaths()
     subnets = free_subnets(3) if "1" in only else ["", "", ""]
     rows: list[Row] = []
     trace: list[str] = []
@@ -933,6 +960,8 @@ def main(argv: list[str] | None = None) -> int:
         unmount_under(tmp)
         for line in firewall.restore([*BRIDGES.values(), *(s for s in subnets if s)]):
             print(f"bench: removed {line}", file=sys.stderr)
+        for path in host_paths.restore():
+            print(f"bench: removed {path}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
 
     elapsed = time.monotonic() - t_start
