@@ -786,6 +786,18 @@ def trace_section(skiff: Engine | None) -> list[str]:
     return [*lines, ""]
 
 
+def readme_table(summary: list[str]) -> None:
+    """The README's copy of the table (between its bench markers), after a full run."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->\n", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        return
+    body = "\n".join(summary).strip()
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + body + "\n" + end + rest.split(end, 1)[1])
+
+
 def chart(rows: list[Row], out: Path) -> None:
     import matplotlib
 
@@ -966,19 +978,18 @@ def main(argv: list[str] | None = None) -> int:
 
     elapsed = time.monotonic() - t_start
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f"# skiff benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        "",
+    summary = [
         f"Machine: {machine()}.",
         "",
         f"{'Quick run (--quick); ' if q else ''}n = repetitions per engine, engines interleaved; median (min-max). "
-        f"Whole run: {elapsed / 60:.1f} min.",
+        f"Whole run: {elapsed / 60:.1f} min ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         "",
         *table(rows, names),
-        "",
-        *trace,
     ]
+    lines = [f"# skiff benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", *summary, "", *trace]
     (out_dir / "latest.md").write_text("\n".join(lines))
+    if out_dir == RESULTS and only == set(SCENARIOS) and not q:
+        readme_table(summary)
     print("\n".join(lines))
     try:
         chart(rows, out_dir / "latest.png")
