@@ -31,9 +31,9 @@ def codename() -> str:
     raise RuntimeError("no VERSION_CODENAME in /etc/os-release")
 
 
-def apt_sources() -> list[tuple[str, list[str]]]:
+def apt_sources(etc: Path = Path("/etc/apt")) -> list[tuple[str, list[str]]]:
     """(URI, suites) of every `deb` source apt is configured with."""
-    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    files = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]
     out: list[tuple[str, list[str]]] = []
     for f in files:
         if not f.is_file():
@@ -65,8 +65,8 @@ def apt_sources() -> list[tuple[str, list[str]]]:
     return out
 
 
-def mirror(suite: str) -> str:
-    for uri, suites in apt_sources():
+def mirror(suite: str, etc: Path = Path("/etc/apt")) -> str:
+    for uri, suites in apt_sources(etc):
         if suite in suites:
             return uri
     raise RuntimeError(f"no apt source for {suite} in /etc/apt/sources.list*")
