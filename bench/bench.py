@@ -74,6 +74,24 @@ class Deadline:
         return time.monotonic() > self.end
 
 
+class Budget:
+    """The whole run's time, shared out: each scenario, when it starts, gets its weight's
+    share of what is left (so an early slow scenario does not starve the later ones)."""
+
+    WEIGHTS = {"1a": 1.5, "1b": 1.5, "2": 0.5, "3": 3.0, "4": 3.0, "5": 2.0, "6": 5.0}
+
+    def __init__(self, seconds: float, keys: Iterable[str]):
+        self.end = time.monotonic() + seconds
+        self.left = [k for k in self.WEIGHTS if k in set(keys)]
+
+    def slice(self, key: str) -> Deadline:
+        total = sum(self.WEIGHTS[k] for k in self.left) or 1.0
+        share = self.WEIGHTS[key] / total
+        if key in self.left:
+            self.left.remove(key)
+        return Deadline(max(0.0, self.end - time.monotonic()) * share)
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -865,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     rm_runs = 1 if q else 2
     out_dir: Path = args.out or (ROOT / "build" / "bench-quick" if q else RESULTS)
     t_start = time.monotonic()
-    deadline = Deadline(args.budget * 60)
+    budget = Budget(args.budget * 60, [k for k in Budget.WEIGHTS if k[0] in only])
 
     if "4" in only:
         import debimage
@@ -899,27 +917,36 @@ def main(argv: list[str] | None = None) -> int:
             print(table(rows[-1:], names)[-1], flush=True)
 
         if "1" in only:
+            print(f"bench: scenario 1 ({(time.monotonic() - t_start) / 60:.1f} min in)", file=sys.stderr,
+                  flush=True)
             add("1a", "1a. `run --rm --network none busybox true` (CLI wall time)",
-                interleaved(engines, runs, lambda e: cli_run(e, "none"), deadline),
+                interleaved(engines, runs, lambda e: cli_run(e, "none"), budget.slice("1a")),
                 short="CLI run --rm true, no network")
             for e in engines:
                 check_bridge(e)
             add("1b", "1b. `run --rm busybox true`, default bridge (CLI wall time)",
-                interleaved(engines, runs, lambda e: cli_run(e, None), deadline), short="CLI run --rm true, bridge")
+                interleaved(engines, runs, lambda e: cli_run(e, None), budget.slice("1b")),
+                short="CLI run --rm true, bridge")
         if "2" in only:
+            print(f"bench: scenario 2 ({(time.monotonic() - t_start) / 60:.1f} min in)", file=sys.stderr,
+                  flush=True)
             add("2", "2. create+start+wait `true` via the API (network none)",
                 interleaved([e for e in engines if e.name != "podman"], runs, lambda e: e.api_run_true(),
-                            deadline), short="API create+start+wait true")
+                            budget.slice("2")), short="API create+start+wait true")
         if "3" in only:
-            s3 = interleaved(engines, heavy_runs, lambda e: concurrent_runs(e, concurrent), deadline, minimum=1,
-                             warmup=False)
+            print(f"bench: scenario 3 ({(time.monotonic() - t_start) / 60:.1f} min in)", file=sys.stderr,
+                  flush=True)
+            s3 = interleaved(engines, heavy_runs, lambda e: concurrent_runs(e, concurrent), budget.slice("3"),
+                             minimum=1, warmup=False)
             add("3", f"3. {concurrent} x `run --rm --network none busybox true` at once, until all exited",
                 {n: [v / 1000 for v in s] for n, s in s3.items()}, "s", f"{concurrent} run --rm at once")
         if "4" in only:
+            print(f"bench: scenario 4 ({(time.monotonic() - t_start) / 60:.1f} min in)", file=sys.stderr,
+                  flush=True)
             registry = Registry(tmp / "registry")
             ref = registry.ref
             empty = EmptyStore(engines, ref)
-            s4 = interleaved(engines, heavy_runs, lambda e: pull(e, ref), deadline, minimum=1, warmup=False,
+            s4 = interleaved(engines, heavy_runs, lambda e: pull(e, ref), budget.slice("4"), minimum=1, warmup=False,
                              before=empty)
             for e in engines:
                 check_pulled(e, ref)
@@ -932,14 +959,20 @@ def main(argv: list[str] | None = None) -> int:
             add("4", f"4. pull a {what} from a local registry, empty store",
                 {n: [v / 1000 for v in s] for n, s in s4.items()}, "s", "pull Debian image, empty store")
         if "5" in only:
+            print(f"bench: scenario 5 ({(time.monotonic() - t_start) / 60:.1f} min in)", file=sys.stderr,
+                  flush=True)
+            budget.slice("5")
             mem = memory(engines, containers)
             add("5a", "5a. idle engine PSS", {n: [mem[n][0]] for n in names if n != "podman"}, "MB", "idle engine PSS")
             add("5b", f"5b. PSS added per running container ({containers} `sleep`)",
                 {n: [mem[n][1]] for n in names}, "MB", "PSS per running container")
         if "6" in only:
+            print(f"bench: scenario 6 ({(time.monotonic() - t_start) / 60:.1f} min in)", file=sys.stderr,
+                  flush=True)
             ids: dict[str, list[str]] = {}
             ps_samples: dict[str, list[float]] = {n: [] for n in names}
             rm_samples: dict[str, list[float]] = {n: [] for n in names}
+            deadline = budget.slice("6")
             for i in range(rm_runs):
                 if i and deadline.passed():
                     break
