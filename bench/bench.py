@@ -22,8 +22,8 @@ skiff, ...) so that drift on a shared machine hits every engine alike:
   6. `ps -a` with 1000 created containers, and removing them all (one `rm` command).
 
 Results: a markdown table (median, min-max, ratio skiff/peer) and a PNG chart in
-bench/results/, with the machine. If bench/trace.py exists, its per-phase breakdown of
-one skiff `run` is added as a section. `--budget` bounds the run: once it is spent,
+bench/results/, with the machine. If bench/phases.py exists, its per-phase breakdown of
+a skiff run is added as a section. `--budget` bounds the run: once it is spent,
 each scenario stops after its minimum number of repetitions.
 """
 
@@ -769,39 +769,46 @@ def machine() -> str:
             f"{cg}, Python {platform.python_version()}; " + "; ".join(versions))
 
 
-def trace_section(skiff: Engine | None) -> list[str]:
-    """bench/trace.py (written separately): the per-phase breakdown of one skiff `run`, if it exists.
+def trace_section(skiff: Engine | None, runs: int) -> list[str]:
+    """The per-phase breakdown of a skiff run, from the trace the engine records, if the
+    module for it is there (bench/phases.py, written separately; the older name
+    bench/trace.py is looked for too). Loaded by path: "trace" is also a standard module.
 
-    Its first function among ``phase_breakdown``/``breakdown`` is called with whichever of
-    these keyword arguments it names: ``cli`` (argv prefix of the skiff CLI), ``host``
-    (the gateway's address), ``env``, ``image``, ``base`` (the engine's directory). A string
-    is put in as markdown; a mapping phase -> ms (or a list of pairs) becomes a table.
+    The first of ``median_breakdown``/``breakdown``/``phase_breakdown`` it has is called
+    with whichever of these keyword arguments it names: ``host`` (the gateway's address),
+    ``runs``, ``cli`` (the skiff CLI's argv prefix), ``env``, ``image``. The result
+    ({phase: ms}) is rendered by the module's ``markdown()`` if it has one, else as a table.
     """
-    if skiff is None or not (Path(__file__).parent / "trace.py").exists():
+    here = Path(__file__).parent
+    path = next((here / n for n in ("phases.py", "trace.py") if (here / n).exists()), None)
+    if skiff is None or path is None:
         return []
+    head = [f"## Per-phase breakdown of a skiff run (bench/{path.name})", ""]
     try:
-        # By path: "trace" is also a module of the standard library.
-        spec = importlib.util.spec_from_file_location("skiff_bench_trace", Path(__file__).parent / "trace.py")
+        spec = importlib.util.spec_from_file_location(f"skiff_bench_{path.stem}", path)
         if spec is None or spec.loader is None:
             return []
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        fn = next(getattr(mod, n) for n in ("phase_breakdown", "breakdown") if callable(getattr(mod, n, None)))
-        offer = {"cli": skiff.cli(), "host": f"unix://{skiff.base}/run/skiff.sock", "env": {**os.environ, **skiff.env},
-                 "image": "busybox", "base": skiff.base}
+        fn = next((getattr(mod, n) for n in ("median_breakdown", "breakdown", "phase_breakdown")
+                   if callable(getattr(mod, n, None))), None)
+        if fn is None:
+            return [*head, f"bench/{path.name} has no breakdown function.", ""]
+        offer = {"host": f"unix://{skiff.base}/run/skiff.sock", "runs": runs, "cli": skiff.cli(),
+                 "env": {**os.environ, **skiff.env}, "image": "busybox"}
         params = inspect.signature(fn).parameters
         result = fn(**{k: v for k, v in offer.items() if k in params})
-    except StopIteration:
-        return ["## Per-phase breakdown", "", "bench/trace.py has no phase_breakdown() function.", ""]
+        render = getattr(mod, "markdown", None)
+        if isinstance(result, str):
+            text = result
+        elif callable(render):
+            text = render(result)
+        else:
+            pairs = list(result.items()) if isinstance(result, dict) else list(result)
+            text = "\n".join(["| phase | ms |", "|---|---:|", *(f"| {k} | {float(v):.1f} |" for k, v in pairs)])
     except Exception as exc:  # a broken hook must not lose the results
-        return ["## Per-phase breakdown", "", f"bench/trace.py failed: {exc!r}", ""]
-    lines = ["## Per-phase breakdown of one skiff `run` (bench/trace.py)", ""]
-    if isinstance(result, str):
-        return [*lines, result.rstrip(), ""]
-    pairs = list(result.items()) if isinstance(result, dict) else list(result)
-    lines += ["| phase | ms |", "|---|---|"]
-    lines += [f"| {k} | {float(v):.1f} |" for k, v in pairs]
-    return [*lines, ""]
+        return [*head, f"bench/{path.name} failed: {exc!r}", ""]
+    return [*head, str(text).rstrip(), ""]
 
 
 def readme_table(summary: list[str]) -> None:
@@ -993,7 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
                 short=f"ps -a, {created} containers")
             add("6b", f"6b. `rm` of {created} created containers (one command)",
                 {n: [v / 1000 for v in s] for n, s in rm_samples.items()}, "s", f"rm {created} containers")
-        trace = trace_section(next((e for e in engines if e.name == "skiff"), None))
+        trace = trace_section(next((e for e in engines if e.name == "skiff"), None), 5 if q else 20)
     finally:
         if registry:
             registry.stop()
