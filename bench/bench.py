@@ -61,7 +61,9 @@ RESULTS = ROOT / "bench" / "results"
 PODMAN_ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 # Names of the benchmark's own: never skiff0, docker0 or podman0 of a real installation.
 BRIDGES = {"skiff": "skbench0", "docker": "skbenchd0", "podman": "skbenchp0"}
-PEER_CHAIN_PREFIXES = ("DOCKER", "NETAVARK", "CNI-")
+# Chains the peers make (and skiff's for its bench bridge, which skiffd removes itself
+# unless it died): taken away after the run if they were not there before it.
+PEER_CHAIN_PREFIXES = ("DOCKER", "NETAVARK", "CNI-", f"SKIFF-{BRIDGES['skiff'].upper()}")
 
 
 class Deadline:
@@ -441,6 +443,9 @@ class Skiff(Engine):
         if self.proc and self.proc.poll() is None:
             self.remove_all()
         super().stop()
+        # skiffd takes its bridge away when it stops; not if it died.
+        if self.bridge and Path(f"/sys/class/net/{self.bridge}").exists():
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
 
 class Docker(Engine):
