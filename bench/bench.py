@@ -895,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     rm_runs = 1 if q else 2
     out_dir: Path = args.out or (ROOT / "build" / "bench-quick" if q else RESULTS)
     t_start = time.monotonic()
+    load_start = os.getloadavg()[0]
     budget = Budget(args.budget * 60, [k for k in Budget.WEIGHTS if k[0] in only])
 
     if "4" in only:
@@ -1027,7 +1028,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}.",
         "",
         f"{'Quick run (--quick); ' if q else ''}n = repetitions per engine, engines interleaved; median (min-max). "
-        f"Whole run: {elapsed / 60:.1f} min ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        f"Whole run: {elapsed / 60:.1f} min ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); "
+        f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+        f"(anything else running on the machine shows up as noise).",
         "",
         *table(rows, names),
     ]
