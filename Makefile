@@ -95,7 +95,7 @@ test-e2e: setup $(DEMO_IMAGE)
 
 # Side by side with Docker and Podman (never part of `make test`); see bench/bench.py.
 bench: setup $(DEMO_IMAGE)
-	@for p in docker.io podman; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && \
+	@for p in docker.io podman debootstrap; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p >/dev/null; }; done
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	$(PY) bench/bench.py $(BENCH_ARGS)
