@@ -63,11 +63,11 @@ def stream_output(responses: Iterable[api_pb2.AttachContainerResponse]) -> int |
     return None
 
 
-def attach_options(container: str) -> Iterator[api_pb2.AttachContainerRequest]:
-    """The request stream: the options only (stdin comes in a later version)."""
+def attach_options(container: str, await_start: bool = False) -> Iterator[api_pb2.AttachContainerRequest]:
+    """The request stream without stdin: the options only."""
     from skiff.api.v1 import api_pb2
 
-    opts = api_pb2.AttachOptions(container=container, stdout=True, stderr=True, logs=True)
+    opts = api_pb2.AttachOptions(container=container, stdout=True, stderr=True, logs=True, await_start=await_start)
     yield api_pb2.AttachContainerRequest(options=opts)
 
 

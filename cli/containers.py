@@ -137,7 +137,7 @@ def _open_attach(client: Client, container: str, inp: interactive.Input | None =
     """Open the attach stream. Done before StartContainer (as Docker does) so that no
     output is lost and a fast ``--rm`` container cannot be removed before we attach;
     the gateway holds an attach to a created container until it starts."""
-    requests = inp.requests() if inp is not None else attach.attach_options(container)
+    requests = inp.requests() if inp is not None else attach.attach_options(container, await_start=True)
     responses = client.containers.AttachContainer(requests)
     responses.initial_metadata()  # the gateway has registered the stream: safe to start
     return responses
@@ -196,7 +196,7 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     inp = None
     if args.interactive or args.tty:
         inp = interactive.container_input(cid, request_config(args), stdin=args.interactive,
-                                          detach_keys=args.detach_keys, logs=True)
+                                          detach_keys=args.detach_keys, logs=True, await_start=True)
     code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp)
     if args.rm:
         # The daemon removes it; wait so that `ps -a` right after no longer shows it.
@@ -234,7 +234,7 @@ def cmd_start(client: Client, args: argparse.Namespace) -> int:
             c = client.containers.InspectContainer(
                 api_pb2.InspectContainerRequest(container=args.containers[0]), timeout=60).container
         inp: interactive.Input | None = interactive.container_input(
-            c.id, c.config, stdin=args.interactive, detach_keys=args.detach_keys, logs=True)
+            c.id, c.config, stdin=args.interactive, detach_keys=args.detach_keys, logs=True, await_start=True)
         assert inp is not None
         interactive.check_tty(inp.stdin, inp.tty)
         tty = inp.tty

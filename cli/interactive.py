@@ -187,12 +187,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("container", metavar="CONTAINER")
 
 
-def container_input(container: str, config: Any, *, stdin: bool, detach_keys: str, logs: bool) -> Input:
+def container_input(container: str, config: Any, *, stdin: bool, detach_keys: str, logs: bool,
+                    await_start: bool = False) -> Input:
     from skiff.api.v1 import api_pb2
 
     use_stdin = stdin and config.open_stdin
     opts = api_pb2.AttachOptions(container=container, stdin=use_stdin, stdout=True, stderr=True, logs=logs,
-                                 detach_keys=detach_keys)
+                                 detach_keys=detach_keys, await_start=await_start)
     return Input(api_pb2.AttachContainerRequest(options=opts), api_pb2.AttachContainerRequest,
                  stdin=use_stdin, tty=config.tty)
 

@@ -522,11 +522,16 @@ class Containers:
 
     def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call,
                          pump: stdio.Pump | None = None) -> Iterator[api_pb2.AttachContainerResponse]:
-        # Attached before start: wait for it (a task still "created" is being started).
+        # Attached before start: wait for it (a task still "created" is being started). With
+        # await_start (`run`, `start -a`) a container that is not running is waited for until
+        # its next start, so a StartContainer racing this attach is never taken for the old exit.
+        task = self._task(cid)
+        before = task.state.started_at if options.await_start and task is not None and not is_live(task) else None
         while True:
             since = self._seen()
             task = self._task(cid)
-            if task is not None and task.state.status != Status.CONTAINER_STATUS_CREATED:
+            if (task is not None and task.state.status != Status.CONTAINER_STATUS_CREATED
+                    and (before is None or (task.state.started_at and task.state.started_at != before))):
                 break
             with self._lock:
                 removed = self._exits.get(cid)

@@ -495,6 +495,20 @@ def test_attach_live_only_new_output(env: Env) -> None:
     assert responses[-1].exit.exit_code == 137
 
 
+def test_attach_to_start_again_waits_for_the_next_run(env: Env) -> None:
+    """`start -a` of an exited container: the attach comes first and must not answer with
+    the last run's exit status while the new start is still on its way."""
+    cid = env.run("sleep")
+    env.exec.kill_task(cid, signal.SIGKILL)
+    opts = api_pb2.AttachOptions(container=cid, await_start=True)
+    stream = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=5)
+    stream.initial_metadata()
+    _later(0.3, env.api.StartContainer, api_pb2.StartContainerRequest(container=cid))
+    _later(0.6, env.exec.kill_task, cid, signal.SIGTERM)
+    responses = list(stream)
+    assert responses[-1].exit.exit_code == 143
+
+
 def test_attach_cancelled_by_the_client_releases_the_stream(env: Env) -> None:
     cid = env.run("sleep")
     opts = api_pb2.AttachOptions(container=cid, logs=True)
