@@ -5,11 +5,14 @@
     nat     PREROUTING  -m addrtype --dst-type LOCAL -j SKIFF
             OUTPUT      -m addrtype --dst-type LOCAL -j SKIFF
             POSTROUTING -j SKIFF-POSTROUTING
-    nat     SKIFF              -i skiff0 -j RETURN; one DNAT per published port
+    nat     SKIFF              one DNAT per published port (from anywhere, the
+                               bridge included: containers reach published ports
+                               through a host address, as through Docker's proxy)
     nat     SKIFF-POSTROUTING  MASQUERADE the subnet leaving by another interface,
-                               and 127.0.0.0/8 sources entering skiff0 (published
+                               127.0.0.0/8 sources entering skiff0 (published
                                ports reached on 127.0.0.1: route_localnet, as
-                               Docker's userland-proxy=false)
+                               Docker's userland-proxy=false), and DNATed traffic
+                               from the subnet back into it (hairpin)
     filter  FORWARD     -j SKIFF-FORWARD (first)
     filter  SKIFF-FORWARD      -j SKIFF-ISOLATION-1 (first), then ACCEPT in or out of skiff0
     filter  SKIFF-ISOLATION-1  per bridge B of the engine: -i B ! -o B -j SKIFF-ISOLATION-2
@@ -113,16 +116,18 @@ class Rules:
             "*nat",
             f":{self.dnat} - [0:0]",
             f":{self.post} - [0:0]",
-            f"-A {self.dnat} -i {br} -j RETURN",
         ]
         for e in endpoints:
             for p in e.ports:
                 dst = f"-d {p.host_ip}/32 " if p.host_ip and p.host_ip != "0.0.0.0" else ""
-                nat.append(f"-A {self.dnat} {dst}! -i {br} -p {p.protocol} -m {p.protocol} --dport {p.host_port} "
+                nat.append(f"-A {self.dnat} {dst}-p {p.protocol} -m {p.protocol} --dport {p.host_port} "
                            f"-j DNAT --to-destination {e.ip_address}:{p.container_port}")
         nat += [
             f"-A {self.post} -s {subnet} ! -o {br} -j MASQUERADE",
             f"-A {self.post} -s 127.0.0.0/8 -o {br} -j MASQUERADE",
+            # Hairpin: a container reaching a published port through a host address comes back
+            # to its own bridge; the reply must come back through the host too.
+            f"-A {self.post} -s {subnet} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE",
         ]
         filt = ["*filter"]
         if self.isolation is not None:
