@@ -3,7 +3,9 @@
 Run by skiff-shim inside the new namespaces as ``python3 -I -S init.py
 <bundle>``; reads ``<bundle>/config.json`` (execsvc's marshal copy of it). stdlib only and few imports, for
 a fast start. Every module is imported at the top: after pivot_root the
-host's Python library is out of reach.
+host's Python library is out of reach (``_socket``, needed for a terminal only, is imported
+before pivot_root when the config asks for one). ``_signal`` and ``_socket`` rather than
+``signal`` and ``socket``: those import enum and selectors, about half of the init's import time.
 
 fd 3 is the sync pipe to the shim. We mark it close-on-exec, so a successful
 execve of the user's command closes it (the shim reads EOF = started). On
@@ -11,12 +13,11 @@ failure we write ``<kind>\\n<message>`` to it (kind: ``not-found``,
 ``not-executable`` or ``other``) and exit.
 """
 
+import _signal
 import ctypes
 import marshal
 import os
 import resource
-import signal
-import socket
 import stat
 import sys
 
@@ -854,11 +855,26 @@ def setup_terminal(uid, size=None):
         for fd in (0, 1, 2):
             os.dup2(slave, fd)
         os.close(slave)
-        with socket.socket(fileno=CONSOLE_FD) as console:
-            socket.send_fds(console, [b"m"], [master])
+        import _socket  # already loaded, before pivot_root (see run())
+
+        console = _socket.socket(fileno=CONSOLE_FD)
+        try:  # SCM_RIGHTS with one native int, as socket.send_fds sends it
+            console.sendmsg([b"m"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))])
+        finally:
+            console.close()
         os.close(master)
     except OSError as e:
         raise StartError("other", f"set up the terminal: {e}") from e
+
+
+def reset_signals():
+    """Every catchable signal back to its default disposition (ignored signals survive execve)."""
+    for sig in _signal.valid_signals():
+        if sig not in (_signal.SIGKILL, _signal.SIGSTOP):
+            try:
+                _signal.signal(sig, _signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
 
 
 def run(bundle):
@@ -874,6 +890,8 @@ def run(bundle):
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             cfg = json.loads(f.read())
     proc = cfg["process"]
+    if proc.get("terminal"):
+        import _socket  # noqa: F401  (for setup_terminal, after pivot_root)
     # (A netns given by path was joined by the shim, before this process started.)
     join_namespaces(cfg)
     join_cgroups(cfg["skiff"]["cgroupProcs"])
@@ -936,12 +954,7 @@ def run(bundle):
     envd = dict(e.split("=", 1) for e in env)
     # Ignored signals survive execve: Python ignores SIGPIPE and SIGXFSZ, and execsvc may
     # have been started with more ignored. The user's command starts with the defaults.
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
+    reset_signals()
     # Seccomp as close to execve as possible: nothing after it needs a denied syscall.
     load_seccomp(seccomp)
     try:
