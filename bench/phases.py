@@ -35,6 +35,7 @@ ORDER = [
     "apiserver: spawn, exec",
     "execsvc: StartTask",
     "execsvc: bundle",
+    "execsvc: cgroups",
     "execsvc: spawn (shim, clone)",
     "container: init (set-up, execve)",
     "container: first output",

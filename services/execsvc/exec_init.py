@@ -21,6 +21,7 @@ Order, and why:
 fd 3 is the close-on-exec sync pipe to the shim, as for init.py.
 """
 
+import _socket  # noqa: F401  (init.setup_terminal, after the mount namespace is joined)
 import ctypes
 import json
 import os
@@ -93,12 +94,7 @@ def run_in_container(cfg, spec):
     path = init.find_command(spec["args"][0], env)
     os.closerange(init.SYNC_FD + 1, init.resource.getrlimit(init.resource.RLIMIT_NOFILE)[0])
     envd = dict(e.split("=", 1) for e in env)
-    for sig in init.signal.valid_signals():
-        if sig not in (init.signal.SIGKILL, init.signal.SIGSTOP):
-            try:
-                init.signal.signal(sig, init.signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
+    init.reset_signals()
     init.load_seccomp(seccomp)  # as close to execve as possible
     try:
         os.execve(path, spec["args"], envd)

@@ -3,7 +3,10 @@
 Run by skiff-shim inside the new namespaces as ``python3 -I -S init.py
 <bundle>``; reads ``<bundle>/config.json`` (execsvc's marshal copy of it). stdlib only and few imports, for
 a fast start. Every module is imported at the top: after pivot_root the
-host's Python library is out of reach.
+host's Python library is out of reach (``_socket``, needed for a terminal only, is imported
+before pivot_root when the config asks for one). ``_signal`` and ``_socket`` rather than
+``signal`` and ``socket``: those import enum and selectors, about half of the init's import time;
+and ``_ctypes`` with the few C types it needs (class ``ctypes`` below), not the ctypes package (~2 ms).
 
 fd 3 is the sync pipe to the shim. We mark it close-on-exec, so a successful
 execve of the user's command closes it (the shim reads EOF = started). On
@@ -11,12 +14,11 @@ failure we write ``<kind>\\n<message>`` to it (kind: ``not-found``,
 ``not-executable`` or ``other``) and exit.
 """
 
-import ctypes
+import _ctypes
+import _signal
 import marshal
 import os
 import resource
-import signal
-import socket
 import stat
 import sys
 
@@ -90,23 +92,69 @@ DEV_LINKS = {
     "ptmx": "pts/ptmx",
 }
 
-libc = ctypes.CDLL(None, use_errno=True)
+class ctypes:  # (stands in for the package: call sites read as ctypes.<name>)
+    """The part of the ctypes package the init uses, made from ``_ctypes`` directly: importing
+    the package (its ~40 types, struct, its function-type caches) costs ~2 ms of each start."""
+
+    byref = staticmethod(_ctypes.byref)
+    sizeof = staticmethod(_ctypes.sizeof)
+    get_errno = staticmethod(_ctypes.get_errno)
+
+    class c_int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class c_uint(_ctypes._SimpleCData):
+        _type_ = "I"
+
+    class c_ulong(_ctypes._SimpleCData):
+        _type_ = "L"
+
+    class c_ushort(_ctypes._SimpleCData):
+        _type_ = "H"
+
+    class c_uint8(_ctypes._SimpleCData):
+        _type_ = "B"
+
+    c_uint16, c_uint32 = c_ushort, c_uint
+
+    class c_uint64(_ctypes._SimpleCData):
+        _type_ = "Q"
 
 
-class CapHeader(ctypes.Structure):
+class _LibcFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = ctypes.c_int
+
+
+class _Libc:
+    """``ctypes.CDLL(None, use_errno=True)``: the process's C library functions by name, returning int."""
+
+    def __init__(self):
+        self._handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
+
+    def __getattr__(self, name):
+        func = _LibcFunction((name, self))  # type: ignore[arg-type]
+        setattr(self, name, func)
+        return func
+
+
+libc = _Libc()
+
+
+class CapHeader(_ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
 
-class CapData(ctypes.Structure):
+class CapData(_ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-class SockFilter(ctypes.Structure):
+class SockFilter(_ctypes.Structure):
     _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
 
 
-class SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+class SockFprog(_ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", _ctypes.POINTER(SockFilter))]
 
 
 class StartError(Exception):
@@ -283,11 +331,9 @@ def make_userns(cfg):
 
 
 def _mount_attr_idmap(fd, userns_fd):
-    attr = ctypes.create_string_buffer(32)
-    ctypes.memmove(attr, (MOUNT_ATTR_IDMAP).to_bytes(8, "little") + bytes(16)
-                   + userns_fd.to_bytes(8, "little"), 32)
-    check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32),
-          "mount_setattr(MOUNT_ATTR_IDMAP)")
+    attr = MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr),
+                       ctypes.sizeof(attr)), "mount_setattr(MOUNT_ATTR_IDMAP)")
 
 
 def mount_rootfs_idmapped(cfg, rootfs, userns_fd):
@@ -495,7 +541,7 @@ def _bind(source, fd, dest, m):
         os.close(top)
 
 
-class MountAttr(ctypes.Structure):
+class MountAttr(_ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
@@ -854,11 +900,26 @@ def setup_terminal(uid, size=None):
         for fd in (0, 1, 2):
             os.dup2(slave, fd)
         os.close(slave)
-        with socket.socket(fileno=CONSOLE_FD) as console:
-            socket.send_fds(console, [b"m"], [master])
+        import _socket  # already loaded, before pivot_root (see run())
+
+        console = _socket.socket(fileno=CONSOLE_FD)
+        try:  # SCM_RIGHTS with one native int, as socket.send_fds sends it
+            console.sendmsg([b"m"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))])
+        finally:
+            console.close()
         os.close(master)
     except OSError as e:
         raise StartError("other", f"set up the terminal: {e}") from e
+
+
+def reset_signals():
+    """Every catchable signal back to its default disposition (ignored signals survive execve)."""
+    for sig in _signal.valid_signals():
+        if sig not in (_signal.SIGKILL, _signal.SIGSTOP):
+            try:
+                _signal.signal(sig, _signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
 
 
 def run(bundle):
@@ -874,6 +935,8 @@ def run(bundle):
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             cfg = json.loads(f.read())
     proc = cfg["process"]
+    if proc.get("terminal"):
+        import _socket  # noqa: F401  (for setup_terminal, after pivot_root)
     # (A netns given by path was joined by the shim, before this process started.)
     join_namespaces(cfg)
     join_cgroups(cfg["skiff"]["cgroupProcs"])
@@ -936,12 +999,7 @@ def run(bundle):
     envd = dict(e.split("=", 1) for e in env)
     # Ignored signals survive execve: Python ignores SIGPIPE and SIGXFSZ, and execsvc may
     # have been started with more ignored. The user's command starts with the defaults.
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
+    reset_signals()
     # Seccomp as close to execve as possible: nothing after it needs a denied syscall.
     load_seccomp(seccomp)
     try:

@@ -191,11 +191,12 @@ class Runtime:
             (b / name).unlink(missing_ok=True)
         cfg = self.config(cid)
         res = cfg["linux"]["resources"]
-        # Re-created when a restart follows an earlier clean-up; limits are rewritten either way.
-        mem = res.get("memory", {})
-        self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
-        self.cgroups.set_resources(cid, Resources.from_oci(res))
-        devices.apply(self.cgroups, cid, res.get("devices", []))
+        with trace.span("cgroups"):
+            # Re-created when a restart follows an earlier clean-up; limits are rewritten either way.
+            mem = res.get("memory", {})
+            self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
+            self.cgroups.set_resources(cid, Resources.from_oci(res))
+            devices.apply(self.cgroups, cid, res.get("devices", []))
         # The init reads this copy (marshal: no json/re imports at its start-up); config.json
         # stays the record. Rewritten at every start, so an update() of config.json is seen.
         (b / CONFIG_MARSHAL).write_bytes(marshal.dumps(cfg))

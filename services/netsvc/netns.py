@@ -8,15 +8,15 @@ work ``ip netns add`` does in a child:
 1. ``unshare(CLONE_NEWNET)`` — only this thread moves into a fresh namespace;
 2. bind-mount ``/proc/thread-self/ns/net`` onto the target file, which keeps the
    namespace alive after the thread is gone (mounts are per process, not per thread);
-3. open a netlink socket there (a socket stays bound to the namespace it was made in)
-   and bring ``lo`` up;
+3. open a socket there (a socket stays bound to the namespace it was made in) and bring
+   ``lo`` up with a SIOCSIFFLAGS ioctl;
 4. exit. The thread never runs anything else, so it never has to find its way
    back into the host namespace; the host's threads are untouched.
 
 Measured on the development VM (2 cores, 50 creates): 2.2 ms per namespace, against
-3.9 ms for a ``fork+exec`` of ``unshare --net=FILE ip link set lo up`` (a raw
-SIOCSIFFLAGS ioctl instead of pyroute2 would save another 1 ms; pyroute2 is kept
-because bridge endpoints will need it for veths anyway).
+3.9 ms for a ``fork+exec`` of ``unshare --net=FILE ip link set lo up``. ``lo`` is set up
+with the ioctl rather than a pyroute2 ``IPRoute``: 0.1 ms against 1.2-2.8 ms (a ``none``
+endpoint is on the path of every ``run --network none``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import logging
 import os
+import socket
+import struct
 import threading
 from pathlib import Path
-
-from pyroute2 import IPRoute
 
 from skiff.common.errors import Internal
 
@@ -127,10 +128,17 @@ def _in_new_netns(path: str, result: list[BaseException | None]) -> None:
         result.append(err)
 
 
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+_IFREQ = "16sH22x"  # struct ifreq: the name, then ifr_flags in the 24-byte union
+
+
 def _set_lo_up() -> None:
-    """Bring ``lo`` up in the calling thread's namespace (the netlink socket is bound to it)."""
-    with IPRoute() as ipr:
-        ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
+    """Bring ``lo`` up in the calling thread's namespace (the socket is bound to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        flags = struct.unpack(_IFREQ, fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0)))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | IFF_UP))
 
 
 def create(path: Path) -> None:
