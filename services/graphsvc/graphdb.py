@@ -286,6 +286,16 @@ class GraphDB:
         with self._lock:
             return self._record(self._resolve(ref))
 
+    def list_rows(self) -> tuple[list[dict[str, Any]], dict[str, list[Link]]]:
+        """Every container's raw row (JSON columns as stored) and each parent's links, read
+        under one lock with two queries (``ps`` of many containers)."""
+        with self._lock:
+            rows = list(self.db.query("SELECT * FROM containers ORDER BY created, id"))
+            links: dict[str, list[Link]] = {}
+            for r in self.db.query("SELECT * FROM edges ORDER BY name"):
+                links.setdefault(r["parent_id"], []).append(Link(r["parent_id"], r["child_id"], r["name"]))
+        return rows, links
+
     def list(self) -> list[ContainerRecord]:
         with self._lock:
             return [self._record(r) for r in self.db.query("SELECT * FROM containers ORDER BY created, id")]
