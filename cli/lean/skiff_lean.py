@@ -585,6 +585,8 @@ def parse(argv: list[str], environ: dict[str, str]) -> dict[str, object] | None:
     i += 1
     if verb in ("start", "wait", "rm"):
         return _parse_refs(verb, host[len("unix://"):], argv[i:])
+    if verb == "ps":
+        return _parse_ps(host[len("unix://"):], argv[i:])
     opts: dict[str, object] = {"verb": verb, "host": host[len("unix://"):], "rm": False, "detach": False,
                                "network": "", "name": ""}
     while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
@@ -614,7 +616,7 @@ def parse(argv: list[str], environ: dict[str, str]) -> dict[str, object] | None:
     return opts
 
 
-VERBS = ("run", "create", "start", "wait", "rm")
+VERBS = ("run", "create", "start", "wait", "rm", "ps")
 
 
 def _parse_refs(verb: str, host: str, rest: list[str]) -> dict[str, object] | None:
@@ -628,9 +630,139 @@ def _parse_refs(verb: str, host: str, rest: list[str]) -> dict[str, object] | No
             return None
         else:
             refs.append(a)
-    if not refs or (verb != "wait" and len(refs) > 1):
-        return None  # several starts or removals: a failure in the middle is the full CLI's to report
+    if not refs or (verb == "start" and len(refs) > 1):
+        return None  # several starts: a failure in the middle is the full CLI's to report
     return {"verb": verb, "host": host, "containers": refs, "force": force}
+
+
+_PS_FLAGS = {"-a": "all", "--all": "all", "-q": "quiet", "--quiet": "quiet", "--no-trunc": "no_trunc"}
+
+
+def _parse_ps(host: str, rest: list[str]) -> dict[str, object] | None:
+    """`ps` with -a, -q, --no-trunc (short flags combined, as -aq); anything else: the full CLI."""
+    opts: dict[str, object] = {"verb": "ps", "host": host, "all": False, "quiet": False, "no_trunc": False}
+    for a in rest:
+        if a in _PS_FLAGS:
+            opts[_PS_FLAGS[a]] = True
+        elif len(a) > 2 and a[0] == "-" and a[1] != "-" and all(f"-{c}" in ("-a", "-q") for c in a[1:]):
+            for c in a[1:]:
+                opts[_PS_FLAGS[f"-{c}"]] = True
+        else:
+            return None
+    return opts
+
+
+_STATUS = {1: "created", 2: "running", 3: "paused", 4: "restarting", 5: "exited", 6: "removing", 7: "dead"}
+
+
+def _load_format() -> object:
+    """cli/format.py (plain Python: re, datetime), loaded without the skiff package."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "format.py")
+    spec = importlib.util.spec_from_file_location("skiff_lean_format", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _seconds(ts: int | bytes) -> float | None:
+    """A google.protobuf.Timestamp as epoch seconds; None when unset (as the full CLI's _ts)."""
+    if not ts:
+        return None
+    f = pb_parse(bytes(ts))
+    secs, nanos = int(_first(f, 1, 0)), int(_first(f, 2, 0))
+    if secs == 0 and nanos == 0:
+        return None
+    return secs + nanos / 1e9
+
+
+def ps(opts: dict[str, object], conn: Connection) -> int | None:
+    """The full CLI's `ps` output, byte for byte; None (nothing printed) for what it does not
+    render itself: links (extra names), health, published or exposed ports of a running container."""
+    import time
+
+    try:
+        resp = pb_parse(conn.unary("ListContainers", pb_int(1, 1 if opts["all"] else 0)))
+    except RpcError:
+        return None
+    found = []
+    for raw in resp.get(1, []):
+        c = pb_parse(bytes(raw))  # type: ignore[arg-type]
+        created = pb_parse(bytes(_first(c, 5)))
+        found.append(((int(_first(created, 1, 0)), int(_first(created, 2, 0))), c))
+    found.sort(key=lambda x: x[0], reverse=True)
+    no_trunc = bool(opts["no_trunc"])
+    if opts["quiet"]:
+        out = "".join(f"{_text(c, 1) if no_trunc else _short(_text(c, 1))}\n" for _, c in found)
+        sys.stdout.write(out)
+        sys.stdout.flush()
+        return 0
+    fmt = _load_format()
+    now = time.time()
+    rows = []
+    for _, c in found:
+        state = pb_parse(bytes(_first(c, 10)))
+        status = _STATUS.get(int(_first(state, 1, 0)), "created")
+        if 12 in c:
+            return None  # links: NAMES shows parent/alias
+        if status in ("running", "paused"):
+            settings = pb_parse(bytes(_first(c, 11)))
+            config = pb_parse(bytes(_first(c, 8)))
+            if 8 in state or 8 in settings or 11 in config:
+                return None  # health or PORTS
+        # as the full CLI's command_of: the path and its arguments joined by spaces
+        command = " ".join([_text(c, 6), *(bytes(a).decode() for a in c.get(7, []))])  # type: ignore[arg-type]
+        image = _text(c, 3) or _text(c, 4)
+        cid = _text(c, 1)
+        if not no_trunc:
+            command = fmt.ellipsis(command, 20)  # type: ignore[attr-defined]
+            if image.startswith("sha256:"):
+                image = _short(image)
+        made = _seconds(_first(c, 5))
+        text = fmt.container_status(status, _int32(_first(state, 3, 0)), _seconds(_first(state, 4)),  # type: ignore[attr-defined]
+                                    _seconds(_first(state, 5)), now)
+        rows.append([cid if no_trunc else _short(cid), image, fmt.go_quote(command),  # type: ignore[attr-defined]
+                     fmt.ago(made, now) if made is not None else "", text, "",  # type: ignore[attr-defined]
+                     _text(c, 2).lstrip("/")])
+    header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    sys.stdout.write(fmt.table(header, rows))  # type: ignore[attr-defined]
+    sys.stdout.flush()
+    return 0
+
+
+def _text(fields: dict[int, list[int | bytes]], n: int) -> str:
+    return bytes(_first(fields, n)).decode()
+
+
+def _short(ident: str) -> str:
+    """As format.short_id: drop ``sha256:``, keep 12 digits."""
+    return (ident.split(":", 1)[1] if ":" in ident else ident)[:12]
+
+
+def rm_many(opts: dict[str, object], conn: Connection) -> int:
+    """`rm C1 C2 ...`: removed concurrently (up to 50 calls in flight on the one connection,
+    as Docker's CLI); each name printed in order once removed, each failure as the full
+    CLI reports it; exit 1 if any failed."""
+    refs = list(opts["containers"])  # type: ignore[call-overload]
+    force = pb_int(2, 1 if opts["force"] else 0)
+    streams: list[Stream] = []
+    for ref in refs:
+        while conn.peer_window < 4096 or sum(1 for s in streams if not s.closed) >= 50:
+            conn._read_frame()
+        streams.append(conn.call("RemoveContainer", pb_str(1, ref) + force, timeout="90S"))
+    failed = False
+    for ref, st in zip(refs, streams, strict=True):
+        conn.pump(lambda st=st: st.closed)  # type: ignore[misc]
+        try:
+            st.status()
+        except RpcError as e:
+            sys.stdout.flush()
+            print(f"Error response from daemon: {e.message}", file=sys.stderr, flush=True)
+            failed = True
+            continue
+        print(ref, flush=True)
+    return 1 if failed else 0
 
 
 def simple(opts: dict[str, object], conn: Connection) -> int | None:
@@ -789,6 +921,10 @@ def main(argv: list[str], environ: dict[str, str]) -> int | None:
     except Unreachable:
         return None  # the full CLI says it the way it always does
     try:
+        if opts["verb"] == "ps":
+            return ps(opts, conn)
+        if opts["verb"] == "rm" and len(opts["containers"]) > 1:  # type: ignore[arg-type]
+            return rm_many(opts, conn)
         return run(opts, conn) if opts["verb"] in ("run", "create") else simple(opts, conn)
     except RpcError as e:
         _report(f"Error response from daemon: {e.message}")

@@ -348,9 +348,12 @@ class Containers:
                 self.restarts.manual_stop(record)
                 if self._signal(record.id, signal.SIGKILL):
                     self._exec.wait_task(record.id, timeout=CALL_TIMEOUT)
-            elif force:
+                self._delete(record.id, force=force, remove_volumes=remove_volumes)
+                return
+            if force:
                 self.restarts.manual_stop(record)
-            self._delete(record.id, force=force, remove_volumes=remove_volumes)
+            # not live, and under the lock: the task is as read above (one GetTask less)
+            self._delete(record.id, force=force, remove_volumes=remove_volumes, known=(task,))
 
     def _remove_link(self, name: str) -> None:
         """Docker's ``rm --link /parent/alias``: the edge goes, both containers stay."""
@@ -359,9 +362,11 @@ class Containers:
             raise errors.InvalidArgument("Conflict, cannot remove the default link name of the container")
         self._graph.delete_link(parent.lstrip("/"), alias)
 
-    def _delete(self, container_id: str, force: bool = False, remove_volumes: bool = False) -> None:
+    def _delete(self, container_id: str, force: bool = False, remove_volumes: bool = False,
+                known: tuple[exec_pb2.Task | None] | None = None) -> None:
+        """``known``: the task the caller has just read (else it is asked for)."""
         # Record last: if anything before fails, the record remains and rm can be retried.
-        task = self._task(container_id)
+        task = known[0] if known is not None else self._task(container_id)
         if task is not None and not is_live(task):
             with self._lock:
                 self._exits[container_id] = _exit_of(task)

@@ -80,13 +80,16 @@ def sd_notify(message: str) -> None:
 class Service:
     """A gRPC server with health and reflection, bound to unix and/or tcp addresses."""
 
-    def __init__(self, name: str, listen: Iterable[str], tls: TLSFiles | None = None, max_workers: int = 32,
+    def __init__(self, name: str, listen: Iterable[str], tls: TLSFiles | None = None, max_workers: int = 256,
                  traces: trace.Store | None = None):
         self.name = name
         self.addresses = [address.parse(a) for a in listen]
         self.tls = tls or TLSFiles()
         # Spans of calls that carry a trace id (skiff.common.trace); the gateway keeps them in ``traces``.
         self.traces = traces
+        # max_workers: a streaming call (attach, wait, logs -f) holds a thread for as long as it
+        # lasts; 50 attached runs at once must not queue their starts behind them. Threads are made
+        # on demand, so an idle service has only those it has used.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],

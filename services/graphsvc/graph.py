@@ -125,6 +125,9 @@ class Graph:
         self.images = images
         self.layers = layers
         self.driver_name = driver_name
+        #: id -> (the stored row and links it was made from, the Container): list() parses
+        #: only what changed since the last call (ParseDict of 1000 configs is ~150 ms)
+        self._listed: dict[str, tuple[tuple[object, ...], Container]] = {}
 
     # -- containers ---------------------------------------------------------
 
@@ -223,7 +226,7 @@ class Graph:
         out.sort(key=mounts_mod.sort_key)
         return out
 
-    def _container(self, record: ContainerRecord) -> Container:
+    def _container(self, record: ContainerRecord, links: builtins.list[Link] | None = None) -> Container:
         stored = record.config
         cfg = json_format.ParseDict(stored.get("config", {}), types_pb2.ContainerConfig(),
                                     ignore_unknown_fields=True)
@@ -232,7 +235,8 @@ class Graph:
         mounts = [json_format.ParseDict(m, types_pb2.MountPoint(), ignore_unknown_fields=True)
                   for m in stored.get("mounts", [])]
         return Container(record, cfg, host, stored.get("path", ""), list(stored.get("args", [])),
-                         self.db.children(record.id), mounts, stored.get("restart_state"))
+                         self.db.children(record.id) if links is None else list(links), mounts,
+                         stored.get("restart_state"))
 
     def get(self, ref: str) -> Container:
         return self._container(self.db.get(ref))
@@ -241,11 +245,23 @@ class Graph:
         """Every container, or those the ``ps --filter`` keys of the GraphDB select."""
         from skiff.graphsvc.containerfilter import compile_filters
 
-        records = self.db.list()
+        rows, links = self.db.list_rows()
+        previous = self._listed
+        listed: dict[str, tuple[tuple[object, ...], Container]] = {}
+        out = []
+        for row in rows:
+            edges = links.get(row["id"], [])
+            key = (row["name"], row["image_id"], row["created"], row["config"], row["labels"], tuple(edges))
+            hit = previous.get(row["id"])
+            fresh = hit is not None and hit[0] == key
+            container = hit[1] if hit is not None and fresh else self._container(self.db._record(row), edges)
+            listed[row["id"]] = (key, container)
+            out.append(container)
+        self._listed = listed  # a concurrent list may win: either is a correct cache
         if filters:
             match = compile_filters(filters, self.images)
-            records = [r for r in records if match(r)]
-        return [self._container(r) for r in records]
+            out = [c for c in out if match(c.record)]
+        return out
 
     def sizes(self, refs: builtins.list[str]) -> builtins.list[tuple[str, int, int]]:
         """(id, writable layer bytes, root filesystem bytes) of each container (all when empty)."""

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import stat
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,15 +241,40 @@ class _BaseDriver:
         return cdir
 
     def release(self, container_id: str) -> None:
+        """The layer leaves its place at once (a rename); its files are deleted by a background
+        thread (rmdir/unlink are ~0.5 ms each on a filesystem mounted with ``discard``), or at
+        the next start-up if the process ends first (tmp is emptied then)."""
         _check_container_id(container_id)
         cdir = self.containers_dir / container_id
         if cdir.exists():
-            self._discard(cdir)
+            grave = self.tmp_dir / ("rm-" + uuid.uuid4().hex)
+            os.rename(cdir, grave)
+            _reap_later(grave)
 
     def container_size(self, container_id: str) -> int:
         """Bytes the container's writable layer holds (0 when it has none)."""
         _check_container_id(container_id)
         return tree_size(self.containers_dir / container_id / "diff")
+
+
+_graves: queue.SimpleQueue[Path] = queue.SimpleQueue()
+_reaper_lock = threading.Lock()
+_reaper: threading.Thread | None = None
+
+
+def _reap_later(grave: Path) -> None:
+    """Delete ``grave`` (already out of its place) in the one background reaper thread."""
+    global _reaper
+    _graves.put(grave)
+    with _reaper_lock:
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap, name="layer-reaper", daemon=True)
+            _reaper.start()
+
+
+def _reap() -> None:
+    while True:
+        shutil.rmtree(_graves.get(), ignore_errors=True)
 
 
 class OverlayDriver(_BaseDriver):

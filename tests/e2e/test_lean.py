@@ -98,3 +98,55 @@ def test_create_start_wait_rm(engine: Engine) -> None:
         got, full = both(engine, *args)
         assert (got.returncode, got.stdout, got.stderr) == (full.returncode, full.stdout, full.stderr)
         assert got.returncode != 0 and "lean-c" in got.stderr
+
+
+def test_ps_is_the_full_cli_output(engine: Engine) -> None:
+    """Byte for byte, with created, exited (codes, long commands, arguments) containers; and
+    what the lean path does not render (links) still shows, from the full CLI."""
+    made = []
+    for args in (("--name", "lean-ps-a", "busybox", "true"),
+                 ("--name", "lean-ps-b", "busybox", "sh", "-c", "echo a long command, cut at twenty")):
+        made.append(engine.skiff("create", *args, check=True).stdout.strip())
+    engine.skiff("run", "--name", "lean-ps-c", "busybox", "sh", "-c", "exit 3", check=False)
+    made.append("lean-ps-c")
+    try:
+        for flags in ((), ("-a",), ("-a", "--no-trunc"), ("-aq",), ("-q", "--no-trunc", "-a")):
+            for _ in range(5):  # "N seconds ago" may tick between the two commands: try again
+                lean, full = both(engine, "ps", *flags)
+                if lean.stdout == full.stdout:
+                    break
+            assert (lean.returncode, lean.stdout, lean.stderr) == (full.returncode, full.stdout, full.stderr)
+        lean, _ = both(engine, "ps", "-a", "--no-trunc")
+        assert "lean-ps-a" in lean.stdout and "Exited (3)" in lean.stdout
+        engine.skiff("create", "--name", "lean-ps-l", "--link", "lean-ps-a:alias", "busybox", "true", check=True)
+        made.append("lean-ps-l")
+        lean, full = both(engine, "ps", "-a", "--no-trunc")
+        assert lean.returncode == 0 and "lean-ps-l/alias" in lean.stdout
+    finally:
+        engine.skiff("rm", "-f", *made, check=False)
+
+
+def test_rm_of_many_reports_each_failure(engine: Engine) -> None:
+    """Removed at once; each name printed in order, each failure for its own name, exit 1;
+    the same from the lean path and from the full CLI."""
+    env = dict(os.environ, SKIFF_HOST=engine.host)
+    engine.skiff("run", "-d", "--name", "lean-rm-up", "busybox", "sleep", "60", check=True)
+    made = ["lean-rm-up"]
+    try:
+        for which, argv in (("lean", [str(LAUNCHER)]), ("full", [sys.executable, "-m", "skiff.cli.main"])):
+            names = [f"lean-rm-{which}-{i}" for i in range(3)]
+            for n in names:
+                engine.skiff("create", "--name", n, "busybox", "true", check=True)
+            made += names
+            args = ["rm", names[0], "lean-rm-nosuch", names[1], "lean-rm-up", names[2]]
+            r = subprocess.run([*argv, *args], capture_output=True, text=True, env=env, timeout=120)
+            assert r.returncode == 1, which
+            assert r.stdout == "".join(f"{n}\n" for n in names), which
+            err = r.stderr.splitlines()
+            assert len(err) == 2, r.stderr
+            assert err[0] == "Error response from daemon: No such container: lean-rm-nosuch"
+            assert err[1].startswith("Error response from daemon: You cannot remove a running container")
+            left = engine.skiff("ps", "-a", "--no-trunc", check=True).stdout
+            assert "lean-rm-up" in left and not [n for n in names if n in left], which
+    finally:
+        engine.skiff("rm", "-f", *made, check=False)

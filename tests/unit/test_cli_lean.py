@@ -102,6 +102,7 @@ def test_create_request_of_create_matches_the_generated_code() -> None:
     (["wait", "a", "b"], "wait", ["a", "b"], False),
     (["rm", "-f", "c1"], "rm", ["c1"], True),
     (["rm", "c1"], "rm", ["c1"], False),
+    (["rm", "-f", "a", "b"], "rm", ["a", "b"], True),
 ])
 def test_reference_commands(argv: list[str], verb: str, refs: list[str], force: bool) -> None:
     assert lean.parse(argv, {}) == {"verb": verb, "host": "/run/skiff/skiff.sock", "containers": refs,
@@ -109,12 +110,25 @@ def test_reference_commands(argv: list[str], verb: str, refs: list[str], force: 
 
 
 @pytest.mark.parametrize("argv", [
-    ["ps"], ["run", "-it", "busybox", "sh"], ["create", "-d", "busybox"], ["start", "a", "b"], ["start", "-a", "a"],
-    ["rm", "a", "b"], ["rm", "-v", "a"], ["wait"], ["run", "-e", "A=1", "busybox"], ["--debug", "run", "busybox"],
+    ["ps", "-s"], ["ps", "--filter", "name=a"], ["ps", "-aqs"], ["ps", "-n", "3"], ["ps", "--format", "x"],
+    ["run", "-it", "busybox", "sh"], ["create", "-d", "busybox"], ["start", "a", "b"], ["start", "-a", "a"],
+    ["rm", "-v", "a"], ["rm", "a", "-f"], ["wait"], ["run", "-e", "A=1", "busybox"], ["--debug", "run", "busybox"],
     ["-H", "tcp://1.2.3.4:2376", "run", "busybox"], ["run"], ["run", "--rm"], ["run", "--name", "", "busybox"],
 ])
 def test_everything_else_goes_to_the_full_cli(argv: list[str]) -> None:
     assert lean.parse(argv, {}) is None
+
+
+@pytest.mark.parametrize(("argv", "flags"), [
+    (["ps"], (False, False, False)),
+    (["ps", "-a"], (True, False, False)),
+    (["ps", "-aq", "--no-trunc"], (True, True, True)),
+    (["ps", "-qa"], (True, True, False)),
+    (["ps", "--all", "--quiet"], (True, True, False)),
+])
+def test_ps_flags(argv: list[str], flags: tuple[bool, bool, bool]) -> None:
+    opts = lean.parse(argv, {})
+    assert opts is not None and (opts["all"], opts["quiet"], opts["no_trunc"]) == flags
 
 
 def test_trace_requests_go_to_the_full_cli() -> None:

@@ -301,3 +301,38 @@ def test_graphdb_opens_old_database(tmp_path: Path) -> None:
 def test_every_migration_has_a_test() -> None:
     tested = {name for name in globals() if name.startswith("test_migration_")}
     assert len(tested) == len(graphdb.MIGRATIONS)
+
+
+def test_concurrent_deletes_each_get_their_own_outcome(tmp_path: Path) -> None:
+    """Removals at once share commits; each one still succeeds or fails alone, and what was
+    removed is gone from the file (durable: another connection sees it)."""
+    path = tmp_path / "graph.db"
+    db = GraphDB(path)
+    made = [mk(db, f"c{i}") for i in range(40)]
+    mk(db, "linked")
+    db.link("c0", "linked", "alias")
+    refs = [c.id for c in made[1:]] + ["nosuch", "linked", made[5].id]
+    outcomes: dict[int, object] = {}
+
+    def remove(i: int, ref: str) -> None:
+        try:
+            outcomes[i] = db.delete(ref).id
+        except (NotFound, Conflict) as e:
+            outcomes[i] = type(e)
+
+    threads = [threading.Thread(target=remove, args=(i, r)) for i, r in enumerate(refs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(outcomes) == len(refs)
+    for i, c in enumerate(made[1:]):
+        assert outcomes[i] == c.id or (c is made[5] and outcomes[i] is NotFound)
+    assert outcomes[len(made) - 1] is NotFound  # nosuch
+    assert outcomes[len(made)] is Conflict  # linked from c0
+    # made[5] twice: exactly one removal won
+    assert sorted(str(outcomes[i]) for i in (4, len(refs) - 1)).count(made[5].id) == 1
+    other = sqlite_utils.Database(path)
+    assert sorted(r["name"] for r in other.query("SELECT name FROM containers")) == ["c0", "linked"]
+    other.close()
+    db.close()
