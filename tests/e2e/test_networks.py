@@ -180,7 +180,8 @@ def test_ipv6_network_from_the_cli(skiff: Skiff) -> None:
             try:
                 with socket.create_connection((ip6, 8080), timeout=2) as s:
                     s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    got = s.recv(4096)
+                    while len(got) < 65536 and (chunk := s.recv(4096)):  # HTTP/1.0: until the server closes
+                        got += chunk
                 break
             except OSError:
                 time.sleep(0.1)
