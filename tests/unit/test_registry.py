@@ -367,6 +367,36 @@ def test_insecure_registry_matching(insecure: list[str], registry_: str, expecte
     assert registry.Options.parse(insecure).is_insecure(registry_) is expected
 
 
+def fake_resolver(table: dict[str, set[str]]):  # type: ignore[no-untyped-def]
+    def resolve(host: str) -> set[str]:
+        if host not in table:
+            raise OSError(f"unknown host {host}")
+        return table[host]
+    return resolve
+
+
+@pytest.mark.parametrize(("registry_", "addresses", "expected"), [
+    ("devbox:5000", {"127.0.1.1"}, True),  # Debian's /etc/hosts maps the hostname to 127.0.1.1
+    ("devbox", {"127.0.0.1", "10.0.0.5"}, True),  # any loopback address is enough, as Docker
+    ("v6box:5000", {"::1"}, True),
+    ("remote.example:5000", {"192.0.2.7", "2001:db8::1"}, False),
+    ("unknown.example:5000", None, False),  # does not resolve: secure
+    ("127.0.0.1:5000", None, True),
+    ("10.1.2.3:5000", None, False),
+])
+def test_names_resolving_to_loopback_are_insecure_by_default(
+        registry_: str, addresses: set[str] | None, expected: bool) -> None:
+    host = registry_.split(":")[0]
+    table = {host: addresses} if addresses is not None else {}
+    assert registry.Options().is_insecure(registry_, resolve=fake_resolver(table)) is expected
+
+
+def test_resolved_name_in_an_insecure_cidr() -> None:
+    resolve = fake_resolver({"build.lan": {"10.9.8.7"}})
+    assert registry.Options.parse(["10.0.0.0/8"]).is_insecure("build.lan:5000", resolve=resolve)
+    assert not registry.Options().is_insecure("build.lan:5000", resolve=resolve)
+
+
 @pytest.mark.parametrize(("insecure", "mirrors", "message"), [
     (["http://reg"], [], "should not contain '://'"),
     (["10.0.0.0/99"], [], "not a host[:port] or a CIDR"),
