@@ -16,8 +16,10 @@ follows a link that is already on disk:
   either is rejected when it climbs above the root. The target is never
   followed during extraction;
 * hardlinks must name a member already extracted from this archive;
-* char/block devices are rejected (except the 0:0 overlay whiteout), fifos
-  are allowed; ``trusted.*`` and ``security.*`` xattrs (other than
+* char/block devices and fifos are allowed, as the OCI layer format says
+  (``mknod``, so devices need root; a node in an image gives a container no
+  access by itself: the device cgroup decides what it may open);
+  ``trusted.*`` and ``security.*`` xattrs (other than
   ``security.capability``) are rejected;
 * decompressed bytes and entry count are capped, so a decompression bomb fails
   cleanly (gzip and zstd alike: the cap counts what the decompressor yields).
@@ -42,6 +44,7 @@ import shutil
 import stat
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -59,6 +62,8 @@ OPAQUE_WHITEOUT = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 _CHUNK = 1 << 20
+#: Directory descriptors an extraction keeps open at most (the open-file limit is shared).
+_MAX_DIR_FDS = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -205,7 +210,13 @@ def check_symlink_target(member: str, path: str, target: str) -> None:
 
 
 class _Extractor:
-    """Applies members one by one below ``root_fd`` without following links."""
+    """Applies members one by one below ``root_fd`` without following links.
+
+    Directory descriptors opened while walking are kept (by path relative to the root) so that a
+    member's parent is not walked again from the root each time; a directory that is removed or
+    replaced drops its entry and every entry below it, so a kept descriptor always names the
+    directory now at that path.
+    """
 
     def __init__(self, root_fd: int):
         self.root_fd = root_fd
@@ -213,42 +224,61 @@ class _Extractor:
         self.extracted: set[str] = {"."}
         self.dir_times: list[tuple[str, int]] = []
         self.size = 0
+        self._dirs: dict[str, int] = {}
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+
+    def _forget(self, rel: str) -> None:
+        """``rel`` (a directory) is gone: drop its descriptor and those below it."""
+        below = rel + "/"
+        for key in [k for k in self._dirs if k == rel or k.startswith(below)]:
+            os.close(self._dirs.pop(key))
+
+    def _keep(self, rel: str, fd: int) -> None:
+        old = self._dirs.pop(rel, None)
+        if old is not None:
+            os.close(old)
+        self._dirs[rel] = fd
 
     # -- walking ---------------------------------------------------------
 
     def open_dir(self, member: str, rel: str, *, create: bool) -> int:
-        """Open directory ``rel`` (relative to the root) without following links.
+        """Directory ``rel`` (relative to the root), opened without following links.
 
-        Missing parents are created (0755, like Docker) when ``create``;
-        a component that is a symlink or not a directory is refused.
+        Missing parents are created (0755, like Docker) when ``create``; a component that is a
+        symlink or not a directory is refused. The descriptor is borrowed: valid until the next
+        member is applied; never close it.
         """
-        fd = os.dup(self.root_fd)
         if rel in ("", "."):
+            return self.root_fd
+        fd = self._dirs.get(rel)
+        if fd is not None:
             return fd
+        parent, comp = posixpath.split(rel)
+        pfd = self.open_dir(member, parent, create=create)
         try:
-            for comp in rel.split("/"):
-                try:
-                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(comp, 0o755, dir_fd=fd)
-                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-                except OSError as e:
-                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                        why = f"path goes through a symlink or non-directory at {comp!r}"
-                        raise unsafe(member, why) from None
-                    raise
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
+            nfd = os.open(comp, _DIR_FLAGS, dir_fd=pfd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(comp, 0o755, dir_fd=pfd)
+            nfd = os.open(comp, _DIR_FLAGS, dir_fd=pfd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                why = f"path goes through a symlink or non-directory at {comp!r}"
+                raise unsafe(member, why) from None
             raise
-        return fd
+        self._keep(rel, nfd)
+        return nfd
 
     # -- members ----------------------------------------------------------
 
     def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        if len(self._dirs) > _MAX_DIR_FDS:
+            self.close()
         path = normalize_member_path(m.name)
         xattrs = self.xattrs(m)
         parent_rel, base = posixpath.split(path) if path != "." else ("", ".")
@@ -267,34 +297,28 @@ class _Extractor:
             return
 
         pfd = self.open_dir(m.name, parent_rel, create=True)
-        try:
-            if m.isdir():
-                self.make_dir(m, pfd, base, xattrs)
-                self.dir_times.append((path, int(m.mtime)))
-            elif m.isreg():
-                self.replace(pfd, base)
-                self.make_file(tf, m, pfd, base, xattrs)
-            elif m.issym():
-                check_symlink_target(m.name, path, m.linkname)
-                self.replace(pfd, base)
-                os.symlink(m.linkname, base, dir_fd=pfd)
-                self.set_link_meta(m, pfd, base)
-            elif m.islnk():
-                self.make_hardlink(m, pfd, base)
-            elif m.isfifo():
-                self.replace(pfd, base)
-                os.mkfifo(base, 0o600, dir_fd=pfd)
-                self.set_path_meta(m, pfd, base)
-            elif m.ischr() and m.devmajor == 0 and m.devminor == 0:
-                # An already-converted overlay whiteout (some exporters write these).
-                self.replace(pfd, base)
-                self.mknod_whiteout(m.name, pfd, base)
-            elif m.ischr() or m.isblk():
-                raise unsafe(m.name, "device nodes are not allowed in layers")
-            else:
-                raise unsafe(m.name, f"unsupported tar member type {m.type!r}")
-        finally:
-            os.close(pfd)
+        if m.isdir():
+            self.make_dir(m, pfd, base, path, xattrs)
+            self.dir_times.append((path, int(m.mtime)))
+        elif m.isreg():
+            self.make_file(tf, m, pfd, base, path, xattrs)
+        elif m.issym():
+            check_symlink_target(m.name, path, m.linkname)
+            self.create(pfd, base, path, lambda: os.symlink(m.linkname, base, dir_fd=pfd))
+            self.set_link_meta(m, pfd, base)
+        elif m.islnk():
+            self.make_hardlink(m, pfd, base, path)
+        elif m.isfifo():
+            self.create(pfd, base, path, lambda: os.mkfifo(base, 0o600, dir_fd=pfd))
+            self.set_path_meta(m, pfd, base)
+        elif m.ischr() and m.devmajor == 0 and m.devminor == 0:
+            # An already-converted overlay whiteout (some exporters write these).
+            self.create(pfd, base, path, lambda: self.mknod_whiteout(m.name, pfd, base))
+        elif m.ischr() or m.isblk():
+            self.create(pfd, base, path, lambda: self.mknod_device(m, pfd, base))
+            self.set_path_meta(m, pfd, base)
+        else:
+            raise unsafe(m.name, f"unsupported tar member type {m.type!r}")
         self.extracted.add(path)
 
     def xattrs(self, m: tarfile.TarInfo) -> dict[str, bytes]:
@@ -310,36 +334,49 @@ class _Extractor:
             out[name] = value.encode("utf-8", "surrogateescape")
         return out
 
-    def replace(self, pfd: int, base: str) -> None:
+    def replace(self, pfd: int, base: str, rel: str) -> None:
         """Remove whatever is at ``base`` so a later member wins, as in tar."""
         try:
             st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
+            self._forget(rel)
             shutil.rmtree(base, dir_fd=pfd)
         else:
             os.unlink(base, dir_fd=pfd)
 
-    def make_dir(self, m: tarfile.TarInfo, pfd: int, base: str, xattrs: dict[str, bytes]) -> None:
+    def create(self, pfd: int, base: str, rel: str, make: Callable[[], object]) -> None:
+        """``make()`` the new node; if something is there already, replace it (a later member wins)."""
         try:
+            make()
+        except FileExistsError:
+            self.replace(pfd, base, rel)
+            make()
+
+    def make_dir(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str, xattrs: dict[str, bytes]) -> None:
+        try:
+            os.mkdir(base, 0o700, dir_fd=pfd)
+        except FileExistsError:
             st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
-                self.replace(pfd, base)
+                self.replace(pfd, base, rel)
                 os.mkdir(base, 0o700, dir_fd=pfd)
-        except FileNotFoundError:
-            os.mkdir(base, 0o700, dir_fd=pfd)
-        fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
-        try:
-            self.set_dir_meta(m, fd, xattrs)
-        finally:
-            os.close(fd)
+        fd = self._dirs.get(rel)
+        if fd is None:
+            fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
+            self._keep(rel, fd)
+        self.set_dir_meta(m, fd, xattrs)
 
     def make_file(
-        self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, base: str, xattrs: dict[str, bytes]
+        self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, base: str, rel: str, xattrs: dict[str, bytes]
     ) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(base, flags, 0o600, dir_fd=pfd)
+        try:
+            fd = os.open(base, flags, 0o600, dir_fd=pfd)
+        except FileExistsError:
+            self.replace(pfd, base, rel)
+            fd = os.open(base, flags, 0o600, dir_fd=pfd)
         try:
             src = tf.extractfile(m)
             if src is not None:
@@ -351,31 +388,26 @@ class _Extractor:
         finally:
             os.close(fd)
 
-    def make_hardlink(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+    def make_hardlink(self, m: tarfile.TarInfo, pfd: int, base: str, rel: str) -> None:
         target = normalize_member_path(m.linkname, m.name)
         if target not in self.extracted or target == ".":
             raise unsafe(m.name, f"hardlink target {m.linkname!r} is not an earlier member of this layer")
         tparent, tbase = posixpath.split(target)
         tfd = self.open_dir(m.name, tparent, create=False)
-        try:
-            st = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                raise unsafe(m.name, "hardlink to a directory")
-            self.replace(pfd, base)
-            os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
-        finally:
-            os.close(tfd)
+        st = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            raise unsafe(m.name, "hardlink to a directory")
+        self.create(pfd, base, rel,
+                    lambda: os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False))
 
     def whiteout(self, member: str, parent_rel: str, name: str) -> None:
         if not name or name in (".", "..") or "/" in name:
             raise unsafe(member, "invalid whiteout name")
         pfd = self.open_dir(member, parent_rel, create=True)
-        try:
-            self.replace(pfd, name)
-            self.mknod_whiteout(member, pfd, name)
-        finally:
-            os.close(pfd)
-        self.extracted.add(posixpath.join(parent_rel, name) if parent_rel else name)
+        rel = posixpath.join(parent_rel, name) if parent_rel else name
+        self.replace(pfd, name, rel)
+        self.mknod_whiteout(member, pfd, name)
+        self.extracted.add(rel)
 
     def mknod_whiteout(self, member: str, pfd: int, name: str) -> None:
         try:
@@ -383,14 +415,19 @@ class _Extractor:
         except PermissionError:
             raise unsafe(member, "whiteouts need CAP_MKNOD (run as root)") from None
 
+    def mknod_device(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+        try:
+            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=pfd)
+        except PermissionError:
+            raise unsafe(m.name, "device nodes need CAP_MKNOD (run as root)") from None
+
     def opaque(self, member: str, parent_rel: str) -> None:
         fd = self.open_dir(member, parent_rel, create=True)
         try:
             os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
         except PermissionError:
             raise unsafe(member, "opaque whiteouts need CAP_SYS_ADMIN (run as root)") from None
-        finally:
-            os.close(fd)
 
     # -- metadata ---------------------------------------------------------
 
@@ -424,14 +461,13 @@ class _Extractor:
     def finish(self) -> None:
         """Directory mtimes last: creating children would bump them."""
         for rel, mtime in reversed(self.dir_times):
+            if len(self._dirs) > _MAX_DIR_FDS:
+                self.close()
             try:
                 fd = self.open_dir(rel, rel, create=False)
             except (OSError, InvalidArgument):
                 continue  # replaced by a later member
-            try:
-                os.utime(fd, ns=(mtime * 10**9, mtime * 10**9))
-            finally:
-                os.close(fd)
+            os.utime(fd, ns=(mtime * 10**9, mtime * 10**9))
 
 
 def extract(
@@ -470,6 +506,7 @@ def extract(
             raise unsafe(current, f"cannot extract: {e}") from e
         ex.finish()
     finally:
+        ex.close()
         os.close(root_fd)
         for c in reversed(closers):
             c.close()

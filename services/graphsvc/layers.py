@@ -361,6 +361,8 @@ def apply_layer(diff: Path, target: Path) -> None:
                 os.symlink(os.readlink(src), dst)
             elif stat.S_ISFIFO(st.st_mode):
                 os.mkfifo(dst, stat.S_IMODE(st.st_mode))
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                os.mknod(dst, stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode), st.st_rdev)  # never opened
             else:
                 shutil.copy2(src, dst, follow_symlinks=False)
             os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)

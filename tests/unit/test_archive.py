@@ -92,8 +92,10 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     ),
     "whiteout-escape": lambda: make_tar([member(".wh...", data=b"")]),
     "whiteout-parent-escape": lambda: make_tar([member("../.wh.outside.txt", data=b"")]),
-    "char-device": lambda: make_tar([member("null", tarfile.CHRTYPE, devmajor=1, devminor=3)]),
-    "block-device": lambda: make_tar([member("sda", tarfile.BLKTYPE, devmajor=8, devminor=0)]),
+    "device-through-symlink": lambda: make_tar(
+        [member("d", tarfile.SYMTYPE, linkname="/dev"), member("d/sda", tarfile.BLKTYPE, devmajor=8, devminor=0)]
+    ),
+    "device-escape": lambda: make_tar([member("../sda", tarfile.BLKTYPE, devmajor=8, devminor=0)]),
     "trusted-xattr": lambda: make_tar(
         [member("f", data=b"x", pax_headers={"SCHILY.xattr.trusted.overlay.opaque": "y"})]
     ),
@@ -207,6 +209,46 @@ def test_oci_whiteouts_become_overlay_whiteouts(tmp_path: Path) -> None:
     assert os.getxattr(dest / "opt", "trusted.overlay.opaque") == b"y"
     assert not (dest / "opt/.wh..wh..opq").exists()
     assert stat.S_ISCHR((dest / "ready").lstat().st_mode)
+
+
+@pytest.mark.skipif(not ROOT, reason="device nodes need CAP_MKNOD")
+def test_device_nodes_and_fifos_extract_as_the_layer_format_allows(tmp_path: Path) -> None:
+    """Character/block devices and fifos are part of the OCI layer format (debootstrap's /dev has them)."""
+    dest = tmp_path / "d"
+    dest.mkdir()
+    archive.extract(io.BytesIO(make_tar([
+        member("dev", tarfile.DIRTYPE),
+        member("dev/full", tarfile.CHRTYPE, devmajor=1, devminor=7, mode=0o666, uid=0, gid=0),
+        member("dev/loop0", tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o660, gid=6),
+        member("dev/fifo", tarfile.FIFOTYPE, mode=0o620),
+    ])), dest)
+    full = (dest / "dev/full").lstat()
+    assert stat.S_ISCHR(full.st_mode) and full.st_rdev == os.makedev(1, 7)
+    assert stat.S_IMODE(full.st_mode) == 0o666
+    loop = (dest / "dev/loop0").lstat()
+    assert stat.S_ISBLK(loop.st_mode) and loop.st_rdev == os.makedev(7, 0)
+    assert stat.S_IMODE(loop.st_mode) == 0o660 and loop.st_gid == 6
+    fifo = (dest / "dev/fifo").lstat()
+    assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o620
+
+
+@pytest.mark.skipif(not ROOT, reason="device nodes need CAP_MKNOD")
+def test_vfs_copies_device_nodes_without_opening_them(tmp_path: Path) -> None:
+    store = VfsDriver(tmp_path / "graph")
+    layer = store.create_layer_from_archive(io.BytesIO(make_tar([
+        member("dev", tarfile.DIRTYPE),
+        member("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666),
+        member("dev/loop0", tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o660),
+    ])))
+    mount = store.prepare("c" * 64, [layer.id])
+    try:
+        rootfs = Path(mount.source)  # vfs: a bind mount of the copied tree
+        null = (rootfs / "dev/null").lstat()
+        assert stat.S_ISCHR(null.st_mode) and null.st_rdev == os.makedev(1, 3)
+        loop = (rootfs / "dev/loop0").lstat()
+        assert stat.S_ISBLK(loop.st_mode) and loop.st_rdev == os.makedev(7, 0)
+    finally:
+        store.release("c" * 64)
 
 
 @pytest.mark.parametrize(
