@@ -309,3 +309,62 @@ def test_truncated_zstd_is_refused(sandbox: tuple[Path, Path]) -> None:
 
     data = zstandard.ZstdCompressor().compress(make_tar([member("f", data=os.urandom(4096))]))
     assert_rejected(sandbox, data[: len(data) // 2])
+
+
+def _gz_members(raw: bytes, cut: int) -> bytes:
+    return gzip.compress(raw[:cut]) + gzip.compress(raw[cut:])
+
+
+def test_gzip_multi_member_and_nul_padding_extract(tmp_path: Path) -> None:
+    """gzip streams may hold several members and NUL padding (as gzip(1) and GzipFile accept)."""
+    raw = make_tar([member("a", data=b"A" * 70_000), member("b", data=b"B" * 10)])
+    for i, blob in enumerate((_gz_members(raw, 1000), gzip.compress(raw) + b"\0" * 700)):
+        dest = tmp_path / f"d{i}"
+        dest.mkdir()
+        stats = archive.extract(io.BytesIO(blob), dest)
+        assert stats.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+        assert (dest / "a").read_bytes() == b"A" * 70_000 and (dest / "b").read_bytes() == b"B" * 10
+
+
+@pytest.mark.parametrize("damage", ["truncated", "crc", "garbage-after"])
+def test_damaged_gzip_is_refused(sandbox: tuple[Path, Path], damage: str) -> None:
+    raw = make_tar([member("a", data=os.urandom(200_000))])
+    blob = bytearray(gzip.compress(raw))
+    if damage == "truncated":
+        blob = blob[: len(blob) - 20]
+    elif damage == "crc":
+        blob[-8] ^= 0xFF  # the CRC-32 in the trailer
+    else:
+        blob += b"not gzip at all"
+    assert_rejected(sandbox, bytes(blob))
+
+
+def test_members_apply_in_order_while_small_files_are_written_in_parallel(tmp_path: Path) -> None:
+    """Later members win and hardlinks see their target, whatever is still being written."""
+    many = [member(f"bulk/f{i}", data=str(i).encode()) for i in range(600)]  # over the queue's bound
+    members = [
+        *many,
+        member("same", data=b"first"), member("same", data=b"second"),
+        member("becomes-dir", data=b"file"), member("becomes-dir", tarfile.DIRTYPE),
+        member("becomes-dir/inner", data=b"in"),
+        member("target", data=b"linked"), member("link", tarfile.LNKTYPE, linkname="target"),
+        member("gone", data=b"x"), member("becomes-link", data=b"y"),
+        member("becomes-link", tarfile.SYMTYPE, linkname="target"),
+        member("big", data=b"B" * (archive._SMALL_FILE + 1)),
+    ]
+    dest = tmp_path / "d"
+    dest.mkdir()
+    stats = archive.extract(io.BytesIO(make_tar(members)), dest)
+    assert all((dest / f"bulk/f{i}").read_bytes() == str(i).encode() for i in range(600))
+    assert (dest / "same").read_bytes() == b"second"
+    assert (dest / "becomes-dir/inner").read_bytes() == b"in"
+    assert (dest / "link").stat().st_ino == (dest / "target").stat().st_ino
+    assert os.readlink(dest / "becomes-link") == "target"
+    assert (dest / "big").stat().st_size == archive._SMALL_FILE + 1
+    assert stats.size == sum(len(d) for _, t, d, _ in members if t == tarfile.REGTYPE)  # bytes written
+    assert stat.S_IMODE((dest / "bulk/f7").stat().st_mode) == 0o644
+
+
+def test_file_then_path_through_it_is_refused(sandbox: tuple[Path, Path]) -> None:
+    err = assert_rejected(sandbox, make_tar([member("a", data=b"x"), member("a/b", data=b"y")]))
+    assert "a/b" in err.message

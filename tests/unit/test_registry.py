@@ -466,6 +466,39 @@ def test_failed_pull_drops_the_blobs_it_brought(fake_registry: FakeRegistry, sto
     assert list(store.content.tmp.iterdir()) == []
 
 
+def test_streamed_layer_with_a_wrong_diff_id_is_not_published(fake_registry: FakeRegistry,
+                                                                store: ImageStore) -> None:
+    """The blob matches its digest, but the tar is not the one the config names: nothing lands."""
+    raw, other = _layer({"a": b"1"}), _layer({"a": b"2"})
+    gz = gzip.compress(raw, mtime=0)
+    desc = {"mediaType": registry.DOCKER_LAYER_GZIP, "digest": fake_registry.add_blob(gz), "size": len(gz)}
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(other).hexdigest()]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": registry.DOCKER_MANIFEST, "layers": [desc],
+                           "config": {"mediaType": registry.DOCKER_CONFIG, "digest": fake_registry.add_blob(config),
+                                      "size": len(config)}}).encode()
+    fake_registry.manifests["1"] = (manifest, registry.DOCKER_MANIFEST)
+    with pytest.raises(DigestMismatch, match="the config says"):
+        Puller(store).pull(f"{fake_registry.host}/app:1", "", registry.Credentials(), lambda p: None)
+    assert store.layers.layer_ids() == []
+    assert list(store.content.dir.iterdir()) == [] and list(store.content.tmp.iterdir()) == []
+
+
+def test_streamed_pull_reports_a_bad_tar_whose_blob_is_intact(fake_registry: FakeRegistry,
+                                                             store: ImageStore) -> None:
+    """A blob that matches its digest but holds a hostile tar: the archive error, nothing kept."""
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tf:
+        info = tarfile.TarInfo("../escape")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    _image(fake_registry, "1", [evil.getvalue()])
+    with pytest.raises(InvalidArgument, match="escapes the layer root"):
+        Puller(store).pull(f"{fake_registry.host}/app:1", "", registry.Credentials(), lambda p: None)
+    assert store.layers.layer_ids() == []
+    assert list(store.content.dir.iterdir()) == [] and list(store.content.tmp.iterdir()) == []
+
+
 def test_unreferenced_blobs_removed_at_start(tmp_path: Path) -> None:
     content = ContentStore(tmp_path)
     kept = content.write([b"kept"])
