@@ -2,11 +2,10 @@
 
 The order is Docker's: resolve the manifest (choosing the platform from a
 manifest list), fetch the config, then download the missing layers three at a
-time, each verified against its digest as it lands in the content store;
-each is unpacked through the LayerStore as soon as it is in, by the same
-worker (layers are independent directories, so they unpack side by side
-while others download), checking that what was unpacked has the DiffID the
-config names; last, store the config bytes
+time; each is unpacked through the LayerStore while it downloads, by the same
+worker (layers are independent directories, so they unpack side by side), and
+published only once the blob matched its digest and what was unpacked has the
+DiffID the config names; last, store the config bytes
 unchanged (so the image id is the one Docker computes) and tag.
 
 Layers are independent directories stacked by the driver (overlay lowerdirs,
