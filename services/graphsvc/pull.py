@@ -329,8 +329,7 @@ class Puller:
                     raise
                 except (SkiffError, OSError):
                     pass
-                self.content.remove(digest)  # committed just to check it: no layer came from it
-                raise err from None
+                raise err from None  # the blob, committed to check it, goes with the pull's clean-up
         report(Progress(sid, "Extracting", size, size))
         self.content.link(diff_id, blob)
         report(Progress(sid, "Pull complete"))
