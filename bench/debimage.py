@@ -5,7 +5,7 @@
 The mirror and the codename come from the machine's own apt configuration
 (/etc/apt/sources.list and /etc/apt/sources.list.d/*.list|*.sources, one-line or
 deb822 form), so no host name is written anywhere. The root file system becomes one
-gzip layer (without /dev's device nodes: skiff refuses them in layers, and Docker's own
+gzip layer (without /dev's device nodes: the engine makes /dev at run time, and Docker's own
 Debian images ship /dev empty) of an OCI image layout at build/debian-minbase-oci (tag ``bench``), which
 skopeo pushes to the benchmark's local registry at each run.
 """

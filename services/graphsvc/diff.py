@@ -115,8 +115,8 @@ def write_layer(upper: Path, out: IO[bytes]) -> None:
                 info.mtime = int(st.st_mtime)
                 tf.addfile(info)
                 continue
-            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISSOCK(st.st_mode):
-                continue  # device nodes and sockets are not part of an image (the extractor refuses them)
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # sockets are not part of an image (tar has no type for them); devices and fifos are
             info = tf.gettarinfo(full, arcname=rel)
             info.uname = info.gname = ""
             if info.isreg():

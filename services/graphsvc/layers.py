@@ -28,6 +28,8 @@ On-disk layout (``<root>`` is the graph root)::
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import queue
@@ -36,6 +38,7 @@ import shutil
 import stat
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -67,8 +70,10 @@ class Mount:
 class LayerStore(Protocol):
     """The graph driver interface graphsvc and its clients use."""
 
-    def create_layer_from_archive(self, stream: IO[bytes]) -> Layer:
-        """Unpack a tar (plain or gzip) safely; idempotent for identical content."""
+    def create_layer_from_archive(self, stream: IO[bytes], before_commit: Callable[[Layer], None] | None = None
+                                  ) -> Layer:
+        """Unpack a tar (plain or gzip) safely; idempotent for identical content. ``before_commit``
+        runs after the unpacking and before the layer is published; raising there publishes nothing."""
         ...
 
     def exists(self, layer_id: str) -> bool: ...
@@ -119,6 +124,53 @@ def _check_container_id(container_id: str) -> None:
         raise InvalidArgument(f"invalid container id {container_id!r}")
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(path: Path) -> None:
+    """syncfs(2) of the file system holding ``path``: every file written there reaches the disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
+
+
+def set_topdir(path: Path) -> bool:
+    """Mark ``path`` a "top directory" (``chattr +T``), best effort.
+
+    ext4's Orlov allocator then places each directory made in it (a layer's staging directory,
+    renamed into layers/ later) in a block group of its own choosing, with free inodes and few
+    directories, instead of next to its siblings. A layer is an independent tree, which is what
+    the flag is for; and it keeps a new layer's inodes away from the group where the last removed
+    layers' inodes were freed: without a journal, ext4 skips inodes freed in the last 30 s one by
+    one, which made every file creation of a pull right after an rmi cost ~0.5 ms instead of ~20 us.
+    Other file systems ignore or refuse the flag; either is fine.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+        flags = int.from_bytes(buf, "little")
+        if not flags & FS_TOPDIR_FL:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, (flags | FS_TOPDIR_FL).to_bytes(4, "little"))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _fsync_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -148,13 +200,15 @@ class _BaseDriver:
         self.max_entries = max_entries
         for d in (self.layers_dir, self.containers_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        set_topdir(self.tmp_dir)
         # Staging left behind by a crash is garbage by construction.
         for leftover in self.tmp_dir.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
 
     # -- layers -------------------------------------------------------------
 
-    def create_layer_from_archive(self, stream: IO[bytes] | Path | str) -> Layer:
+    def create_layer_from_archive(self, stream: IO[bytes] | Path | str,
+                                  before_commit: Callable[[Layer], None] | None = None) -> Layer:
         staging = Path(os.path.join(self.tmp_dir, "import-" + uuid.uuid4().hex))
         staging.mkdir(mode=0o700)
         try:
@@ -162,6 +216,11 @@ class _BaseDriver:
             diff.mkdir(mode=0o755)
             stats = archive.extract(stream, diff, max_bytes=self.max_bytes, max_entries=self.max_entries)
             layer = Layer(id=stats.diff_id, size=stats.size)
+            if before_commit is not None:
+                before_commit(layer)  # e.g. the blob's digest check of a pull that streams
+            # One syncfs for the whole tree (no fsync per file): the layer is on disk before its
+            # rename publishes it, so a crash never leaves a published, half-written layer.
+            _syncfs(staging)
             _fsync_write(staging / "layer.json", json.dumps({"id": layer.id, "size": layer.size}).encode())
             final = self.layers_dir / layer_hex(layer.id)
             try:
@@ -388,6 +447,8 @@ def apply_layer(diff: Path, target: Path) -> None:
                 os.symlink(os.readlink(src), dst)
             elif stat.S_ISFIFO(st.st_mode):
                 os.mkfifo(dst, stat.S_IMODE(st.st_mode))
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                os.mknod(dst, stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode), st.st_rdev)  # never opened
             else:
                 shutil.copy2(src, dst, follow_symlinks=False)
             os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)

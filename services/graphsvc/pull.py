@@ -2,11 +2,10 @@
 
 The order is Docker's: resolve the manifest (choosing the platform from a
 manifest list), fetch the config, then download the missing layers three at a
-time, each verified against its digest as it lands in the content store;
-each is unpacked through the LayerStore as soon as it is in, by the same
-worker (layers are independent directories, so they unpack side by side
-while others download), checking that what was unpacked has the DiffID the
-config names; last, store the config bytes
+time; each is unpacked through the LayerStore while it downloads, by the same
+worker (layers are independent directories, so they unpack side by side), and
+published only once the blob matched its digest and what was unpacked has the
+DiffID the config names; last, store the config bytes
 unchanged (so the image id is the one Docker computes) and tag.
 
 Layers are independent directories stacked by the driver (overlay lowerdirs,
@@ -17,6 +16,7 @@ one that is already present is not downloaded at all ("Already exists").
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import platform
@@ -32,6 +32,7 @@ from skiff.common.errors import InvalidArgument, SkiffError, Unavailable
 from skiff.graphsvc import reference, registry
 from skiff.graphsvc.content import BlobRef, DigestMismatch
 from skiff.graphsvc.images import _ARCH, Image, ImageStore
+from skiff.graphsvc.layers import Layer
 
 CONCURRENT_DOWNLOADS = 3
 MAX_CONFIG = 4 << 20
@@ -104,6 +105,36 @@ class _Counting:
             self._last = now
             self._report(self.count)
         return data
+
+
+class _BlobTee:
+    """A registry blob response read as a file, each byte also written (and hashed) to the
+    content-store writer. Network errors become UNAVAILABLE (not a bad archive)."""
+
+    def __init__(self, resp: registry.Response, writer: Any, report: Callable[[int], None]):
+        self._resp = resp
+        self._w = writer
+        self._report = report
+        self._last = 0.0
+        self.failed = False
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._resp.read(n if n is not None and n >= 0 else registry.CHUNK)
+        except (OSError, http.client.HTTPException) as err:
+            self.failed = True
+            raise Unavailable(f"downloading the layer: {err or type(err).__name__}") from None
+        if data:
+            self._w.write(data)
+            now = time.monotonic()
+            if now - self._last >= _PROGRESS_EVERY:
+                self._last = now
+                self._report(self._w.size)
+        return data
+
+    def drain(self) -> None:
+        while self.read(registry.CHUNK):
+            pass
 
 
 class Puller:
@@ -252,13 +283,56 @@ class Puller:
         return blob
 
     def _fetch(self, client: registry.Client, desc: dict[str, Any], diff_id: str, report: Report) -> BlobRef:
-        """Download, then unpack at once: each layer is its own directory, so layers unpack side
-        by side (zlib, zstd, sha256 and the writes release the GIL) while others download."""
+        """Download and unpack: each layer is its own directory, so layers unpack side by side
+        (zlib, zstd, sha256 and the writes release the GIL) while others download. A blob not yet
+        stored is unpacked while it downloads (one pass over the bytes); a blob already stored
+        (an earlier pull cut short after its download) is unpacked from the store."""
+        if not self.content.exists(desc["digest"]) and not self.images.layers.exists(diff_id):
+            return self._stream(client, desc, diff_id, report)
         blob = self._download(client, desc, report)
         if self.images.layers.exists(diff_id):
             report(Progress(short(blob.digest), "Pull complete"))
         else:
             self._extract(blob, diff_id, report)
+        return blob
+
+    def _stream(self, client: registry.Client, desc: dict[str, Any], diff_id: str, report: Report) -> BlobRef:
+        """The blob goes to the content store (hashed) and to the extractor at once. The layer is
+        published only after the whole blob matched its digest and the tar its DiffID: the check
+        runs between the unpacking (into a staging directory) and the layer's rename."""
+        digest, size, media = desc["digest"], int(desc.get("size") or 0), desc["mediaType"]
+        sid = short(digest)
+        blob = BlobRef(digest, media, size)
+        with client.get_blob(digest) as resp, self.content.writer(digest, size or None) as w:
+            tee = _BlobTee(resp, w, lambda n: report(Progress(sid, "Downloading", n, size)))
+
+            def verify(layer: Layer) -> None:
+                tee.drain()  # bytes after the tar's end (padding) are part of the blob too
+                report(Progress(sid, "Downloading", w.size, size))
+                report(Progress(sid, "Verifying Checksum"))
+                w.commit()
+                report(Progress(sid, "Download complete"))
+                if layer.id != diff_id:
+                    raise DigestMismatch(f"layer {digest}: unpacked to {layer.id}, the config says {diff_id}")
+
+            try:
+                self.images.layers.create_layer_from_archive(tee, before_commit=verify)  # type: ignore[arg-type]
+            except InvalidArgument as err:
+                if isinstance(err, DigestMismatch) or tee.failed:
+                    raise
+                # The tar is bad: if the bytes are not the blob's, that is the error to report
+                # (a corrupted download), not the tar's.
+                try:
+                    tee.drain()
+                    w.commit()
+                except DigestMismatch:
+                    raise
+                except (SkiffError, OSError):
+                    pass
+                raise err from None  # the blob, committed to check it, goes with the pull's clean-up
+        report(Progress(sid, "Extracting", size, size))
+        self.content.link(diff_id, blob)
+        report(Progress(sid, "Pull complete"))
         return blob
 
     def _extract(self, blob: BlobRef, diff_id: str, report: Report) -> None:

@@ -10,7 +10,9 @@ Loopback registries (``localhost``, 127.0.0.0/8, ``::1``) are spoken to over
 plain http, every other one over https. A registry the daemon lists with
 ``--insecure-registry`` (``host[:port]``, or a CIDR its address falls in) is
 tried over https without certificate checks first, then over plain http, as
-Docker does. Manifests are capped at 4 MiB.
+Docker does; so is a host name any of whose addresses is a loopback one
+(Docker's default insecure CIDR 127.0.0.0/8, plus ``::1``). Manifests are
+capped at 4 MiB.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +106,17 @@ def plain_http(registry: str) -> bool:
         return False
 
 
+#: Docker's default ``--insecure-registry`` CIDRs: a registry on this machine needs no TLS.
+DEFAULT_INSECURE_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+Resolver = Callable[[str], set[str]]
+
+
+def resolve_host(host: str) -> set[str]:
+    """Every address ``host`` resolves to (the system's resolver: /etc/hosts, DNS)."""
+    return {str(info[4][0]).split("%")[0] for info in socket.getaddrinfo(host, None)}
+
+
 def _host_port(registry: str) -> tuple[str, int | None]:
     parts = urllib.parse.urlsplit("//" + registry)
     try:
@@ -141,26 +154,26 @@ class Options:
             checked.append(f"{parts.scheme}://{parts.netloc}")
         return Options(tuple(insecure), tuple(checked))
 
-    def is_insecure(self, registry: str) -> bool:
-        """Listed by name (``host[:port]`` or ``host`` for every port) or by a CIDR its address is in."""
+    def is_insecure(self, registry: str, resolve: Resolver | None = None) -> bool:
+        """Listed by name (``host[:port]`` or ``host`` for every port) or by a CIDR one of its addresses
+        is in; the loopback CIDRs are always in (Docker's default), so a name resolving to 127.0.0.1 is."""
         host, port = _host_port(registry)
-        networks = []
+        networks = list(DEFAULT_INSECURE_NETWORKS)
         for item in self.insecure:
             if "/" in item:
                 networks.append(ipaddress.ip_network(item, strict=False))
             elif item in (registry, host) or (port is None and _host_port(item)[0] == host):
                 return True
-        if not networks:
+        if not host:
             return False
         try:
             addresses = {ipaddress.ip_address(host)}
         except ValueError:
             try:
-                addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0])
-                             for info in socket.getaddrinfo(host, None)}
-            except (OSError, ValueError):
+                addresses = {ipaddress.ip_address(a) for a in (resolve or resolve_host)(host)}
+            except (OSError, ValueError, UnicodeError):
                 return False
-        return any(addr in net for addr in addresses for net in networks)
+        return any(addr in net for addr in addresses for net in networks if addr.version == net.version)
 
     def mirror_hosts(self) -> list[tuple[str, str]]:
         """(scheme, host[:port]) of each mirror, in order."""

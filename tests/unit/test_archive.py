@@ -92,8 +92,10 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     ),
     "whiteout-escape": lambda: make_tar([member(".wh...", data=b"")]),
     "whiteout-parent-escape": lambda: make_tar([member("../.wh.outside.txt", data=b"")]),
-    "char-device": lambda: make_tar([member("null", tarfile.CHRTYPE, devmajor=1, devminor=3)]),
-    "block-device": lambda: make_tar([member("sda", tarfile.BLKTYPE, devmajor=8, devminor=0)]),
+    "device-through-symlink": lambda: make_tar(
+        [member("d", tarfile.SYMTYPE, linkname="/dev"), member("d/sda", tarfile.BLKTYPE, devmajor=8, devminor=0)]
+    ),
+    "device-escape": lambda: make_tar([member("../sda", tarfile.BLKTYPE, devmajor=8, devminor=0)]),
     "trusted-xattr": lambda: make_tar(
         [member("f", data=b"x", pax_headers={"SCHILY.xattr.trusted.overlay.opaque": "y"})]
     ),
@@ -209,6 +211,46 @@ def test_oci_whiteouts_become_overlay_whiteouts(tmp_path: Path) -> None:
     assert stat.S_ISCHR((dest / "ready").lstat().st_mode)
 
 
+@pytest.mark.skipif(not ROOT, reason="device nodes need CAP_MKNOD")
+def test_device_nodes_and_fifos_extract_as_the_layer_format_allows(tmp_path: Path) -> None:
+    """Character/block devices and fifos are part of the OCI layer format (debootstrap's /dev has them)."""
+    dest = tmp_path / "d"
+    dest.mkdir()
+    archive.extract(io.BytesIO(make_tar([
+        member("dev", tarfile.DIRTYPE),
+        member("dev/full", tarfile.CHRTYPE, devmajor=1, devminor=7, mode=0o666, uid=0, gid=0),
+        member("dev/loop0", tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o660, gid=6),
+        member("dev/fifo", tarfile.FIFOTYPE, mode=0o620),
+    ])), dest)
+    full = (dest / "dev/full").lstat()
+    assert stat.S_ISCHR(full.st_mode) and full.st_rdev == os.makedev(1, 7)
+    assert stat.S_IMODE(full.st_mode) == 0o666
+    loop = (dest / "dev/loop0").lstat()
+    assert stat.S_ISBLK(loop.st_mode) and loop.st_rdev == os.makedev(7, 0)
+    assert stat.S_IMODE(loop.st_mode) == 0o660 and loop.st_gid == 6
+    fifo = (dest / "dev/fifo").lstat()
+    assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o620
+
+
+@pytest.mark.skipif(not ROOT, reason="device nodes need CAP_MKNOD")
+def test_vfs_copies_device_nodes_without_opening_them(tmp_path: Path) -> None:
+    store = VfsDriver(tmp_path / "graph")
+    layer = store.create_layer_from_archive(io.BytesIO(make_tar([
+        member("dev", tarfile.DIRTYPE),
+        member("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666),
+        member("dev/loop0", tarfile.BLKTYPE, devmajor=7, devminor=0, mode=0o660),
+    ])))
+    mount = store.prepare("c" * 64, [layer.id])
+    try:
+        rootfs = Path(mount.source)  # vfs: a bind mount of the copied tree
+        null = (rootfs / "dev/null").lstat()
+        assert stat.S_ISCHR(null.st_mode) and null.st_rdev == os.makedev(1, 3)
+        loop = (rootfs / "dev/loop0").lstat()
+        assert stat.S_ISBLK(loop.st_mode) and loop.st_rdev == os.makedev(7, 0)
+    finally:
+        store.release("c" * 64)
+
+
 @pytest.mark.parametrize(
     "evil",
     [
@@ -267,3 +309,62 @@ def test_truncated_zstd_is_refused(sandbox: tuple[Path, Path]) -> None:
 
     data = zstandard.ZstdCompressor().compress(make_tar([member("f", data=os.urandom(4096))]))
     assert_rejected(sandbox, data[: len(data) // 2])
+
+
+def _gz_members(raw: bytes, cut: int) -> bytes:
+    return gzip.compress(raw[:cut]) + gzip.compress(raw[cut:])
+
+
+def test_gzip_multi_member_and_nul_padding_extract(tmp_path: Path) -> None:
+    """gzip streams may hold several members and NUL padding (as gzip(1) and GzipFile accept)."""
+    raw = make_tar([member("a", data=b"A" * 70_000), member("b", data=b"B" * 10)])
+    for i, blob in enumerate((_gz_members(raw, 1000), gzip.compress(raw) + b"\0" * 700)):
+        dest = tmp_path / f"d{i}"
+        dest.mkdir()
+        stats = archive.extract(io.BytesIO(blob), dest)
+        assert stats.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+        assert (dest / "a").read_bytes() == b"A" * 70_000 and (dest / "b").read_bytes() == b"B" * 10
+
+
+@pytest.mark.parametrize("damage", ["truncated", "crc", "garbage-after"])
+def test_damaged_gzip_is_refused(sandbox: tuple[Path, Path], damage: str) -> None:
+    raw = make_tar([member("a", data=os.urandom(200_000))])
+    blob = bytearray(gzip.compress(raw))
+    if damage == "truncated":
+        blob = blob[: len(blob) - 20]
+    elif damage == "crc":
+        blob[-8] ^= 0xFF  # the CRC-32 in the trailer
+    else:
+        blob += b"not gzip at all"
+    assert_rejected(sandbox, bytes(blob))
+
+
+def test_members_apply_in_order_while_small_files_are_written_in_parallel(tmp_path: Path) -> None:
+    """Later members win and hardlinks see their target, whatever is still being written."""
+    many = [member(f"bulk/f{i}", data=str(i).encode()) for i in range(600)]  # over the queue's bound
+    members = [
+        *many,
+        member("same", data=b"first"), member("same", data=b"second"),
+        member("becomes-dir", data=b"file"), member("becomes-dir", tarfile.DIRTYPE),
+        member("becomes-dir/inner", data=b"in"),
+        member("target", data=b"linked"), member("link", tarfile.LNKTYPE, linkname="target"),
+        member("gone", data=b"x"), member("becomes-link", data=b"y"),
+        member("becomes-link", tarfile.SYMTYPE, linkname="target"),
+        member("big", data=b"B" * (archive._SMALL_FILE + 1)),
+    ]
+    dest = tmp_path / "d"
+    dest.mkdir()
+    stats = archive.extract(io.BytesIO(make_tar(members)), dest)
+    assert all((dest / f"bulk/f{i}").read_bytes() == str(i).encode() for i in range(600))
+    assert (dest / "same").read_bytes() == b"second"
+    assert (dest / "becomes-dir/inner").read_bytes() == b"in"
+    assert (dest / "link").stat().st_ino == (dest / "target").stat().st_ino
+    assert os.readlink(dest / "becomes-link") == "target"
+    assert (dest / "big").stat().st_size == archive._SMALL_FILE + 1
+    assert stats.size == sum(len(d) for _, t, d, _ in members if t == tarfile.REGTYPE)  # bytes written
+    assert stat.S_IMODE((dest / "bulk/f7").stat().st_mode) == 0o644
+
+
+def test_file_then_path_through_it_is_refused(sandbox: tuple[Path, Path]) -> None:
+    err = assert_rejected(sandbox, make_tar([member("a", data=b"x"), member("a/b", data=b"y")]))
+    assert "a/b" in err.message

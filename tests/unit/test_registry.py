@@ -367,6 +367,36 @@ def test_insecure_registry_matching(insecure: list[str], registry_: str, expecte
     assert registry.Options.parse(insecure).is_insecure(registry_) is expected
 
 
+def fake_resolver(table: dict[str, set[str]]):  # type: ignore[no-untyped-def]
+    def resolve(host: str) -> set[str]:
+        if host not in table:
+            raise OSError(f"unknown host {host}")
+        return table[host]
+    return resolve
+
+
+@pytest.mark.parametrize(("registry_", "addresses", "expected"), [
+    ("devbox:5000", {"127.0.1.1"}, True),  # Debian's /etc/hosts maps the hostname to 127.0.1.1
+    ("devbox", {"127.0.0.1", "10.0.0.5"}, True),  # any loopback address is enough, as Docker
+    ("v6box:5000", {"::1"}, True),
+    ("remote.example:5000", {"192.0.2.7", "2001:db8::1"}, False),
+    ("unknown.example:5000", None, False),  # does not resolve: secure
+    ("127.0.0.1:5000", None, True),
+    ("10.1.2.3:5000", None, False),
+])
+def test_names_resolving_to_loopback_are_insecure_by_default(
+        registry_: str, addresses: set[str] | None, expected: bool) -> None:
+    host = registry_.split(":")[0]
+    table = {host: addresses} if addresses is not None else {}
+    assert registry.Options().is_insecure(registry_, resolve=fake_resolver(table)) is expected
+
+
+def test_resolved_name_in_an_insecure_cidr() -> None:
+    resolve = fake_resolver({"build.lan": {"10.9.8.7"}})
+    assert registry.Options.parse(["10.0.0.0/8"]).is_insecure("build.lan:5000", resolve=resolve)
+    assert not registry.Options().is_insecure("build.lan:5000", resolve=resolve)
+
+
 @pytest.mark.parametrize(("insecure", "mirrors", "message"), [
     (["http://reg"], [], "should not contain '://'"),
     (["10.0.0.0/99"], [], "not a host[:port] or a CIDR"),
@@ -434,6 +464,39 @@ def test_failed_pull_drops_the_blobs_it_brought(fake_registry: FakeRegistry, sto
         Puller(store).pull(f"{fake_registry.host}/app:1", "", registry.Credentials(), lambda p: None)
     assert list(store.content.dir.iterdir()) == []
     assert list(store.content.tmp.iterdir()) == []
+
+
+def test_streamed_layer_with_a_wrong_diff_id_is_not_published(fake_registry: FakeRegistry,
+                                                                store: ImageStore) -> None:
+    """The blob matches its digest, but the tar is not the one the config names: nothing lands."""
+    raw, other = _layer({"a": b"1"}), _layer({"a": b"2"})
+    gz = gzip.compress(raw, mtime=0)
+    desc = {"mediaType": registry.DOCKER_LAYER_GZIP, "digest": fake_registry.add_blob(gz), "size": len(gz)}
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(other).hexdigest()]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": registry.DOCKER_MANIFEST, "layers": [desc],
+                           "config": {"mediaType": registry.DOCKER_CONFIG, "digest": fake_registry.add_blob(config),
+                                      "size": len(config)}}).encode()
+    fake_registry.manifests["1"] = (manifest, registry.DOCKER_MANIFEST)
+    with pytest.raises(DigestMismatch, match="the config says"):
+        Puller(store).pull(f"{fake_registry.host}/app:1", "", registry.Credentials(), lambda p: None)
+    assert store.layers.layer_ids() == []
+    assert list(store.content.dir.iterdir()) == [] and list(store.content.tmp.iterdir()) == []
+
+
+def test_streamed_pull_reports_a_bad_tar_whose_blob_is_intact(fake_registry: FakeRegistry,
+                                                             store: ImageStore) -> None:
+    """A blob that matches its digest but holds a hostile tar: the archive error, nothing kept."""
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tf:
+        info = tarfile.TarInfo("../escape")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    _image(fake_registry, "1", [evil.getvalue()])
+    with pytest.raises(InvalidArgument, match="escapes the layer root"):
+        Puller(store).pull(f"{fake_registry.host}/app:1", "", registry.Credentials(), lambda p: None)
+    assert store.layers.layer_ids() == []
+    assert list(store.content.dir.iterdir()) == [] and list(store.content.tmp.iterdir()) == []
 
 
 def test_unreferenced_blobs_removed_at_start(tmp_path: Path) -> None:
