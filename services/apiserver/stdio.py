@@ -66,7 +66,8 @@ class Pump:
         self._gen = 0  # the current upstream stream; older ones stop taking items
         self._sink: StdinSink | None = None
         self._stopped = threading.Event()
-        self._lost_since: float | None = None
+        self._lost_since: float | None = None  # when execsvc went away (None: connected)
+        self._opened = 0.0  # when the current upstream stream was opened
         self.detached = threading.Event()
 
     def _upstream(self, gen: int) -> Iterator[exec_pb2.AttachStdinRequest]:
@@ -102,6 +103,7 @@ class Pump:
             self._gen += 1
             gen = self._gen
             self._cond.notify_all()  # the previous stream's iterator ends
+        self._opened = time.monotonic()
         sink = self._open(self._upstream(gen))
         self._sink = sink
         add = getattr(sink, "add_done_callback", None)
@@ -118,7 +120,7 @@ class Pump:
         if not _lost(err):
             return
         now = time.monotonic()
-        if self._lost_since is None:
+        if self._lost_since is None or now - self._opened > 2.0:  # it had been working: a new outage
             self._lost_since = now
         if now - self._lost_since > RESUME_SECONDS:
             log.info("stdin pump: execsvc stayed away, giving up stdin")
