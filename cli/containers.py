@@ -9,7 +9,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from skiff.cli import attach, exits, interactive, runopts
@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "run", cmd_run, "Run a command in a new container", run_like=True, add_help=False,
                     usage="skiff run [OPTIONS] IMAGE [COMMAND] [ARG...]")
     p.add_argument("-d", "--detach", action="store_true", help="run container in background and print its ID")
+    p.add_argument("-a", "--attach", action="append", default=[], metavar="STDIN|STDOUT|STDERR",
+                   help="attach to STDIN, STDOUT or STDERR (default: STDOUT and STDERR)")
     p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
                    help="proxy received signals to the process (default true)")
     runopts.add_flags(p)
@@ -133,25 +135,35 @@ def _wait(client: Client, container: str, condition: int) -> api_pb2.WaitContain
         return client.containers.WaitContainer(request)
 
 
-def _open_attach(client: Client, container: str, inp: interactive.Input | None = None) -> Any:
+def _open_attach(client: Client, container: str, inp: interactive.Input | None = None,
+                 streams: set[str] | None = None) -> Any:
     """Open the attach stream. Done before StartContainer (as Docker does) so that no
     output is lost and a fast ``--rm`` container cannot be removed before we attach;
     the gateway holds an attach to a created container until it starts."""
     requests = inp.requests() if inp is not None else attach.attach_options(container, await_start=True)
+    if streams:  # run -a: only the chosen output streams
+        requests = _only(requests, "stdout" in streams, "stderr" in streams)
     responses = client.containers.AttachContainer(requests)
     responses.initial_metadata()  # the gateway has registered the stream: safe to start
     return responses
 
 
+def _only(requests: Iterator[Any], stdout: bool, stderr: bool) -> Iterator[Any]:
+    first = next(requests)
+    first.options.stdout, first.options.stderr = stdout, stderr
+    yield first
+    yield from requests
+
+
 def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_failure: bool = False,
-                    inp: interactive.Input | None = None) -> int:
+                    inp: interactive.Input | None = None, streams: set[str] | None = None) -> int:
     """Attach, start, stream output until the exit message; the container's exit code.
 
     With ``inp`` (``-i``/``-t``): stdin and terminal sizes go up the same stream; a
     detach (the detach keys) returns 0 and leaves the container running."""
     from skiff.api.v1 import api_pb2
 
-    responses = _open_attach(client, container, inp)
+    responses = _open_attach(client, container, inp, streams)
     try:
         _start(client, container, remove_on_failure)
     except BaseException:
@@ -187,17 +199,22 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
     from skiff.common.errors import NotFound
 
-    interactive.check_tty(args.interactive and not args.detach, args.tty)
+    streams = _attach_streams(args.attach)
+    if streams and args.detach:
+        raise exits.Usage("Conflicting options: -a and -d")
+    # -i without -a STDIN (when -a is given): the container's stdin is open, but not attached.
+    attach_stdin = args.interactive and (not streams or "stdin" in streams)
+    interactive.check_tty(attach_stdin and not args.detach, args.tty)
     cid = _create(client, args)
     if args.detach:
         _start(client, cid, args.rm)
         print(cid)
         return 0
     inp = None
-    if args.interactive or args.tty:
-        inp = interactive.container_input(cid, request_config(args), stdin=args.interactive,
+    if attach_stdin or args.tty:
+        inp = interactive.container_input(cid, request_config(args), stdin=attach_stdin,
                                           detach_keys=args.detach_keys, logs=True, await_start=True)
-    code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp)
+    code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp, streams)
     if args.rm:
         # The daemon removes it; wait so that `ps -a` right after no longer shows it.
         try:
@@ -205,6 +222,16 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
         except NotFound:
             pass
     return code
+
+
+def _attach_streams(values: list[str]) -> set[str]:
+    """``-a STDIN|STDOUT|STDERR`` (any case, repeatable); empty: Docker's default (stdout and stderr)."""
+    streams = {v.lower() for v in values}
+    bad = streams - {"stdin", "stdout", "stderr"}
+    if bad:
+        raise exits.Usage(f"invalid argument \"{sorted(bad)[0]}\" for \"-a, --attach\" flag: "
+                          "valid streams are STDIN, STDOUT and STDERR")
+    return streams
 
 
 def request_config(args: argparse.Namespace) -> Any:

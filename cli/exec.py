@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-w", "--workdir", default="", help="working directory inside the container")
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open even if not attached")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("--privileged", action="store_true", help="give extended privileges to the command")
     p.add_argument("--detach-keys", default="", type=interactive.check_detach_keys,
                    help="override the key sequence for detaching a container")
     p.add_argument("container", metavar="CONTAINER")
@@ -43,7 +44,7 @@ def requests(args: argparse.Namespace) -> Iterator[api_pb2.ExecContainerRequest]
     opts = api_pb2.ExecOptions(
         container=args.container, cmd=args.command, env=runopts.expand_env(args.env, os.environ),
         user=args.user, working_dir=args.workdir, detach=args.detach, tty=args.tty, stdin=args.interactive,
-        detach_keys=args.detach_keys,
+        detach_keys=args.detach_keys, privileged=args.privileged,
     )
     size = interactive.terminal_size() if args.tty else None
     if size is not None:

@@ -31,10 +31,15 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--health-start-period", default=None,
                    help="start period for the container to initialize before counting retries (ms|s|m|h)")
     p.add_argument("--no-healthcheck", action="store_true", help="disable any container-specified HEALTHCHECK")
+    p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
+    p.add_argument("--stop-timeout", type=int, default=None, help="timeout (in seconds) to stop a container")
 
 
 def apply_run_flags(config: types_pb2.ContainerConfig, host: types_pb2.HostConfig, args: argparse.Namespace) -> None:
     host.init = args.init
+    config.stop_signal = args.stop_signal
+    if args.stop_timeout is not None:
+        config.stop_timeout = args.stop_timeout
     interval = parse_duration(args.health_interval, "--health-interval") if args.health_interval else 0
     timeout = parse_duration(args.health_timeout, "--health-timeout") if args.health_timeout else 0
     start = parse_duration(args.health_start_period, "--health-start-period") if args.health_start_period else 0

@@ -56,6 +56,8 @@ def config_json(cfg: types_pb2.ContainerConfig) -> dict[str, Any]:
         "OnBuild": None,
         "Labels": dict(sorted(cfg.labels.items())),
         **({"Healthcheck": healthcheck_json(cfg.healthcheck)} if cfg.HasField("healthcheck") else {}),
+        **({"StopSignal": cfg.stop_signal} if cfg.stop_signal else {}),
+        **({"StopTimeout": cfg.stop_timeout} if cfg.HasField("stop_timeout") else {}),
     }
 
 

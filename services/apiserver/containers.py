@@ -148,6 +148,7 @@ class Containers:
         host.network_mode = mode
         host.mac_address = networks.check_mac(host.mac_address, mode)
         hostopts.validate(host)
+        parse_signal(req.config.stop_signal, signal.SIGTERM)  # a bad --stop-signal fails the create
         nsopts.validate(host, req.config.hostname, self._graph)
         host.log_config.CopyFrom(logopts.resolve(host.log_config, self.log_defaults))
         with trace.span("resolve image, record"):
@@ -281,11 +282,13 @@ class Containers:
         self._release_network(record.id)  # now, so that its ports are free when stop returns
 
     def _stop(self, record: graph_pb2.Container, timeout: int | None, signal_text: str) -> None:
-        sig = parse_signal(signal_text, signal.SIGTERM)
+        sig = parse_signal(signal_text or record.config.stop_signal, signal.SIGTERM)
         with self.restarts.locked(record.id):
             self.restarts.manual_stop(record)
         if not is_live(self._task(record.id)):
             return
+        if timeout is None and record.config.HasField("stop_timeout"):
+            timeout = record.config.stop_timeout  # --stop-timeout
         grace = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
         if not self._signal(record.id, sig):
             return
@@ -314,7 +317,8 @@ class Containers:
         record = self._graph.get_container(ref)
         sig = parse_signal(signal_text, signal.SIGKILL)
         task = self._task(record.id)
-        if sig in (signal.SIGKILL, signal.SIGTERM) and (is_live(task) or restarting(record, task)):
+        stop_sig = parse_signal(record.config.stop_signal, signal.SIGTERM)
+        if sig in (signal.SIGKILL, signal.SIGTERM, stop_sig) and (is_live(task) or restarting(record, task)):
             with self.restarts.locked(record.id):
                 self.restarts.manual_stop(record)  # as Docker: a kill with the stop signal ends the policy
             if not is_live(task):

@@ -51,6 +51,7 @@ class Execs:
         self._exec.start_exec(exec_pb2.ExecSpec(
             task_id=record.id, exec_id=exec_id, args=opts.cmd, env=opts.env, user=opts.user,
             working_dir=opts.working_dir, tty=opts.tty, stdin=opts.stdin, console_size=opts.console_size,
+            privileged=opts.privileged,
         ))
         if opts.detach:
             yield api_pb2.ExecContainerResponse(exit=api_pb2.ExitStatus(exit_code=0))

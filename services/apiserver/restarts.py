@@ -13,7 +13,7 @@ read back after any restart of any service:
 * exits are learned from execsvc (``WaitTask``, whose answer is on disk, so an
   execsvc restart loses none), one watcher per running container with a policy,
   and by a sweep when the gateway starts (exits that happened while it was down);
-* a manual stop or kill (SIGKILL or SIGTERM) is recorded before the signal is
+* a manual stop or kill (SIGKILL, SIGTERM or the container's stop signal) is recorded before the signal is
   sent; for ``always`` it holds only while the daemon instance that saw it runs
   (``--daemon-id``, new for every skiffd start), so ``always`` containers come
   back after a restart of the whole daemon and ``unless-stopped`` ones do not.
@@ -133,7 +133,7 @@ class Restarter:
             self.watch(record.id)
 
     def manual_stop(self, record: graph_pb2.Container) -> None:
-        """Before a stop, a kill (SIGKILL/SIGTERM) or a forced removal: no restart follows."""
+        """Before a stop, a kill (SIGKILL/SIGTERM/the stop signal) or a forced removal: no restart follows."""
         if not policy_of(record) and not record.restart_state.pending:
             return
         self._cancel_timer(record.id)

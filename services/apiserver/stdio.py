@@ -13,20 +13,29 @@ monitor's socket. The flow:
 * The detach keys: the upstream stream is cancelled (stdin stays open), the output
   stream is cancelled, and the response stream ends with ``detached``.
 * The call ends any other way (the process exited, the client vanished): cancelled.
+* execsvc goes away (SIGKILL, restart): the upstream stream fails with a lost
+  connection and is opened again once execsvc is back. An item leaves the buffer only
+  when the gRPC sender asks for the next one (the previous send completed), so the one
+  in flight when the connection broke is sent again on the new stream.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from skiff.common import detachkeys, errors
+from skiff.common import detachkeys, errors, grpcerr
 from skiff.exec.v1 import exec_pb2
 
 log = logging.getLogger(__name__)
+#: Buffered stdin requests (flow control: a process that does not read slows the client down).
+MAX_PENDING = 64
+#: How long a lost upstream stream is asked for again (skiffd restarts execsvc within seconds).
+RESUME_SECONDS = 120.0
 
 
 class StdinSink(Protocol):
@@ -52,31 +61,87 @@ class Pump:
         self._open = open_upstream
         self._on_detach = on_detach
         self._with_stdin = with_stdin
-        self._queue: queue.Queue[exec_pb2.AttachStdinRequest | None] = queue.Queue(maxsize=64)
+        self._items: collections.deque[exec_pb2.AttachStdinRequest | None] = collections.deque()
+        self._cond = threading.Condition()
+        self._gen = 0  # the current upstream stream; older ones stop taking items
         self._sink: StdinSink | None = None
         self._stopped = threading.Event()
+        self._lost_since: float | None = None  # when execsvc went away (None: connected)
+        self._opened = 0.0  # when the current upstream stream was opened
         self.detached = threading.Event()
 
-    def _upstream(self) -> Iterator[exec_pb2.AttachStdinRequest]:
+    def _upstream(self, gen: int) -> Iterator[exec_pb2.AttachStdinRequest]:
         yield exec_pb2.AttachStdinRequest(target=self._target)
-        while (item := self._queue.get()) is not None:
+        sent = False
+        while True:
+            with self._cond:
+                if sent and self._gen == gen and self._items:
+                    self._items.popleft()  # the sender asks for more: the previous one went out
+                    self._cond.notify_all()
+                sent = False
+                while not self._items and self._gen == gen and not self._stopped.is_set():
+                    self._cond.wait()
+                if self._gen != gen or self._stopped.is_set():
+                    return
+                item = self._items[0]
+            if item is None:
+                return  # the client's EOF: the stream ends normally
+            self._lost_since = None
             yield item
+            sent = True
 
     def start(self, on_detach: Callable[[], None] | None = None) -> None:
         if on_detach is not None:
             self._on_detach = on_detach
-        self._sink = self._open(self._upstream())
+        self._connect()
         threading.Thread(target=self._run, name="stdin-pump", daemon=True).start()
+
+    def _connect(self) -> None:
+        with self._cond:
+            if self._stopped.is_set():
+                return
+            self._gen += 1
+            gen = self._gen
+            self._cond.notify_all()  # the previous stream's iterator ends
+        self._opened = time.monotonic()
+        sink = self._open(self._upstream(gen))
+        self._sink = sink
+        add = getattr(sink, "add_done_callback", None)
+        if add is not None:
+            add(lambda f: self._ended(f, gen))
+
+    def _ended(self, future: Any, gen: int) -> None:
+        """The upstream stream ended: open it again if execsvc went away under it."""
+        if self._stopped.is_set() or gen != self._gen or future.cancelled():
+            return
+        err = future.exception()
+        if err is None:
+            return
+        if not _lost(err):
+            return
+        now = time.monotonic()
+        if self._lost_since is None or now - self._opened > 2.0:  # it had been working: a new outage
+            self._lost_since = now
+        if now - self._lost_since > RESUME_SECONDS:
+            log.info("stdin pump: execsvc stayed away, giving up stdin")
+            return
+
+        def again() -> None:
+            if not self._stopped.wait(0.1):
+                self._connect()
+
+        threading.Thread(target=again, name="stdin-resume", daemon=True).start()
 
     def _put(self, item: exec_pb2.AttachStdinRequest | None) -> bool:
         """Bounded: a process that does not read its stdin slows the client down (flow control)."""
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+        with self._cond:
+            while len(self._items) >= MAX_PENDING and not self._stopped.is_set():
+                self._cond.wait(0.5)
+            if self._stopped.is_set():
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
 
     def _run(self) -> None:
         try:
@@ -105,10 +170,22 @@ class Pump:
         """Cancel the upstream stream: no EOF reaches the process (its stdin stays open)."""
         if self._stopped.is_set():
             return
+        sink = self._sink
+        if sink is not None:
+            sink.cancel()  # first: the iterator ending below must not read as EOF
         self._stopped.set()
-        if self._sink is not None:
+        if self._sink is not None and self._sink is not sink:  # reconnected meanwhile
             self._sink.cancel()
-        try:
-            self._queue.put_nowait(None)  # unblock the (cancelled) upstream iterator
-        except queue.Full:
-            pass
+        with self._cond:
+            self._cond.notify_all()  # unblock the (cancelled) upstream iterator
+
+
+def _lost(err: BaseException) -> bool:
+    """True when the upstream call failed because execsvc went away."""
+    from skiff.apiserver import resume
+
+    try:
+        translated = grpcerr.from_rpc_error(err)  # type: ignore[arg-type]
+    except Exception:  # not an RpcError
+        return False
+    return resume.lost(translated)

@@ -17,6 +17,7 @@ from skiff.net.v1 import net_pb2
 from skiff.types.v1 import types_pb2
 
 Status = types_pb2.ContainerStatus
+HealthStatus = types_pb2.HealthStatus
 #: States in which the container has live processes (it must be stopped before removal).
 LIVE = frozenset({Status.CONTAINER_STATUS_RUNNING, Status.CONTAINER_STATUS_PAUSED,
                   Status.CONTAINER_STATUS_RESTARTING})
@@ -121,7 +122,21 @@ def _exited_match(codes: list[str]) -> Callable[[api_pb2.Container], bool]:
     return lambda c: c.state.status == Status.CONTAINER_STATUS_EXITED and c.state.exit_code in wanted
 
 
-_FILTERS = {"status": _status_match, "name": _name_match, "id": _id_match, "exited": _exited_match}
+#: Docker's ``ps --filter health=``: ``none`` is a container without a health check.
+HEALTH_WORDS = {"starting": HealthStatus.HEALTH_STATUS_STARTING, "healthy": HealthStatus.HEALTH_STATUS_HEALTHY,
+                "unhealthy": HealthStatus.HEALTH_STATUS_UNHEALTHY, "none": HealthStatus.HEALTH_STATUS_UNSPECIFIED}
+
+
+def _health_match(words: list[str]) -> Callable[[api_pb2.Container], bool]:
+    for word in words:
+        if word not in HEALTH_WORDS:
+            raise InvalidArgument(f"invalid filter 'health={word}': use one of {', '.join(sorted(HEALTH_WORDS))}")
+    wanted = {HEALTH_WORDS[w] for w in words}
+    return lambda c: (c.state.health.status if c.state.HasField("health") else 0) in wanted
+
+
+_FILTERS = {"status": _status_match, "name": _name_match, "id": _id_match, "exited": _exited_match,
+            "health": _health_match}
 #: ``ps --filter`` keys answered by graphsvc from the GraphDB (before any task is looked at).
 GRAPH_FILTERS = ("name", "id", "label", "ancestor")
 

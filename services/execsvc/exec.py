@@ -61,7 +61,16 @@ def exec_config(cfg: dict[str, Any], spec: exec_pb2.ExecSpec) -> dict[str, Any]:
         "user": specmod._user(spec.user) if spec.user else proc.get("user", {}),
         "terminal": spec.tty,
         "consoleSize": {"height": min(spec.console_size.rows, 0xFFFF), "width": min(spec.console_size.cols, 0xFFFF)},
+        **({"capabilities": _all_caps()} if spec.privileged else {}),
     }
+
+
+def _all_caps() -> dict[str, list[str]]:
+    """``exec --privileged``: every capability (Docker's), nothing inheritable or ambient."""
+    from skiff.execsvc.options import all_capabilities
+
+    caps = all_capabilities()
+    return {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []}
 
 
 class Execs:

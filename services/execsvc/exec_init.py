@@ -79,8 +79,8 @@ def run_in_container(cfg, spec):
         init.load_seccomp(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs: before the caps go
         seccomp = None
     # (No masked paths here: they are mounts, and the mount namespace is the container's.)
-    if "capabilities" in proc:
-        init.set_capabilities(proc["capabilities"])
+    if "capabilities" in spec or "capabilities" in proc:  # exec --privileged: the spec's
+        init.set_capabilities(spec.get("capabilities") or proc["capabilities"])
     if proc.get("noNewPrivileges"):
         init.prctl(init.PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
     if uid != 0:

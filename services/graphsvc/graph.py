@@ -85,6 +85,7 @@ def merge_image_defaults(user: types_pb2.ContainerConfig, image_config: dict[str
     exposed = [_port_key(p) for p in [*(img.get("ExposedPorts") or {}), *user.exposed_ports]]
     cfg.exposed_ports[:] = list(dict.fromkeys(exposed))
     merge_healthcheck(cfg, img.get("Healthcheck"))
+    cfg.stop_signal = user.stop_signal or img.get("StopSignal") or ""
     argv = entrypoint + cmd
     if not argv:
         raise InvalidArgument("No command specified", reason=NO_COMMAND)

@@ -154,3 +154,19 @@ def test_ps_table_looks_like_dockers(skiff) -> None:
         assert "busybox" in row and "Up " in row and row.rstrip().endswith("lister")
     finally:
         skiff("rm", "-f", cid)
+
+
+def test_run_attach_chooses_the_streams(skiff) -> None:
+    script = "echo out; echo err >&2; exit 2"
+    r = skiff("run", "--rm", "-a", "stdout", "busybox", "sh", "-c", script)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "out\n", ""), r
+    r = skiff("run", "--rm", "-a", "STDERR", "busybox", "sh", "-c", script)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", "err\n"), r
+    r = skiff("run", "--rm", "-a", "STDOUT", "-a", "stderr", "busybox", "sh", "-c", script)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "out\n", "err\n"), r
+    r = skiff("run", "--rm", "-a", "stdin", "-a", "stdout", "-i", "busybox", "cat", input=b"piped\n")
+    assert (r.returncode, r.stdout) == (0, "piped\n"), r.stderr
+    r = skiff("run", "-a", "nope", "busybox", "true")
+    assert r.returncode == 125 and "valid streams are STDIN, STDOUT and STDERR" in r.stderr, r.stderr
+    r = skiff("run", "-d", "-a", "stdout", "busybox", "true")
+    assert r.returncode == 125 and "Conflicting options: -a and -d" in r.stderr, r.stderr

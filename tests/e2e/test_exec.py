@@ -51,6 +51,22 @@ def test_exec_has_the_containers_security(skiff, box: str) -> None:
     assert status("exec", box) == status("run", "--rm", "busybox")
 
 
+def test_exec_privileged_gets_every_capability(skiff, box: str) -> None:
+    def caps(*flags: str) -> dict[str, str]:
+        out = skiff("exec", *flags, box, "grep", "-E", "^Cap(Eff|Bnd):", "/proc/self/status", check=True).stdout
+        return dict(line.split(":\t") for line in out.splitlines())
+
+    with open("/proc/self/status") as f:  # the host's own bounding set: what --privileged hands out
+        host = next(line.split()[1] for line in f if line.startswith("CapBnd:"))
+    plain, privileged = caps(), caps("--privileged")
+    assert privileged == {"CapEff": host, "CapBnd": host}
+    assert plain["CapEff"] != host and plain["CapBnd"] != host  # the container's own set is unchanged
+    assert caps() == plain
+    # A capability Docker's default set lacks works only with --privileged (CAP_NET_ADMIN: a link up).
+    assert skiff("exec", box, "ip", "link", "set", "lo", "down").returncode != 0
+    assert skiff("exec", "--privileged", box, "ip", "link", "set", "lo", "up").returncode == 0
+
+
 def test_exec_detached(skiff, box: str) -> None:
     r = skiff("exec", "-d", box, "sh", "-c", "sleep 0.2; echo later > /tmp/detached")
     assert (r.returncode, r.stdout) == (0, "")

@@ -120,3 +120,23 @@ def test_a_restarted_container_is_checked_again(skiff) -> None:
         _until(lambda: _health(skiff, cid).get("Status") == "healthy", what="healthy after the restart")
     finally:
         skiff("rm", "-f", cid, check=True)
+
+
+def test_ps_filter_health(skiff) -> None:
+    good = skiff("run", "-d", "--health-cmd", "true", *FAST, "busybox", "sleep", "300", check=True).stdout.strip()
+    bad = skiff("run", "-d", "--health-cmd", "false", *FAST, "busybox", "sleep", "300", check=True).stdout.strip()
+    plain = skiff("run", "-d", "busybox", "sleep", "300", check=True).stdout.strip()
+    try:
+        _until(lambda: _health(skiff, good).get("Status") == "healthy"
+               and _health(skiff, bad).get("Status") == "unhealthy", what="both checked")
+
+        def ids(word: str) -> set[str]:
+            return set(skiff("ps", "-q", "--no-trunc", "--filter", f"health={word}", check=True).stdout.split())
+
+        assert ids("healthy") & {good, bad, plain} == {good}
+        assert ids("unhealthy") & {good, bad, plain} == {bad}
+        assert ids("none") & {good, bad, plain} == {plain}
+        r = skiff("ps", "--filter", "health=fine")
+        assert r.returncode != 0 and "health=fine" in r.stderr, r.stderr
+    finally:
+        skiff("rm", "-f", good, bad, plain, check=True)

@@ -216,3 +216,38 @@ def test_exec_detach_leaves_the_process_running(skiff, terminals) -> None:
         assert r.stdout == "alive\n", (r.stdout, r.stderr)
     finally:
         skiff("rm", "-f", cid)
+
+
+def _kill_execsvc_and_wait(engine: Engine) -> None:
+    old = engine.service_pid("execsvc")
+    os.kill(old, signal.SIGKILL)
+    sock = f"unix://{engine.exec_root}/execsvc.sock"
+    deadline = time.monotonic() + 60
+    while not _serving(sock) or engine.service_pid("execsvc") == old:
+        assert time.monotonic() < deadline, "execsvc did not come back"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["run", "attach"])
+def test_attached_tty_session_survives_execsvc_sigkill(engine: Engine, skiff, terminals, how: str) -> None:
+    """Both directions ride over the restart: keys typed afterwards reach the process, its output comes back."""
+    name = f"tty-session-{how}"
+    loop = "while read x; do echo got $x; [ \"$x\" = bye ] && exit 5; done"
+    if how == "run":
+        t = terminals("run", "-it", "--name", name, "busybox", "sh", "-c", loop)
+    else:
+        skiff("run", "-dit", "--name", name, "busybox", "sh", "-c", loop, check=True)
+        t = terminals("attach", name)
+    try:
+        t.raw()
+        t.type(b"one\r")
+        t.expect(b"got one")
+        _kill_execsvc_and_wait(engine)
+        t.type(b"two\r")
+        t.expect(b"got two")
+        t.type(b"bye\r")
+        t.expect(b"got bye")
+        assert t.wait() == 5
+        assert skiff("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "5"
+    finally:
+        skiff("rm", "-f", name)

@@ -3,6 +3,7 @@ flags, through skiffd and the CLI."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -85,3 +86,32 @@ def test_security_flags_from_inside(skiff) -> None:
     assert r.returncode == 125 and "hard limit" in r.stderr
     assert "NoNewPrivs:\t0" in run("--security-opt", "no-new-privileges=false", "busybox",
                                    "grep", "NoNewPrivs", "/proc/self/status")
+
+
+def test_stop_signal_and_stop_timeout(skiff) -> None:
+    """--stop-signal is what `stop` sends; a `kill` with it is a manual stop (no restart follows)."""
+    trap = "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.1; done"
+    cid = skiff("run", "-d", "--stop-signal", "SIGUSR1", "--stop-timeout", "30", "busybox", "sh", "-c", trap,
+                check=True).stdout.strip()
+    again = skiff("run", "-d", "--restart", "always", "--stop-signal", "USR1", "busybox", "sh", "-c", trap,
+                  check=True).stdout.strip()
+    try:
+        assert skiff("inspect", "-f", "{{.Config.StopSignal}} {{.Config.StopTimeout}}", cid).stdout.split() == [
+            "SIGUSR1", "30"]
+        for c in (cid, again):
+            deadline = time.monotonic() + 30
+            while "ready" not in skiff("logs", c).stdout:  # the trap is set
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert skiff("stop", cid, check=True).stdout.strip() == cid
+        assert skiff("inspect", "-f", "{{.State.ExitCode}}", cid).stdout.strip() == "3"
+        assert "got-usr1" in skiff("logs", cid).stdout
+        skiff("kill", "-s", "USR1", again, check=True)
+        assert skiff("wait", again, timeout=60).stdout.strip() == "3"
+        time.sleep(1.5)  # a restart would have begun by now (the first back-off is 100 ms)
+        state = skiff("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", again).stdout.split()
+        assert state == ["exited", "0"], state
+        r = skiff("run", "-d", "--stop-signal", "NOPE", "busybox", "true")
+        assert r.returncode == 125 and "invalid signal" in r.stderr, r.stderr
+    finally:
+        skiff("rm", "-f", cid, again)

@@ -47,6 +47,13 @@ def test_user_values_win_and_env_overrides_by_key() -> None:
     assert merged.user == "root"
 
 
+def test_the_images_stop_signal_unless_the_user_gave_one() -> None:
+    image = {"config": {**IMAGE["config"], "StopSignal": "SIGQUIT"}}
+    assert merge_image_defaults(cfg(), image)[0].stop_signal == "SIGQUIT"
+    assert merge_image_defaults(cfg(stop_signal="USR1"), image)[0].stop_signal == "USR1"
+    assert merge_image_defaults(cfg(), IMAGE)[0].stop_signal == ""
+
+
 def test_entrypoint_resets_the_images_cmd() -> None:
     _, argv = merge_image_defaults(cfg(entrypoint=["/bin/echo"]), IMAGE)
     assert argv == ["/bin/echo"]
