@@ -49,23 +49,18 @@ def _mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
 
 
-@pytest.fixture(scope="package")  # torn down, and checked, when the e2e tier ends
-def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Engine]:
-    if not is_root():
-        pytest.skip("the end-to-end tier needs root (namespaces, cgroups, overlayfs)")
-    base = tmp_path_factory.mktemp("skiff-e2e")
+def start_engine(base: Path, busybox_tar: Path, extra_args: list[str] | tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> Engine:
+    """A skiffd with its roots under ``base``, answering, with busybox:latest imported."""
     data_root, exec_root = base / "data", base / "run"
     host = f"unix://{exec_root}/skiff.sock"
     log = base / "skiffd.log"
-    bridge = f"skt{os.getpid() % 1000000}"
-    cgroup_parent = f"skiff-e2e-{os.getpid()}"
+    base.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
             [str(VENV_BIN / "skiffd"), "-D", "--data-root", str(data_root), "--exec-root", str(exec_root),
-             "-H", host],
-            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-            # A bridge, iptables chains and cgroup parent of this run's own: engines side by side share none.
-            env=dict(os.environ, SKIFF_BRIDGE=bridge, SKIFF_CGROUP_PARENT=cgroup_parent),
+             "-H", host, *extra_args],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **(env or {})),
         )
     eng = Engine(data_root, exec_root, host, proc, log)
     deadline = time.monotonic() + 60
@@ -75,22 +70,39 @@ def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Itera
             pytest.fail(f"skiffd did not start:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
     eng.skiff("import", str(busybox_tar), "busybox:latest", check=True)
+    return eng
+
+
+def stop_engine(eng: Engine, base: Path) -> None:
+    """Remove every container, stop skiffd, and check that no mount under ``base`` is left."""
+    ids = eng.skiff("ps", "-aq", "--no-trunc").stdout.split()
+    if ids:
+        eng.skiff("rm", "-f", *ids)
+    eng.proc.send_signal(signal.SIGTERM)
+    try:
+        eng.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        eng.proc.kill()
+        eng.proc.wait()
+    leftovers = _mounts_under(base)
+    for mnt in reversed(leftovers):
+        subprocess.run(["umount", "-l", mnt], check=False)
+    assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+@pytest.fixture(scope="package")  # torn down, and checked, when the e2e tier ends
+def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Engine]:
+    if not is_root():
+        pytest.skip("the end-to-end tier needs root (namespaces, cgroups, overlayfs)")
+    base = tmp_path_factory.mktemp("skiff-e2e")
+    bridge = f"skt{os.getpid() % 1000000}"
+    cgroup_parent = f"skiff-e2e-{os.getpid()}"
+    # A bridge, iptables chains and cgroup parent of this run's own: engines side by side share none.
+    eng = start_engine(base, busybox_tar, env={"SKIFF_BRIDGE": bridge, "SKIFF_CGROUP_PARENT": cgroup_parent})
     try:
         yield eng
     finally:
-        ids = eng.skiff("ps", "-aq", "--no-trunc").stdout.split()
-        if ids:
-            eng.skiff("rm", "-f", *ids)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        leftovers = _mounts_under(base)
-        for mnt in reversed(leftovers):
-            subprocess.run(["umount", "-l", mnt], check=False)
-        assert not leftovers, f"mounts left behind: {leftovers}"
+        stop_engine(eng, base)
         links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
         rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
         assert f" {bridge}:" not in links and f"master {bridge} " not in links, "bridge or veths left behind"

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import is_root
 from tests.e2e import registries
-from tests.e2e.conftest import VENV_BIN, Engine, _mounts_under
+from tests.e2e.conftest import VENV_BIN, Engine, start_engine, stop_engine
 
 LAYER_CAP = 32 << 20  # SKIFF_LAYER_MAX_BYTES of this module's engine
 
@@ -51,43 +51,6 @@ def _loopback_hostname() -> str:
     return name
 
 
-def _start_engine(base: Path, busybox_tar: Path, extra_args: list[str], env: dict[str, str]) -> Engine:
-    data_root, exec_root = base / "data", base / "run"
-    host = f"unix://{exec_root}/skiff.sock"
-    log = base / "skiffd.log"
-    base.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "skiffd"), "-D", "--data-root", str(data_root), "--exec-root", str(exec_root),
-             "-H", host, *extra_args],
-            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **env))
-    eng = Engine(data_root, exec_root, host, proc, log)
-    deadline = time.monotonic() + 60
-    while eng.skiff("version").returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"skiffd did not start:\n{log.read_text()[-4000:]}")
-        time.sleep(0.2)
-    eng.skiff("import", str(busybox_tar), "busybox:latest", check=True)
-    return eng
-
-
-def _stop_engine(eng: Engine, base: Path) -> None:
-    ids = eng.skiff("ps", "-aq", "--no-trunc").stdout.split()
-    if ids:
-        eng.skiff("rm", "-f", *ids)
-    eng.proc.send_signal(signal.SIGTERM)
-    try:
-        eng.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        eng.proc.kill()
-        eng.proc.wait()
-    leftovers = _mounts_under(base)
-    for mnt in reversed(leftovers):
-        subprocess.run(["umount", "-l", mnt], check=False)
-    assert not leftovers, f"mounts left behind: {leftovers}"
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Setup]:
     if not is_root():
@@ -106,13 +69,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterat
         tls_host = f"{name}:{tls.rsplit(':', 1)[1]}"
         plain_name_host = f"{name}:{plain.rsplit(':', 1)[1]}"
         dead_port = registries.free_port()  # nothing listens there: a mirror that is down
-        eng = _start_engine(
+        eng = start_engine(
             base / "engine", busybox_tar,
             ["--registry-mirror", f"http://127.0.0.1:{dead_port}", "--registry-mirror", f"http://{mirror}",
              "--insecure-registry", tls_host, "--insecure-registry", "127.0.0.0/8"],
             {"SKIFF_HUB_REGISTRY": proxy.host, "SKIFF_LAYER_MAX_BYTES": str(LAYER_CAP),
              "SKIFF_BRIDGE": f"sko{os.getpid() % 100000}", "SKIFF_CGROUP_PARENT": f"skiff-e2e-opts-{os.getpid()}"})
-        stack.callback(_stop_engine, eng, base / "engine")
+        stack.callback(stop_engine, eng, base / "engine")
         yield Setup(eng, mirror, hub, proxy, tls_host, plain_name_host, base)
 
 

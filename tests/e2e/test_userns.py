@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import VENV_BIN, Engine
+from tests.e2e.conftest import Engine, start_engine, stop_engine
 
 BASE_ID = 300000
 SIZE = 65536
@@ -22,38 +19,13 @@ def remapped(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path, engine
     base = tmp_path_factory.mktemp("skiff-userns")
     (base / "subuid").write_text(f"skiffremaptest:{BASE_ID}:{SIZE}\n")
     (base / "subgid").write_text(f"skiffremaptest:{BASE_ID}:{SIZE}\n")
-    data_root, exec_root = base / "data", base / "run"
-    host = f"unix://{exec_root}/skiff.sock"
-    log = base / "skiffd.log"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "skiffd"), "-D", "--data-root", str(data_root), "--exec-root", str(exec_root),
-             "-H", host, "--userns-remap", "skiffremaptest"],
-            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, SKIFF_BRIDGE=f"sku{os.getpid() % 1000000}",
-                     SKIFF_CGROUP_PARENT=f"skiff-userns-{os.getpid()}",
-                     SKIFF_SUBUID_FILE=str(base / "subuid"), SKIFF_SUBGID_FILE=str(base / "subgid")),
-        )
-    eng = Engine(data_root, exec_root, host, proc, log)
-    deadline = time.monotonic() + 60
-    while eng.skiff("version").returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"skiffd did not start:\n{log.read_text()[-4000:]}")
-        time.sleep(0.2)
-    eng.skiff("import", str(busybox_tar), "busybox:latest", check=True)
+    env = {"SKIFF_BRIDGE": f"sku{os.getpid() % 1000000}", "SKIFF_CGROUP_PARENT": f"skiff-userns-{os.getpid()}",
+           "SKIFF_SUBUID_FILE": str(base / "subuid"), "SKIFF_SUBGID_FILE": str(base / "subgid")}
+    eng = start_engine(base, busybox_tar, ["--userns-remap", "skiffremaptest"], env)
     try:
         yield eng
     finally:
-        ids = eng.skiff("ps", "-aq", "--no-trunc").stdout.split()
-        if ids:
-            eng.skiff("rm", "-f", *ids)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_engine(eng, base)
 
 
 def _host_uid(pid: int) -> int:
