@@ -1147,16 +1147,11 @@ static void exec_monitor(int report_fd, char **helper_argv)
     _exit(0);
 }
 
-static int run_exec(int argc, char **argv)
+/* Forks the monitor (which detaches) and relays its start report: 0 once the command
+ * runs, else the message on stderr and Docker's exit code (127 not found, 126 not
+ * executable, 1 otherwise). */
+static int start_monitor(void (*run)(int report_fd, char **argv), char **argv)
 {
-    if (argc < 6 || strcmp(argv[4], "--") != 0)
-        die("usage: skiff-shim exec <bundle-dir> <exec-id> -- <helper argv...>");
-    bundle = argv[2];
-    exec_id = argv[3];
-    if (bundle[0] != '/')
-        die("bundle path must be absolute: %s", bundle);
-    if (!exec_id[0] || strchr(exec_id, '/') || exec_id[0] == '.')
-        die("invalid exec id: %s", exec_id);
     int rp[2];
     if (pipe2(rp, O_CLOEXEC) < 0)
         die("pipe2: %s", strerror(errno));
@@ -1165,7 +1160,7 @@ static int run_exec(int argc, char **argv)
         die("fork: %s", strerror(errno));
     if (m == 0) {
         close(rp[0]);
-        exec_monitor(rp[1], &argv[5]);
+        run(rp[1], argv);
         _exit(1);
     }
     close(rp[1]);
@@ -1177,6 +1172,19 @@ static int run_exec(int argc, char **argv)
         return 0;
     fprintf(stderr, "%s\n", msg + 1);
     return msg[0] == 'n' ? 127 : msg[0] == 'x' ? 126 : 1;
+}
+
+static int run_exec(int argc, char **argv)
+{
+    if (argc < 6 || strcmp(argv[4], "--") != 0)
+        die("usage: skiff-shim exec <bundle-dir> <exec-id> -- <helper argv...>");
+    bundle = argv[2];
+    exec_id = argv[3];
+    if (bundle[0] != '/')
+        die("bundle path must be absolute: %s", bundle);
+    if (!exec_id[0] || strchr(exec_id, '/') || exec_id[0] == '.')
+        die("invalid exec id: %s", exec_id);
+    return start_monitor(exec_monitor, &argv[5]);
 }
 
 int main(int argc, char **argv)
@@ -1191,24 +1199,5 @@ int main(int argc, char **argv)
     read_conf();
     io_read_conf("shim.conf");
 
-    int rp[2];
-    if (pipe2(rp, O_CLOEXEC) < 0)
-        die("pipe2: %s", strerror(errno));
-    pid_t m = fork();
-    if (m < 0)
-        die("fork: %s", strerror(errno));
-    if (m == 0) {
-        close(rp[0]);
-        monitor(rp[1], &argv[3]);
-        _exit(1);
-    }
-    close(rp[1]);
-    char msg[PATH_MAX + 512];
-    size_t got = read_full(rp[0], msg, sizeof msg);
-    if (got == 0)
-        die("monitor exited before reporting the start");
-    if (msg[0] == '0')
-        return 0;
-    fprintf(stderr, "%s\n", msg + 1);
-    return msg[0] == 'n' ? 127 : msg[0] == 'x' ? 126 : 1;
+    return start_monitor(monitor, &argv[3]);
 }
