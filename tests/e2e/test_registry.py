@@ -2,110 +2,22 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
-import shutil
-import socket
 import subprocess
-import tarfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REGISTRY_BIN = shutil.which("docker-registry")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e import registries
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if REGISTRY_BIN is None or shutil.which("skopeo") is None:
-        pytest.skip("docker-registry and skopeo are needed")
-    base = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    config = base / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: error}\n"
-        f"storage: {{filesystem: {{rootdirectory: {base / 'data'}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-    )
-    log = open(base / "registry.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    host = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"docker-registry did not start: {(base / 'registry.log').read_text()}")
-                time.sleep(0.1)
+    registries.need_tools("skopeo")
+    with registries.serve(tmp_path_factory.mktemp("registry")) as host:
         yield host
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _tar(members: list[tuple[str, bytes | None]]) -> bytes:
-    """A layer tar: (path, content) for files, (path, None) for directories."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.mtime = 0
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _oci_layout(root: Path, layers: list[bytes], tag: str) -> None:
-    """A minimal OCI image layout with gzip layers, for skopeo to copy to the registry."""
-    blobs = root / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> tuple[str, int]:
-        hexd = hashlib.sha256(data).hexdigest()
-        (blobs / hexd).write_bytes(data)
-        return "sha256:" + hexd, len(data)
-
-    descs, diff_ids = [], []
-    for raw in layers:
-        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-        digest, size = put(gzip.compress(raw, mtime=0))
-        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size})
-    config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-              "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-              "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": [{}, {}]}
-    cdigest, csize = put(json.dumps(config).encode())
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest,
-                           "size": csize}, "layers": descs}
-    mdigest, msize = put(json.dumps(manifest).encode())
-    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest, "size": msize,
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
 
 
 def test_push_pull_run(skiff, registry: str) -> None:
@@ -152,19 +64,11 @@ def test_push_pull_run(skiff, registry: str) -> None:
 
 
 def test_pull_two_layers_with_whiteout(skiff, registry: str, busybox_tar: Path, tmp_path: Path) -> None:
-    upper = _tar([("etc/", None), ("etc/.wh.motd", b""), ("hello.txt", b"from the upper layer\n")])
+    upper = registries.layer_tar([("etc/", None), ("etc/.wh.motd", b""), ("hello.txt", b"from the upper layer\n")])
     # A base layer of its own (busybox plus one file), so that it is downloaded, not found.
-    buf = io.BytesIO()
-    with tarfile.open(busybox_tar) as src, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as dst:
-        for m in src:
-            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
-        marker = tarfile.TarInfo("base-marker")
-        marker.size = 3
-        dst.addfile(marker, io.BytesIO(b"two"))
-    base = buf.getvalue()
-    _oci_layout(tmp_path / "oci", [base, upper], "2")
-    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'oci'}:2",
-                    f"docker://{registry}/two:2"], check=True, capture_output=True)
+    base = registries.busybox_layer(busybox_tar, b"two")
+    registries.oci_layout(tmp_path / "oci", [base, upper], "2")
+    registries.copy_to(tmp_path / "oci", "2", f"{registry}/two:2")
     ref = f"{registry}/two:2"
     # Not present: run pulls it first, as the Docker CLI does.
     run = skiff("run", "--rm", ref, "sh", "-c", "cat /hello.txt; test -e /etc/motd && echo motd-visible; true")
