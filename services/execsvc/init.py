@@ -41,9 +41,16 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
+O_PATH = 0o10000000
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+# x86_64 syscall numbers of the new mount API
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x4
 PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
@@ -281,9 +288,7 @@ def new_cgroup_namespace(cfg):
 # made of an idmapped mount of the layers, so on-disk root shows as container root.
 
 CLONE_NEWUSER = 0x10000000
-SYS_MOUNT_SETATTR = 442
 MOUNT_ATTR_IDMAP = 0x00100000
-AT_EMPTY_PATH = 0x1000
 
 
 def make_userns(cfg):
@@ -434,12 +439,7 @@ def mount_one(rootfs, m):
 
 # --- binds, volumes and tmpfs mounts (-v, --mount, image VOLUMEs) -----------------
 
-MS_SHARED = 1 << 20
-O_PATH = 0o10000000
-SYS_MOUNT_SETATTR = 442  # x86_64
 MOUNT_ATTR_RDONLY = 0x1
-AT_EMPTY_PATH = 0x1000
-AT_RECURSIVE = 0x8000
 #: propagation name -> mount flags for a second mount() call on the new mount
 PROPAGATION = {
     "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
@@ -589,10 +589,6 @@ def mount_user_mounts(rootfs, mounts):
             _bind(source, fd, dest, m)
         finally:
             os.close(fd)
-
-
-SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429
-OPEN_TREE_CLONE, AT_RECURSIVE, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x4
 
 
 def mount_from_namespace(rootfs, m):
