@@ -21,6 +21,10 @@ skiff, ...) so that drift on a shared machine hits every engine alike:
      (50 `sleep` containers);
   6. `ps -a` with 1000 created containers, and removing them all (one `rm` command).
 
+Before each timed sample the benchmark waits (at most 2 s) until the CPUs have been
+mostly idle for 100 ms (`settle`), so that one engine's leftover background work
+(a shim exiting, a daemon's clean-up) is not billed to the next engine's sample.
+
 Results: a markdown table (median, min-max, ratio skiff/peer) and a PNG chart in
 bench/results/, with the machine. If bench/phases.py exists, its per-phase breakdown of
 a skiff run is added as a section. `--budget` bounds the run: once it is spent,
@@ -613,6 +617,26 @@ class Registry:
         self.logf.close()
 
 
+def cpu_busy_idle() -> tuple[int, int]:
+    """(busy, idle) jiffies of all CPUs together, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, idle
+
+
+def settle(quiet: float = 0.8, window: float = 0.1, limit: float = 2.0) -> None:
+    """Wait until a ``window`` passes with the CPUs at least ``quiet`` idle (at most ``limit`` s)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        b0, i0 = cpu_busy_idle()
+        time.sleep(window)
+        b1, i1 = cpu_busy_idle()
+        total = (b1 - b0) + (i1 - i0)
+        if total and (i1 - i0) / total >= quiet:
+            return
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -635,6 +659,7 @@ def interleaved(engines: list[Engine], runs: int, fn: Callable[[Engine], object]
         for e in engines:
             if before:
                 before(e)
+            settle()
             samples[e.name].append(timed(lambda e=e: fn(e)))  # type: ignore[misc]
     return samples
 
@@ -1027,7 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = [
         f"Machine: {machine()}.",
         "",
-        f"{'Quick run (--quick); ' if q else ''}n = repetitions per engine, engines interleaved; median (min-max). "
+        f"{'Quick run (--quick); ' if q else ''}n = repetitions per engine, engines interleaved, each sample taken once the CPUs are idle (at most 2 s wait); median (min-max). "
         f"Whole run: {elapsed / 60:.1f} min ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); "
         f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
         f"(anything else running on the machine shows up as noise).",
