@@ -1052,7 +1052,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = [
         f"Machine: {machine()}.",
         "",
-        f"{'Quick run (--quick); ' if q else ''}n = repetitions per engine, engines interleaved, each sample taken once the CPUs are idle (at most 2 s wait); median (min-max). "
+        f"{'Quick run (--quick); ' if q else ''}n = repetitions per engine, engines interleaved, "
+        "each sample taken once the CPUs are idle (at most 2 s wait); median (min-max). "
         f"Whole run: {elapsed / 60:.1f} min ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); "
         f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
         f"(anything else running on the machine shows up as noise).",
