@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Import the contents from a tarball to create a filesystem image",
                     usage="skiff import [OPTIONS] file|- [REPOSITORY[:TAG]]")
     p.add_argument("-c", "--change", action="append", default=[],
-                   help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE)")
+                   help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, "
+                        "STOPSIGNAL, USER, VOLUME, WORKDIR)")
     p.add_argument("-m", "--message", default="", help="set commit message for imported image")
     p.add_argument("file", help="tarball (plain or gzip), or - for stdin")
     p.add_argument("reference", nargs="?", default="", help="REPOSITORY[:TAG]")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 from typing import Any
 
 from skiff.common.durations import parse_duration
 from skiff.common.errors import InvalidArgument
+from skiff.common.signals import parse_signal
 from skiff.graphsvc.images import ImageChanges
 
-SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "VOLUME", "EXPOSE", "HEALTHCHECK")
+SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "WORKDIR", "USER", "VOLUME", "EXPOSE", "HEALTHCHECK", "LABEL",
+             "STOPSIGNAL", "ONBUILD")
 _HC_OPTIONS = {"--interval": "Interval", "--timeout": "Timeout", "--start-period": "StartPeriod",
                "--retries": "Retries"}
 
@@ -37,6 +40,33 @@ def _env(value: str, env: list[str]) -> None:
         if "=" not in word or word.startswith("="):
             raise InvalidArgument(f"ENV: expected KEY=value, got {word!r}")
         env.append(word)
+
+
+def _labels(value: str, labels: dict[str, str]) -> None:
+    """``LABEL a=1 "b c"="two words"`` (a legacy ``LABEL key value`` too, as in a Dockerfile)."""
+    try:
+        words = shlex.split(value)
+    except ValueError as err:
+        raise InvalidArgument(f"LABEL: {err}: {value.strip()!r}") from None
+    if len(words) >= 2 and "=" not in words[0]:
+        labels[words[0]] = value.split(None, 1)[1].strip()
+        return
+    if not words:
+        raise InvalidArgument("LABEL: expected KEY=value")
+    for word in words:
+        key, sep, val = word.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"LABEL: expected KEY=value, got {word!r}")
+        labels[key] = val
+
+
+def _stop_signal(value: str) -> str:
+    """``STOPSIGNAL SIGUSR1`` (or ``USR1``, ``10``): kept as written once it names a signal."""
+    text = value.strip()
+    if not text:
+        raise InvalidArgument("STOPSIGNAL: expected a signal name or number")
+    parse_signal(text, default=signal.SIGTERM)
+    return text
 
 
 def _expose(value: str, exposed: list[str]) -> None:
@@ -83,6 +113,9 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
     volumes: list[str] | None = None
     exposed: list[str] | None = None
     healthcheck = None
+    labels: dict[str, str] | None = None
+    stop_signal: str | None = None
+    onbuild: list[str] | None = None
     for change in changes:
         keyword, _, value = change.strip().partition(" ")
         keyword = keyword.upper()
@@ -107,10 +140,21 @@ def parse(changes: list[str], default_env: list[str]) -> ImageChanges | None:
             workdir = value.strip()
             if not workdir.startswith("/"):
                 raise InvalidArgument(f"WORKDIR must be absolute: {workdir!r}")
+        elif keyword == "LABEL":
+            labels = labels if labels is not None else {}
+            _labels(value, labels)
+        elif keyword == "STOPSIGNAL":
+            stop_signal = _stop_signal(value)
+        elif keyword == "ONBUILD":
+            trigger = value.strip()
+            if not trigger or trigger.split()[0].upper() in ("ONBUILD", "FROM", "MAINTAINER"):
+                raise InvalidArgument(f"ONBUILD: invalid trigger {trigger!r}")
+            onbuild = [*(onbuild or []), trigger]
         elif keyword == "EXPOSE":
             exposed = exposed if exposed is not None else []
             _expose(value, exposed)
         else:
             user = value.strip()
     return ImageChanges(cmd=cmd, entrypoint=entrypoint, env=env, workdir=workdir, user=user, volumes=volumes,
-                        exposed=exposed, healthcheck=healthcheck)
+                        exposed=exposed, healthcheck=healthcheck, labels=labels, stop_signal=stop_signal,
+                        onbuild=onbuild)

@@ -119,6 +119,8 @@ class Snapshots:
         base["User"] = c.user or base.get("User", "")
         if c.labels:
             base["Labels"] = dict(c.labels)
+        if c.stop_signal:
+            base["StopSignal"] = c.stop_signal
         if c.exposed_ports:  # the container's (its image's merged with --expose), as Docker commits them
             base["ExposedPorts"] = {_port_key(p): {} for p in c.exposed_ports}
         if c.HasField("healthcheck") and c.healthcheck.test:
@@ -146,6 +148,12 @@ class Snapshots:
                 base["ExposedPorts"] = {**(base.get("ExposedPorts") or {}), **{p: {} for p in ch.exposed}}
             if ch.healthcheck is not None:
                 base["Healthcheck"] = ch.healthcheck
+            if ch.labels:
+                base["Labels"] = {**(base.get("Labels") or {}), **ch.labels}
+            if ch.stop_signal:
+                base["StopSignal"] = ch.stop_signal
+            if ch.onbuild:
+                base["OnBuild"] = [*(base.get("OnBuild") or []), *ch.onbuild]
         return base
 
     def export(self, ref: str) -> Iterator[bytes]:

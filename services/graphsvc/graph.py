@@ -86,6 +86,9 @@ def merge_image_defaults(user: types_pb2.ContainerConfig, image_config: dict[str
     cfg.exposed_ports[:] = list(dict.fromkeys(exposed))
     merge_healthcheck(cfg, img.get("Healthcheck"))
     cfg.stop_signal = user.stop_signal or img.get("StopSignal") or ""
+    for key, value in (img.get("Labels") or {}).items():  # the image's labels, the user's win
+        if key not in user.labels and isinstance(value, str):
+            cfg.labels[key] = value
     argv = entrypoint + cmd
     if not argv:
         raise InvalidArgument("No command specified", reason=NO_COMMAND)

@@ -74,6 +74,12 @@ class ImageChanges:
     exposed: list[str] | None = None
     #: HEALTHCHECK, in the image config's form ({"Test": [...], "Interval": ns, ...})
     healthcheck: dict[str, Any] | None = None
+    #: ``LABEL k=v``: added to the image's Labels
+    labels: dict[str, str] | None = None
+    #: ``STOPSIGNAL``, as written (``SIGUSR1``)
+    stop_signal: str | None = None
+    #: ``ONBUILD`` triggers, kept in the config for a builder
+    onbuild: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,9 @@ def build_config(
             "User": ch.user or "",
             **({"ExposedPorts": {p: {} for p in ch.exposed}} if ch.exposed else {}),
             **({"Healthcheck": ch.healthcheck} if ch.healthcheck is not None else {}),
+            **({"Labels": dict(ch.labels)} if ch.labels else {}),
+            **({"StopSignal": ch.stop_signal} if ch.stop_signal else {}),
+            **({"OnBuild": list(ch.onbuild)} if ch.onbuild else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         "history": [history],

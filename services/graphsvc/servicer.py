@@ -37,7 +37,8 @@ def image_to_proto(image: images_mod.Image) -> types_pb2.Image:
     cfg: dict[str, Any] = image.config.get("config") or {}
     run = types_pb2.ContainerConfig(env=cfg.get("Env") or [], working_dir=cfg.get("WorkingDir") or "",
                                     user=cfg.get("User") or "", labels=cfg.get("Labels") or {},
-                                    exposed_ports=list(cfg.get("ExposedPorts") or {}))
+                                    exposed_ports=list(cfg.get("ExposedPorts") or {}),
+                                    stop_signal=cfg.get("StopSignal") or "")
     if cfg.get("Cmd") is not None:
         run.cmd.values[:] = cfg["Cmd"]
     if cfg.get("Entrypoint") is not None:

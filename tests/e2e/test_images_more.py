@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,34 @@ def test_commit_diff_export_save_load(engine, skiff, tmp_path: Path) -> None:
     finally:
         skiff("rm", "-f", name)
         skiff("rmi", "snap:1")
+
+
+def test_commit_changes_stopsignal_and_label(skiff) -> None:
+    """`commit --change STOPSIGNAL/LABEL`: a container of the new image is stopped with that signal."""
+    src, image = "stopsig-src", "stopsig:1"
+    trap = "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.1; done"
+    skiff("create", "--name", src, "busybox", "true", check=True)
+    cid = ""
+    try:
+        skiff("commit", "-c", "STOPSIGNAL SIGUSR1", "-c", "LABEL tier=test", src, image, check=True)
+        assert skiff("inspect", "-f", "{{.Config.StopSignal}}", image, check=True).stdout.strip() == "SIGUSR1"
+        bad = skiff("commit", "-c", "STOPSIGNAL NOPE", src, "stopsig:bad")
+        assert bad.returncode != 0 and "invalid signal" in bad.stderr, bad.stderr
+        assert skiff("inspect", "stopsig:bad").returncode != 0  # nothing half-made
+        cid = skiff("run", "-d", image, "sh", "-c", trap, check=True, timeout=120).stdout.strip()
+        assert skiff("inspect", "-f", "{{.Config.Labels.tier}}", cid, check=True).stdout.strip() == "test"
+        deadline = time.monotonic() + 30
+        while "ready" not in skiff("logs", cid).stdout:  # the trap is set
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        skiff("stop", "-t", "30", cid, check=True)
+        assert skiff("inspect", "-f", "{{.State.ExitCode}}", cid).stdout.strip() == "3"
+        assert "got-usr1" in skiff("logs", cid).stdout
+    finally:
+        if cid:
+            skiff("rm", "-f", cid)
+        skiff("rm", "-f", src)
+        skiff("rmi", image)
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is needed")

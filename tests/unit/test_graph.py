@@ -10,7 +10,7 @@ from skiff.common import errors
 from skiff.graphsvc import changes
 from skiff.graphsvc.graph import Graph, merge_image_defaults
 from skiff.graphsvc.graphdb import GraphDB
-from skiff.graphsvc.images import DEFAULT_ENV, ImageStore
+from skiff.graphsvc.images import DEFAULT_ENV, ImageStore, build_config
 from skiff.graphsvc.layers import VfsDriver
 from skiff.types.v1 import types_pb2
 
@@ -54,6 +54,12 @@ def test_the_images_stop_signal_unless_the_user_gave_one() -> None:
     assert merge_image_defaults(cfg(), IMAGE)[0].stop_signal == ""
 
 
+def test_the_images_labels_under_the_users() -> None:
+    image = {"config": {**IMAGE["config"], "Labels": {"a": "image", "b": "image"}}}
+    merged = merge_image_defaults(types_pb2.ContainerConfig(image="x", labels={"b": "user", "c": "user"}), image)[0]
+    assert dict(merged.labels) == {"a": "image", "b": "user", "c": "user"}
+
+
 def test_entrypoint_resets_the_images_cmd() -> None:
     _, argv = merge_image_defaults(cfg(entrypoint=["/bin/echo"]), IMAGE)
     assert argv == ["/bin/echo"]
@@ -78,6 +84,21 @@ def test_import_changes() -> None:
         changes.parse(["RUN rm -rf /"], DEFAULT_ENV)
     with pytest.raises(errors.InvalidArgument):
         changes.parse(["WORKDIR relative"], DEFAULT_ENV)
+
+
+def test_label_stopsignal_onbuild_changes() -> None:
+    ch = changes.parse(['LABEL a=1 "b c"="two words"', "LABEL legacy some value", "STOPSIGNAL SIGUSR1",
+                        "ONBUILD RUN echo hi"], DEFAULT_ENV)
+    assert ch is not None
+    assert ch.labels == {"a": "1", "b c": "two words", "legacy": "some value"}
+    assert (ch.stop_signal, ch.onbuild) == ("SIGUSR1", ["RUN echo hi"])
+    config = build_config(["sha256:" + "0" * 64], ch, "", "2026-01-01T00:00:00Z")["config"]
+    assert (config["Labels"], config["StopSignal"], config["OnBuild"]) == (ch.labels, "SIGUSR1", ["RUN echo hi"])
+    for bad, match in (("STOPSIGNAL NOPE", "invalid signal"), ("STOPSIGNAL 99", "invalid signal"),
+                       ("STOPSIGNAL", "signal name"), ("LABEL =x", "KEY=value"), ("ONBUILD FROM x", "ONBUILD"),
+                       ('LABEL "unclosed', "LABEL")):
+        with pytest.raises(errors.InvalidArgument, match=match):
+            changes.parse([bad], DEFAULT_ENV)
 
 
 def test_expose_change_and_the_merge_of_exposed_ports() -> None:
