@@ -307,11 +307,8 @@ def digest_rows(imgs: list[Any], rows: list[list[str]]) -> list[list[str]]:
 
 
 def _volume_row(client: Client) -> list[str]:
-    """Local Volumes, from the engine's VolumeService when it has one (active: used by a container).
-
-    The hook for volumes: counted by ``ref_count``, sized by a ``size`` field once the
-    Volume message carries one (Docker's UsageData.Size); 0B until then.
-    """
+    """Local Volumes, from the engine's VolumeService (active: used by a container; sizes walked
+    by graphsvc, as Docker's UsageData.Size)."""
     from skiff.api.v1 import api_pb2, api_pb2_grpc
 
     stub_cls = getattr(api_pb2_grpc, "VolumeServiceStub", None)
@@ -319,12 +316,12 @@ def _volume_row(client: Client) -> list[str]:
     if stub_cls is None or request_cls is None:
         return ["Local Volumes", "0", "0", "0B", "0B"]
     with client.translated():
-        vols = list(stub_cls(client.channel).ListVolumes(request_cls(), timeout=60).volumes)
+        vols = list(stub_cls(client.channel).ListVolumes(request_cls(with_size=True), timeout=120).volumes)
 
     def size(v: Any) -> int:
-        return max(int(getattr(v, "size", 0) or 0), 0)
+        return max(int(v.size), 0)
 
-    active = [v for v in vols if int(getattr(v, "ref_count", 0) or 0) > 0]
+    active = [v for v in vols if v.ref_count > 0]
     total = sum(size(v) for v in vols)
     reclaimable = total - sum(size(v) for v in active)
     pct = f" ({reclaimable * 100 // total}%)" if total else ""

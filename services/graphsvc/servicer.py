@@ -321,7 +321,7 @@ def _rechunk(chunks: Iterator[bytes], size: int = saveload.CHUNK) -> Iterator[by
 def volume_to_proto(v: volumes_mod.Volume) -> types_pb2.Volume:
     return types_pb2.Volume(name=v.name, driver=v.driver, mountpoint=v.mountpoint, created=timestamp(v.created),
                             labels=v.labels, scope="local", options=v.options, anonymous=v.anonymous,
-                            ref_count=v.ref_count)
+                            ref_count=v.ref_count, size=v.size)
 
 
 class VolumeServicer(graph_pb2_grpc.VolumeServiceServicer):
@@ -337,7 +337,7 @@ class VolumeServicer(graph_pb2_grpc.VolumeServiceServicer):
     def ListVolumes(self, request: graph_pb2.ListVolumesRequest,
                     context: grpc.ServicerContext) -> graph_pb2.ListVolumesResponse:
         with grpcerr.handle(context):
-            vols = self.store.list([(f.key, f.value) for f in request.filters])
+            vols = self.store.list([(f.key, f.value) for f in request.filters], with_size=request.with_size)
             return graph_pb2.ListVolumesResponse(volumes=[volume_to_proto(v) for v in vols])
 
     def GetVolume(self, request: graph_pb2.GetVolumeRequest,

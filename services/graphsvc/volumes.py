@@ -11,6 +11,7 @@ the next start clears, never half a volume under its name.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import os
 import secrets
@@ -47,6 +48,35 @@ class Volume:
     driver: str = "local"
     #: containers that mount it; -1 when not computed
     ref_count: int = -1
+    #: bytes of its files (hard links once); -1 when not computed
+    size: int = -1
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of the files under ``root`` (st_size; a hard-linked file once; symlinks not
+    followed), as Docker sizes a volume. A file that goes away during the walk is skipped."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
 
 
 def _users(db: GraphDB) -> dict[str, list[str]]:
@@ -135,7 +165,7 @@ class VolumeStore:
                 raise NotFound(f"get {name}: no such volume", reason=VOLUME_NOT_FOUND)
             return self._volume(row, len(_users(self.db).get(name, [])))
 
-    def list(self, filters: Iterable[tuple[str, str]] = ()) -> list[Volume]:
+    def list(self, filters: Iterable[tuple[str, str]] = (), with_size: bool = False) -> list[Volume]:
         by_key: dict[str, list[str]] = {}
         for key, value in filters:
             if key not in ("dangling", "name", "label", "driver"):
@@ -147,7 +177,10 @@ class VolumeStore:
             users = _users(self.db)
             rows = list(self.db.db.query("SELECT * FROM volumes ORDER BY name"))
             vols = [self._volume(r, len(users.get(r["name"], []))) for r in rows]
-        return [v for v in vols if _matches(v, by_key)]
+        vols = [v for v in vols if _matches(v, by_key)]
+        if with_size:  # outside the lock: a walk of each volume's data
+            vols = [dataclasses.replace(v, size=disk_usage(Path(v.mountpoint))) for v in vols]
+        return vols
 
     def remove(self, name: str, force: bool = False) -> None:
         with self.db._tx():

@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 
 def ok(r) -> str:
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
@@ -25,6 +27,41 @@ def test_a_named_volume_carries_data_between_containers(skiff) -> None:
     finally:
         skiff("volume", "rm", "shared")
     assert "shared" not in skiff("volume", "ls", "-q").stdout.split()
+
+
+def _df_volumes(skiff) -> list[str]:
+    rows = [line.split() for line in ok(skiff("system", "df")).splitlines()]
+    return next(r[2:] for r in rows if r[:2] == ["Local", "Volumes"])
+
+
+def test_system_df_sizes_volumes(skiff) -> None:
+    """`system df` counts the bytes in volumes (a hard link once), active while a container uses them."""
+    ok(skiff("volume", "create", "dfsized"))
+    try:
+        total, active, size = _df_volumes(skiff)[:3]
+        assert size.endswith("B")
+        ok(skiff("run", "--rm", "-v", "dfsized:/d", "busybox", "sh", "-c",
+                 "head -c 3000000 /dev/zero > /d/f && ln /d/f /d/again"))
+        assert _df_volumes(skiff)[0] == total
+        cid = ok(skiff("create", "-v", "dfsized:/d", "busybox", "true")).strip()
+        try:
+            after = _df_volumes(skiff)
+            assert int(after[1]) == int(active) + 1
+        finally:
+            skiff("rm", cid)
+        # 3 MB more, not 6: the hard link is counted once
+        assert _human(after[2]) - _human(size) == pytest.approx(3_000_000, rel=0.01, abs=5_000)
+    finally:
+        skiff("volume", "rm", "dfsized")
+
+
+def _human(text: str) -> float:
+    """``4.26MB`` -> bytes (decimal units, as `system df` prints them)."""
+    units = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    raise AssertionError(f"not a size: {text!r}")
 
 
 def test_read_only_mounts_refuse_writes(skiff, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from skiff.graphsvc.graph import Graph
 from skiff.graphsvc.graphdb import GraphDB
 from skiff.graphsvc.images import DEFAULT_ENV, ImageStore
 from skiff.graphsvc.layers import VfsDriver
-from skiff.graphsvc.volumes import VOLUME_IN_USE, VolumeStore
+from skiff.graphsvc.volumes import VOLUME_IN_USE, VolumeStore, disk_usage
 from skiff.types.v1 import types_pb2
 
 
@@ -134,3 +134,18 @@ def test_a_directory_without_a_record_is_cleared_at_start(tmp_path: Path) -> Non
     assert not stale.parent.exists()
     assert (Path(kept.mountpoint) / "f").read_text() == "mine"
     assert list(Path(vs.create("stale").mountpoint).iterdir()) == []
+
+
+def test_volume_sizes_count_hard_links_once_and_only_when_asked(tmp_path: Path) -> None:
+    store = VolumeStore(GraphDB(":memory:"), tmp_path / "volumes")
+    store.create("data")
+    root = store.data_path("data")
+    (root / "sub").mkdir()
+    (root / "sub" / "big").write_bytes(b"x" * 3000)
+    (root / "small").write_bytes(b"y" * 7)
+    (root / "hard").hardlink_to(root / "sub" / "big")
+    (root / "link").symlink_to("/etc/passwd")  # the link itself, never its target
+    assert [v.size for v in store.list()] == [-1]
+    [vol] = store.list(with_size=True)
+    assert vol.size == 3000 + 7 + len("/etc/passwd")
+    assert disk_usage(tmp_path / "missing") == 0
