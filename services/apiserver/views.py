@@ -80,7 +80,8 @@ def container_view(
         state=state_of(task),
         network_settings=settings,
         links=record.links,
-        log_path=task.log_path if task is not None else "",
+        # no log file with `--log-driver none` (Docker shows an empty LogPath)
+        log_path=task.log_path if task is not None and record.host_config.log_config.type != "none" else "",
         mounts=record.mounts,
     )
     if rootfs is not None:

@@ -66,6 +66,7 @@ def test_log_driver_none(skiff) -> None:
         skiff("wait", cid, check=True)
         r = skiff("logs", cid)
         assert r.returncode != 0 and "configured logging driver does not support reading" in r.stderr, r
+        assert skiff("inspect", "-f", "[{{.LogPath}}]", cid).stdout.strip() == "[]"  # no log file, as Docker
     finally:
         skiff("rm", cid)
 
