@@ -172,9 +172,11 @@ def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_f
             inp.close()
         raise
     terminal = inp.terminal() if inp is not None else contextlib.nullcontext()
+    # `-a stdin` alone: no output shown (the gateway reads "neither" as "both")
+    show = not streams or bool(streams & {"stdout", "stderr"})
     with terminal, attach.signal_proxy(client, container, sig_proxy), client.translated():
         try:
-            code, detached = interactive.stream(responses)
+            code, detached = interactive.stream(responses, show)
         finally:
             responses.cancel()  # a no-op once the stream has ended
             if inp is not None:
@@ -210,6 +212,8 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
         _start(client, cid, args.rm)
         print(cid)
         return 0
+    if streams and not streams & {"stdout", "stderr"}:
+        print(cid, flush=True)  # as Docker, when no output stream is attached
     inp = None
     if attach_stdin or args.tty:
         inp = interactive.container_input(cid, request_config(args), stdin=attach_stdin,

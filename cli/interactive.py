@@ -137,12 +137,14 @@ class Input:
                 termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
-def stream(responses: Iterable[Any]) -> tuple[int | None, bool]:
-    """Copy output to our stdout/stderr; (the exit code or None, whether we detached)."""
+def stream(responses: Iterable[Any], show: bool = True) -> tuple[int | None, bool]:
+    """Copy output to our stdout/stderr (none when not ``show``: ``run -a stdin``);
+    (the exit code or None, whether we detached)."""
     for resp in responses:
         part = resp.WhichOneof("part")
         if part == "output":
-            attach.write_entry(resp.output)
+            if show:
+                attach.write_entry(resp.output)
         elif part == "exit":
             return resp.exit.exit_code, False
         elif part == "detached":

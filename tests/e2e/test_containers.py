@@ -166,6 +166,11 @@ def test_run_attach_chooses_the_streams(skiff) -> None:
     assert (r.returncode, r.stdout, r.stderr) == (2, "out\n", "err\n"), r
     r = skiff("run", "--rm", "-a", "stdin", "-a", "stdout", "-i", "busybox", "cat", input=b"piped\n")
     assert (r.returncode, r.stdout) == (0, "piped\n"), r.stderr
+    # stdin alone: the container reads it, no output is shown, the ID is printed (as Docker)
+    r = skiff("run", "--rm", "-a", "stdin", "-i", "busybox", "sh", "-c",
+              'read x; echo "got $x"; echo err >&2; test "$x" = piped && exit 4', input=b"piped\n")
+    assert (r.returncode, r.stderr) == (4, ""), r
+    assert len(r.stdout.strip()) == 64 and "got" not in r.stdout, r.stdout
     r = skiff("run", "-a", "nope", "busybox", "true")
     assert r.returncode == 125 and "valid streams are STDIN, STDOUT and STDERR" in r.stderr, r.stderr
     r = skiff("run", "-d", "-a", "stdout", "busybox", "true")
