@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-f", "--filter", action="append", help="filter output based on conditions (key=value)")
     p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
+    p.add_argument("-n", "--last", type=int, default=-1, help="show n last created containers (includes all states)")
+    p.add_argument("-l", "--latest", action="store_true", help="show the latest created container (includes all "
+                   "states)")
+    p.add_argument("--format", default="", help="format output using a custom template: 'table', "
+                   "'table TEMPLATE', 'json', or a Go template (fields: ID, Image, Command, CreatedAt, RunningFor, "
+                   "Ports, State, Status, Size, Names, Labels, Mounts, Networks, LocalVolumes; .Label \"key\")")
 
     p = add_command(sub, "logs", cmd_logs, "Fetch the logs of a container")
     p.add_argument("-f", "--follow", action="store_true", help="follow log output")
@@ -369,17 +375,54 @@ def ps_rows(containers: list[api_pb2.Container], no_trunc: bool, now: float) -> 
     return rows
 
 
+#: ``ps --format`` fields and their column names (Docker's)
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+              "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS", "Size": "SIZE",
+              "Names": "NAMES", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+              "LocalVolumes": "LOCAL VOLUMES"}
+PS_TABLE = "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+
+
+def _ps_formatted(found: list[api_pb2.Container], no_trunc: bool, template: str, size: bool) -> str:
+    from skiff.cli import listformat
+
+    items = []
+    for c, row in zip(found, ps_rows(found, no_trunc, time.time()), strict=True):
+        mounts = [m.name or m.source for m in c.mounts if m.type != "tmpfs"]
+        network = c.host_config.network_mode or c.network_settings.network_mode
+        items.append({
+            "Command": row[2], "CreatedAt": listformat.created_at(c.created.seconds), "ID": row[0],
+            "Image": row[1], "Labels": listformat.labels_text(c.config.labels),
+            "LocalVolumes": str(sum(1 for m in c.mounts if m.type == "volume")),
+            "Mounts": ",".join(m if no_trunc else m[:15] for m in mounts), "Names": row[6],
+            "Networks": "bridge" if network in ("", "default") else network, "Ports": row[5],
+            "RunningFor": row[3],
+            "Size": f"{fmt.human_size(c.size_rw)} (virtual {fmt.human_size(c.size_root_fs)})" if size else "0B",
+            "State": status_word(c), "Status": row[4]})
+    default = PS_TABLE + ("\t{{.Size}}" if size else "")
+    return listformat.format_list(template, default, items, PS_HEADERS)
+
+
 def cmd_ps(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
     from skiff.types.v1 import types_pb2
 
     filters = [types_pb2.Filter(key=k, value=v) for k, v in split_kv(args.filter, "filter")]
+    template = getattr(args, "format", "")
+    # Docker computes sizes for a template that shows them
+    size = getattr(args, "size", False) or ".Size" in template
+    last = 1 if getattr(args, "latest", False) else getattr(args, "last", -1)
     with client.translated():
         resp = client.containers.ListContainers(api_pb2.ListContainersRequest(
-            all=args.all, filters=filters, size=getattr(args, "size", False)), timeout=60)
+            all=args.all or last >= 0, filters=filters, size=size), timeout=60)
     found = sorted(resp.containers, key=lambda c: (c.created.seconds, c.created.nanos), reverse=True)
+    if last >= 0:
+        found = found[:last]
     if args.quiet:
         sys.stdout.write("".join(f"{c.id if args.no_trunc else fmt.short_id(c.id)}\n" for c in found))
+        return 0
+    if template:
+        sys.stdout.write(_ps_formatted(found, args.no_trunc, template, size))
         return 0
     header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     rows = ps_rows(found, args.no_trunc, time.time())

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-f", "--filter", action="append", help="filter output based on conditions provided")
     p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("--format", default="", help="format output using a custom template: 'table', "
+                   "'table TEMPLATE', 'json', or a Go template (fields: ID, Repository, Tag, Digest, "
+                   "CreatedSince, CreatedAt, Size)")
 
     p = add_command(sub, "rmi", cmd_rmi, "Remove one or more images")
     p.add_argument("-f", "--force", action="store_true", help="force removal of the image")
@@ -111,6 +114,25 @@ def image_rows(imgs: list[types_pb2.Image], no_trunc: bool, now: float) -> list[
     return rows
 
 
+#: ``images --format`` fields and their column names (Docker's)
+IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                 "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE", "Containers": "CONTAINERS",
+                 "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE"}
+IMAGE_TABLE = "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+
+
+def _formatted(imgs: list[types_pb2.Image], no_trunc: bool, template: str) -> str:
+    from skiff.cli import listformat
+    from skiff.cli.imagetools import digest_rows
+
+    rows = digest_rows(imgs, image_rows(imgs, no_trunc, time.time()))
+    created = [listformat.created_at(img.created.seconds) for img in imgs for _ in (img.repo_tags or [None])]
+    items = [{"Containers": "N/A", "CreatedAt": at, "CreatedSince": r[4], "Digest": r[2], "ID": r[3],
+              "Repository": r[0], "SharedSize": "N/A", "Size": r[5], "Tag": r[1], "UniqueSize": "N/A",
+              "VirtualSize": r[5]} for r, at in zip(rows, created, strict=True)]
+    return listformat.format_list(template, IMAGE_TABLE, items, IMAGE_HEADERS)
+
+
 def cmd_images(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
     from skiff.cli.args import split_kv
@@ -125,6 +147,9 @@ def cmd_images(client: Client, args: argparse.Namespace) -> int:
         for img in imgs:
             seen.setdefault(img.id if args.no_trunc else fmt.short_id(img.id))
         sys.stdout.write("".join(f"{i}\n" for i in seen))
+        return 0
+    if getattr(args, "format", ""):
+        sys.stdout.write(_formatted(imgs, args.no_trunc, args.format))
         return 0
     header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
     if getattr(args, "digests", False):

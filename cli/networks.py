@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(nsub, "ls", cmd_ls, "List networks")
     p.add_argument("-q", "--quiet", action="store_true", help="only display network IDs")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
+    p.add_argument("--format", default="", help="format output using a custom template: 'table', "
+                   "'table TEMPLATE', 'json', or a Go template (fields: ID, Name, Driver, Scope, IPv6, "
+                   "Internal, Labels, CreatedAt)")
     p.set_defaults(prog="skiff network ls")
 
     p = add_command(nsub, "inspect", cmd_inspect, "Display detailed information on one or more networks")
@@ -94,6 +97,12 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``network ls --format`` fields and their column names (Docker's)
+NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
+                   "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
+NETWORK_TABLE = "{{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
+
+
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
 
@@ -103,6 +112,15 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     if args.quiet:
         for i in ids:
             print(i)
+        return 0
+    if args.format:
+        from skiff.cli import listformat
+
+        items = [{"CreatedAt": listformat.created_at(n.created.seconds), "Driver": n.driver, "ID": i,
+                  "IPv6": str(n.enable_ipv6).lower(), "Internal": str(n.internal).lower(),
+                  "Labels": listformat.labels_text(n.labels), "Name": n.name, "Scope": n.scope or "local"}
+                 for i, n in zip(ids, nets, strict=True)]
+        sys.stdout.write(listformat.format_list(args.format, NETWORK_TABLE, items, NETWORK_HEADERS))
         return 0
     rows = [[i, n.name, n.driver, n.scope or "local"] for i, n in zip(ids, nets, strict=True)]
     sys.stdout.write(fmt.table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows))

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only display volume names")
     p.add_argument("-f", "--filter", action="append", default=[],
                    help="provide filter values (e.g. 'dangling=true', 'name=x', 'label=k[=v]')")
+    p.add_argument("--format", default="", help="format output using a custom template: 'table', "
+                   "'table TEMPLATE', 'json', or a Go template (fields: Name, Driver, Scope, Mountpoint, "
+                   "Labels, Links, Size)")
     p.set_defaults(prog="skiff volume ls")
 
     p = add_command(vsub, "inspect", cmd_inspect, "Display detailed information on one or more volumes")
@@ -82,6 +85,12 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``volume ls --format`` fields and their column names (Docker's)
+VOLUME_HEADERS = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE", "Mountpoint": "MOUNTPOINT",
+                  "Labels": "LABELS", "Links": "LINKS", "Size": "SIZE"}
+VOLUME_TABLE = "{{.Driver}}\t{{.Name}}"
+
+
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
 
@@ -91,6 +100,14 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     if args.quiet:
         for v in vols:
             print(v.name)
+        return 0
+    if args.format:
+        from skiff.cli import listformat
+
+        items = [{"Driver": v.driver, "Labels": listformat.labels_text(v.labels), "Links": "N/A",
+                  "Mountpoint": v.mountpoint, "Name": v.name, "Scope": v.scope or "local", "Size": "N/A"}
+                 for v in vols]
+        sys.stdout.write(listformat.format_list(args.format, VOLUME_TABLE, items, VOLUME_HEADERS))
         return 0
     sys.stdout.write(fmt.table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols]))
     return 0
