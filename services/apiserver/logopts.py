@@ -82,9 +82,12 @@ def validate(cfg: types_pb2.LogConfig) -> tuple[int, int]:
     compress = cfg.config.get("compress", "false").lower()
     if compress not in ("false", "0", "f", "true", "1", "t"):
         raise errors.InvalidArgument(f'strconv.ParseBool: parsing "{cfg.config["compress"]}": invalid syntax')
-    if compress in ("true", "1", "t"):
-        raise errors.InvalidArgument("compress is not supported by this json-file driver: use compress=false")
     return size, files
+
+
+def compressed(cfg: types_pb2.LogConfig) -> bool:
+    """json-file ``compress=true``: rotated files are gzipped."""
+    return cfg.config.get("compress", "false").lower() in ("true", "1", "t")
 
 
 def fill_task_spec(spec: exec_pb2.TaskSpec, cfg: types_pb2.LogConfig) -> None:
@@ -93,6 +96,7 @@ def fill_task_spec(spec: exec_pb2.TaskSpec, cfg: types_pb2.LogConfig) -> None:
     size, files = validate(resolved)
     spec.log_driver = resolved.type
     spec.log_max_size, spec.log_max_file = size, files
+    spec.log_compress = resolved.type != "none" and compressed(resolved)
 
 
 def parse_opts(items: list[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ container. Entries always carry their timestamp; whether to show it
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import time
@@ -40,15 +41,37 @@ def format_entry(entry: LogEntry, timestamps: bool = False) -> bytes:
 
 
 def rotated(path: Path) -> list[Path]:
-    """The rotated files of ``path`` (``<log>.1`` newest, ``<log>.2`` ...), newest first."""
+    """The rotated files of ``path`` (``<log>.1`` newest, ``<log>.2`` ...), newest first.
+
+    With ``compress=true`` a rotated file is ``<log>.N.gz``; while the monitor is still
+    gzipping it both names exist, and the plain one (complete) is the one listed."""
     path = Path(path)
     prefix = path.name + "."
     try:
-        names = os.listdir(path.parent)
+        names = set(os.listdir(path.parent))
     except FileNotFoundError:
         return []
-    found = sorted(int(n[len(prefix):]) for n in names if n.startswith(prefix) and n[len(prefix):].isdigit())
-    return [path.with_name(f"{prefix}{i}") for i in found]
+    found: dict[int, str] = {}
+    for n in names:
+        rest = n[len(prefix):] if n.startswith(prefix) else ""
+        number = rest.removesuffix(".gz")
+        if number.isdigit() and (rest == number or f"{prefix}{number}" not in names):
+            found[int(number)] = n
+    return [path.with_name(found[i]) for i in sorted(found)]
+
+
+def open_log(p: Path) -> BinaryIO:
+    """A log file for reading; a ``.gz`` one decompressed. A plain rotated file that its
+    gzip just replaced is read from the archive."""
+    if p.name.endswith(".gz"):
+        return gzip.open(p, "rb")  # type: ignore[return-value]
+    try:
+        return open(p, "rb")
+    except FileNotFoundError:
+        gz = p.with_name(p.name + ".gz")
+        if p.name.rpartition(".")[2].isdigit() and gz.exists():
+            return gzip.open(gz, "rb")  # type: ignore[return-value]
+        raise
 
 
 def _key(st: os.stat_result) -> tuple[int, int]:
@@ -66,7 +89,7 @@ def open_all(path: Path) -> list[BinaryIO]:
     seen: set[tuple[int, int]] = set()
     for p in [Path(path), *rotated(path)]:
         try:
-            f = open(p, "rb")  # noqa: SIM115 - closed by the caller
+            f = open(p, "rb") if p == Path(path) else open_log(p)  # noqa: SIM115 - closed by the caller
         except FileNotFoundError:
             continue  # the live file between rename and re-creation, or a rotated file removed meanwhile
         key = _key(os.fstat(f.fileno()))
@@ -82,13 +105,20 @@ def open_all(path: Path) -> list[BinaryIO]:
 def _newer_than(path: Path, key: tuple[int, int]) -> list[Path]:
     """The files written after the one with ``key`` (an earlier live file), oldest first."""
     newer: list[Path] = []
-    for p in rotated(path):  # newest first
+    found = False
+    files = rotated(path)
+    for p in files:  # newest first
         try:
             if _key(os.stat(p)) == key:
+                found = True
                 break
         except FileNotFoundError:
             continue
         newer.append(p)
+    if not found and any(p.name.endswith(".gz") for p in files):
+        # gzip gave the earlier live file a new inode: it was (at least) the last rotation's.
+        # (Several rotations between two looks lose the files in between, with compress only.)
+        return [Path(path)]
     newer.reverse()
     return [*newer, Path(path)]
 
@@ -213,7 +243,7 @@ def _after_rotation(path: Path, f: BinaryIO) -> list[BinaryIO] | None:
     out: list[BinaryIO] = []
     for p in _newer_than(path, _key(mine)):
         try:
-            out.append(open(p, "rb"))  # noqa: SIM115 - closed by read()
+            out.append(open_log(p))  # closed by read()
         except FileNotFoundError:
             continue
     return out or None

@@ -81,7 +81,7 @@ class Tasks:
             console_size=(min(ts.console_size.rows, 0xFFFF), min(ts.console_size.cols, 0xFFFF)),
             mounts=mountsmod.from_proto(ts.mounts),
             log_driver=ts.log_driver or "json-file", log_max_size=ts.log_max_size,
-            log_max_file=max(ts.log_max_file, 1),
+            log_max_file=max(ts.log_max_file, 1), log_compress=ts.log_compress,
             ns=NsModes(pid=ts.pid_mode, uts=ts.uts_mode, ipc=ts.ipc_mode, cgroupns=ts.cgroupns_mode),
             devices=tuple(DeviceMapping(d.path_on_host, d.path_in_container, d.cgroup_permissions or "rwm")
                           for d in ts.devices),

@@ -74,6 +74,8 @@ class ContainerSpec:
     log_driver: str = "json-file"
     log_max_size: int = 0
     log_max_file: int = 1
+    #: json-file ``compress=true``: rotated files are gzipped by the monitor
+    log_compress: bool = False
     rlimits: tuple[tuple[str, int, int], ...] = field(default=())
     #: Contents bind-mounted at /etc/hosts, /etc/resolv.conf, /etc/hostname (empty: the image's).
     etc_hosts: str = ""
@@ -351,7 +353,8 @@ def log_conf(spec: ContainerSpec) -> list[str]:
     size, files = NONE_DRIVER_LOG if spec.log_driver == "none" else (spec.log_max_size, spec.log_max_file)
     if not size:
         return []
-    return [f"log_max_size={size}", f"log_max_file={files}"]
+    compress = ["log_compress=1"] if spec.log_compress and spec.log_driver != "none" else []
+    return [f"log_max_size={size}", f"log_max_file={files}", *compress]
 
 
 def write_atomic(path: Path, data: str, *, durable: bool = True) -> None:

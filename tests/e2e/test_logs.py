@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import gzip
 import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.conftest import VENV_BIN, Engine
 
@@ -36,6 +39,24 @@ def test_rotation_keeps_at_most_max_file_files_and_the_newest_lines(engine: Engi
         assert nums == list(range(nums[0], n)), "lines missing or out of order across rotated files"
         assert nums[0] > 0 and len(nums) > 250  # the oldest were dropped; three files' worth kept
         assert _numbers(skiff("logs", "--tail", "5", cid, check=True).stdout) == list(range(n - 5, n))
+    finally:
+        skiff("rm", "-f", cid)
+
+
+def test_compress_gzips_rotated_files_and_logs_reads_them(engine: Engine, skiff) -> None:
+    n = 3000
+    cid = skiff("run", "-d", "--log-opt", "max-size=10k", "--log-opt", "max-file=3", "--log-opt", "compress=true",
+                "busybox", "sh", "-c", WRITE.format(n=n), check=True).stdout.strip()
+    try:
+        assert skiff("wait", cid, timeout=60).stdout.strip() == "0"
+        files = _log_files(engine, cid)  # the monitor waits for its last gzip before it exits
+        assert files == [f"{cid}-json.log", f"{cid}-json.log.1.gz", f"{cid}-json.log.2.gz"], files
+        for name in files[1:]:
+            data = gzip.decompress((engine.data_root / "containers" / cid / name).read_bytes())
+            assert data.endswith(b"}\n") and len(data) < 10_000 + 200 and b'"log":"line-' in data
+        nums = _numbers(skiff("logs", cid, check=True).stdout)
+        assert nums == list(range(nums[0], n)) and nums[0] > 0 and len(nums) > 250, nums[:3]
+        assert _numbers(skiff("logs", "--tail", "300", cid, check=True).stdout) == list(range(n - 300, n))
     finally:
         skiff("rm", "-f", cid)
 
@@ -105,11 +126,12 @@ def test_since_until_and_timestamps(skiff) -> None:
         skiff("rm", cid)
 
 
-def test_follow_keeps_following_across_rotations(engine: Engine, skiff) -> None:
+@pytest.mark.parametrize("compress", ["false", "true"])
+def test_follow_keeps_following_across_rotations(engine: Engine, skiff, compress: str) -> None:
     n = 1500  # ~120 lines per 10 kB file; written at ~250 lines/s, so a reader may lag ~2 s
     script = f"i=0; while [ $i -lt {n} ]; do echo line-$i; i=$((i+1)); [ $((i % 50)) = 0 ] && sleep 0.2; done"
-    cid = skiff("run", "-d", "--log-opt", "max-size=10k", "--log-opt", "max-file=5", "busybox",
-                "sh", "-c", script, check=True).stdout.strip()
+    cid = skiff("run", "-d", "--log-opt", "max-size=10k", "--log-opt", "max-file=5", "--log-opt",
+                f"compress={compress}", "busybox", "sh", "-c", script, check=True).stdout.strip()
     try:
         env = {"SKIFF_HOST": engine.host, "PATH": "/usr/bin:/bin"}
         out = subprocess.run([str(VENV_BIN / "skiff"), "logs", "-f", cid], capture_output=True, text=True,

@@ -113,3 +113,20 @@ def test_follow_ends_when_until_has_passed(tmp_path: Path) -> None:
     p.write_text(_line("0\n"))
     out = list(logs.read(p, follow=True, is_running=lambda: True, until_ns=time.time_ns() - 1, poll_interval=0.01))
     assert [e.data for e in out] == [b"0\n"]
+
+
+def test_compressed_rotations_are_read_and_a_plain_file_being_gzipped_wins(tmp_path: Path) -> None:
+    import gzip
+
+    p = tmp_path / "c-json.log"
+    (tmp_path / "c-json.log.2.gz").write_bytes(gzip.compress(_line("old\n").encode()))
+    (tmp_path / "c-json.log.1").write_text(_line("mid\n"))
+    (tmp_path / "c-json.log.1.gz").write_bytes(b"\x1f\x8b half an archive")  # gzip still writing it
+    p.write_text(_line("new\n"))
+    assert [q.name for q in logs.rotated(p)] == ["c-json.log.1", "c-json.log.2.gz"]
+    assert [e.data for e in logs.read(p)] == [b"old\n", b"mid\n", b"new\n"]
+    # gzip finished between the listing and the open: the archive is read instead
+    (tmp_path / "c-json.log.1.gz").write_bytes(gzip.compress(_line("mid\n").encode()))
+    (tmp_path / "c-json.log.1").unlink()
+    assert logs.open_log(tmp_path / "c-json.log.1").read() == _line("mid\n").encode()
+    assert [e.data for e in logs.read(p, tail=2)] == [b"mid\n", b"new\n"]

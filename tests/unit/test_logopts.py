@@ -40,7 +40,7 @@ def test_defaults_rotate_and_the_daemon_default_applies() -> None:
     ({"max-file": "0"}, "max-file cannot be less than 1"),
     ({"max-file": "x"}, 'parsing "x": invalid syntax'),
     ({"max-size": "0"}, "max-size must be a positive number"),
-    ({"compress": "true"}, "compress"),
+    ({"compress": "maybe"}, 'parsing "maybe": invalid syntax'),
     ({"nope": "1"}, "unknown log opt 'nope' for json-file log driver"),
     ({"mode": "fast"}, "logger log mode not supported: fast"),
     ({"max-buffer-size": "4m"}, "only supported with 'mode=non-blocking'"),
@@ -54,6 +54,14 @@ def test_none_ignores_options_and_non_blocking_is_accepted() -> None:
     assert logopts.validate(types_pb2.LogConfig(type="none", config={"max-size": "1m"})) == (0, 0)
     cfg = types_pb2.LogConfig(type="json-file", config={"mode": "non-blocking", "max-buffer-size": "4m"})
     assert logopts.validate(cfg) == (logopts.DEFAULT_MAX_SIZE, logopts.DEFAULT_MAX_FILE)
+
+
+def test_compress_goes_into_the_task_spec() -> None:
+    spec = exec_pb2.TaskSpec()
+    logopts.fill_task_spec(spec, types_pb2.LogConfig(type="json-file", config={"compress": "true", "max-file": "3"}))
+    assert (spec.log_compress, spec.log_max_file) == (True, 3)
+    logopts.fill_task_spec(spec, types_pb2.LogConfig(type="json-file", config={"compress": "false"}))
+    assert not spec.log_compress
 
 
 def test_unknown_driver() -> None:

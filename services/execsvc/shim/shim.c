@@ -14,6 +14,8 @@
  *   oom=<path>             optional: cgroup file with an "oom_kill N" line
  *   log_max_size=<bytes>   optional: rotate the log when it reaches this size
  *   log_max_file=<n>       optional: files kept, <log> plus <log>.1 (newest) .. <log>.<n-1>
+ *   log_compress=1         optional: gzip each rotated file (<log>.1.gz ...) in a child, as
+ *                          Docker's json-file compress=true (container mode only)
  *   kill_on_exit=<path>    optional: a cgroup.procs file whose processes are killed when the
  *                          container's main process has exited (no pid namespace: --pid host)
  *
@@ -71,6 +73,9 @@ static char conf_log[PATH_MAX], conf_netns[PATH_MAX], conf_oom[PATH_MAX];
 static unsigned long conf_flags;
 static long long conf_log_max_size; /* 0: never rotate */
 static int conf_log_max_file = 1;
+static int conf_log_compress;
+static int compress_ok;    /* container mode: the exec monitor takes any child for its process */
+static pid_t compress_pid; /* the gzip of <log>.1 still running; 0: none */
 static char conf_kill_on_exit[PATH_MAX];
 /* cgroup.procs files the monitor moves the container into while its init starts */
 #define MAX_PROCS 16
@@ -270,11 +275,60 @@ static void flush_out(void)
     out_len = 0;
 }
 
+/* Reap the gzip child: at once (block) or only if it has finished. */
+static void compress_wait(int block)
+{
+    if (compress_pid <= 0)
+        return;
+    pid_t r;
+    while ((r = waitpid(compress_pid, NULL, block ? 0 : WNOHANG)) < 0 && errno == EINTR)
+        ;
+    if (r != 0)
+        compress_pid = 0; /* reaped (or not ours any more) */
+}
+
+/* gzip <log>.1 in a child, in the background as Docker does. gzip removes <log>.1 only once
+ * <log>.1.gz is whole, and readers prefer the plain file, so no one reads half an archive. */
+static void compress_rotated(void)
+{
+    char src[PATH_MAX + 16];
+    snprintf(src, sizeof src, "%s.1", conf_log);
+    pid_t p = fork();
+    if (p == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        syscall(SYS_close_range, 3, ~0U, 0); /* the container's pipes and sockets stay with the monitor */
+        execl("/bin/gzip", "gzip", "-f", "-n", "-q", src, (char *)NULL);
+        execl("/usr/bin/gzip", "gzip", "-f", "-n", "-q", src, (char *)NULL);
+        _exit(127);
+    }
+    if (p > 0)
+        compress_pid = p;
+}
+
+/* Move <from> to <to>; without a <from>, no stale <to> is left either. */
+static void rename_slot(const char *from, const char *to)
+{
+    if (rename(from, to) < 0 && errno == ENOENT)
+        unlink(to);
+}
+
 /* Docker's json-file rotation: <log>.<n-2> -> <log>.<n-1>, ..., <log> -> <log>.1, then a new
- * empty <log>; with one file the log is truncated. Records are whole before and after. */
+ * empty <log>; with one file the log is truncated. Records are whole before and after. With
+ * compress, the .gz names move along and the new <log>.1 is gzipped in the background. */
 static void rotate_log(void)
 {
     char from[PATH_MAX + 16], to[PATH_MAX + 16];
+    int gz = conf_log_compress && compress_ok && conf_log_max_file > 1;
+    if (gz)
+        compress_wait(1); /* the previous archive is whole before the names move */
     close(log_fd);
     for (int i = conf_log_max_file - 1; i >= 1; i--) {
         if (i == 1)
@@ -282,10 +336,20 @@ static void rotate_log(void)
         else
             snprintf(from, sizeof from, "%s.%d", conf_log, i - 1);
         snprintf(to, sizeof to, "%s.%d", conf_log, i);
-        rename(from, to); /* ENOENT: not that many files yet */
+        if (i == 1)
+            rename(from, to);
+        else
+            rename_slot(from, to);
+        if (gz && i > 1) {
+            snprintf(from, sizeof from, "%s.%d.gz", conf_log, i - 1);
+            snprintf(to, sizeof to, "%s.%d.gz", conf_log, i);
+            rename_slot(from, to);
+        }
     }
     log_fd = open(conf_log, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     log_size = 0;
+    if (gz)
+        compress_rotated();
 }
 
 /* Called before each record: rotates once the live file has reached its limit. */
@@ -377,6 +441,8 @@ static void read_conf(void)
             snprintf(conf_kill_on_exit, sizeof conf_kill_on_exit, "%s", v);
         else if (!strcmp(line, "log_max_file"))
             conf_log_max_file = atoi(v) > 0 ? atoi(v) : 1;
+        else if (!strcmp(line, "log_compress"))
+            conf_log_compress = atoi(v) > 0;
         else if (!strcmp(line, "cgroup_procs") && n_procs < MAX_PROCS)
             snprintf(conf_procs[n_procs++], PATH_MAX, "%s", v);
     }
@@ -958,6 +1024,7 @@ static void monitor(int report_fd, char **init_argv)
             if (read(sfd, &si, sizeof si) < 0) {
                 /* nothing: waitpid below decides */
             }
+            compress_wait(0);
             if (waitpid(pid, &status, WNOHANG) == pid) {
                 exited = 1;
                 /* Drain what is buffered; don't wait for writers outside the pid ns. */
@@ -975,6 +1042,7 @@ static void monitor(int report_fd, char **init_argv)
     snprintf(buf, sizeof buf, "{\"exit_code\": %d, \"signal\": %d, \"finished_at\": \"%s\", \"oom_killed\": %s}\n",
              code, sig, ts, read_oom_kills() > 0 ? "true" : "false");
     write_file_atomic("exit.json", buf);
+    compress_wait(1); /* nothing outlives the monitor */
     _exit(0);
 }
 
@@ -1198,6 +1266,7 @@ int main(int argc, char **argv)
         die("bundle path must be absolute: %s", bundle);
     read_conf();
     io_read_conf("shim.conf");
+    compress_ok = 1;
 
     return start_monitor(monitor, &argv[3]);
 }
