@@ -19,7 +19,7 @@ DRIVERS = ("json-file", "none")
 DEFAULT_DRIVER = "json-file"
 DEFAULT_MAX_SIZE = 20_000_000
 DEFAULT_MAX_FILE = 5
-#: Accepted by Docker's json-file driver; only max-size and max-file change anything here (and the
+#: Accepted by Docker's json-file driver; only max-size, max-file and compress change anything here (and the
 #: generic ``mode``/``max-buffer-size`` are checked but change nothing: the monitor never blocks
 #: the container on a slow reader, it writes the file itself).
 JSON_FILE_OPTS = ("max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag")
