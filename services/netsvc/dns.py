@@ -9,9 +9,10 @@ for all of 127.0.0.0/8, so 127.0.0.11 can be bound as it is, and nothing in the
 container's interface list changes. One netsvc thread serves every socket with
 a selector loop:
 
-* an ``A`` query for a name of the container's networks (container names,
-  aliases, short ids) is answered from netsvc's records (TTL 600, as Docker);
-  another query type for such a name gets an empty NOERROR answer;
+* an ``A`` (``AAAA``) query for a name of the container's networks (container
+  names, aliases, short ids) is answered with its IPv4 (IPv6) addresses from
+  netsvc's records (TTL 600, as Docker); another query type for such a name gets
+  an empty NOERROR answer;
 * anything else is forwarded, raw, to the host's upstream resolvers (from a
   bounded pool of worker threads, 2 s per upstream) and the reply relayed; with
   no upstream, or none answering, the client gets SERVFAIL.
@@ -38,6 +39,7 @@ DNS_ADDRESS = "127.0.0.11"
 DNS_PORT = 53
 TTL = 600
 QTYPE_A = 1
+QTYPE_AAAA = 28
 RCODE_SERVFAIL = 2
 RCODE_NXDOMAIN = 3
 FORWARD_TIMEOUT = 2.0
@@ -83,13 +85,21 @@ def parse_query(data: bytes) -> Query | None:
     return Query(ident, flags, ".".join(labels).lower(), qtype, qclass, pos + 4)
 
 
+def _record(address: str) -> tuple[int, bytes]:
+    """(record type, packed address) of an IPv4 or IPv6 address."""
+    if ":" in address:
+        return QTYPE_AAAA, socket.inet_pton(socket.AF_INET6, address)
+    return QTYPE_A, socket.inet_aton(address)
+
+
 def response(data: bytes, q: Query, addresses: Sequence[str] = (), rcode: int = 0) -> bytes:
-    """A reply to ``q``: its question echoed, then one A record per address."""
+    """A reply to ``q``: its question echoed, then one A or AAAA record per address of the
+    asked-for type (the others are left out)."""
     flags = 0x8000 | (q.flags & 0x0100) | 0x0400 | 0x0080 | rcode  # QR, RD copied, AA, RA
-    header = struct.pack("!HHHHHH", q.id, flags, 1, len(addresses), 0, 0)
-    answers = b"".join(
-        struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, TTL, 4) + socket.inet_aton(a) for a in addresses
-    )
+    records = [r for r in map(_record, addresses) if r[0] == q.qtype]
+    header = struct.pack("!HHHHHH", q.id, flags, 1, len(records), 0, 0)
+    answers = b"".join(struct.pack("!HHHIH", 0xC00C, qtype, 1, TTL, len(packed)) + packed
+                       for qtype, packed in records)
     return header + data[12:q.end] + answers
 
 
@@ -217,7 +227,7 @@ class DnsServer:
             return
         addresses = resolve(q.name) if q.qclass == 1 else None
         if addresses is not None:
-            sock.sendto(response(data, q, addresses if q.qtype == QTYPE_A else ()), peer)
+            sock.sendto(response(data, q, addresses), peer)
             return
         if not self._forwards.acquire(blocking=False):
             sock.sendto(response(data, q, rcode=RCODE_SERVFAIL), peer)

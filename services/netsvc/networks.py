@@ -314,11 +314,12 @@ class UserBridgeDriver(BridgeDriver):
         self.ipam.release(endpoint.ip_address)
 
     def lookup(self, name: str) -> list[str] | None:
-        """The addresses of ``name`` on this network (None: not one of its names)."""
+        """The addresses of ``name`` on this network, IPv4 and IPv6 (None: not one of its names)."""
         name = name.rstrip(".").lower()
         for _ in range(3):  # the dict may change under the DNS thread; try again
             try:
-                found = [e.ip_address for e in list(self.endpoints.values()) if name in e.aliases]
+                found = [a for e in list(self.endpoints.values()) if name in e.aliases
+                         for a in (e.ip_address, e.ipv6_address) if a]
                 break
             except RuntimeError:
                 continue

@@ -175,6 +175,13 @@ def test_ipv6_network_from_the_cli(skiff: Skiff) -> None:
         assert settings["IPv6Gateway"] == "fd00:9:9::1"
         routes = skiff("exec", box, "ip", "-6", "route", check=True).stdout
         assert "default via fd00:9:9::1" in routes
+        # the embedded DNS answers AAAA with the IPv6 address, A with the IPv4 one
+        look = skiff("run", "--rm", "--network", net, "busybox", "nslookup", "-type=AAAA", box, "127.0.0.11",
+                     check=True).stdout
+        assert ip6 in look, look
+        look = skiff("run", "--rm", "--network", net, "busybox", "nslookup", "-type=A", box, "127.0.0.11",
+                     check=True).stdout
+        assert settings["IPAddress"] in look and ip6 not in look, look
         got = b""
         for _ in range(50):  # bounded: httpd may need a moment (5 s)
             try:

@@ -41,6 +41,22 @@ def test_parse_and_answer() -> None:
     assert parse_query(r) is None  # a response is not a query
 
 
+def test_a_and_aaaa_answers_take_their_own_family() -> None:
+    both = ["10.1.2.3", "fd00:9:9::2"]
+    for qtype, packed in ((1, socket.inet_aton("10.1.2.3")), (28, socket.inet_pton(socket.AF_INET6, "fd00:9:9::2"))):
+        data = query("web", qtype)
+        q = parse_query(data)
+        assert q is not None
+        r = response(data, q, both)
+        assert struct.unpack("!H", r[6:8])[0] == 1  # one answer
+        answer = r[len(data):]
+        rtype, _, _, rdlen = struct.unpack("!HHIH", answer[2:12])
+        assert (rtype, rdlen, answer[12:]) == (qtype, len(packed), packed)
+    data = query("web", 15)  # MX of a known name: NOERROR, no answers
+    q = parse_query(data)
+    assert q is not None and struct.unpack("!HHHH", response(data, q, both)[:8])[3] == 0
+
+
 def test_host_upstreams_skip_the_stub() -> None:
     text = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\n"
     assert host_upstreams(text) == [("10.0.0.2", 53)]
