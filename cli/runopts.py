@@ -167,6 +167,13 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
         if f"{port}/{proto}" not in exposed:
             exposed.append(f"{port}/{proto}")
     config.exposed_ports.extend(exposed)
+    for server in args.dns:  # Docker's opts.ValidateIPAddress
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(server.strip())
+        except ValueError:
+            raise exits.Usage(f'invalid argument "{server}" for "--dns" flag: {server} is not an ip address') from None
     for item in args.add_host:
         name, sep, addr = item.partition(":")
         if not sep or not name or not addr:

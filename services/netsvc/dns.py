@@ -13,9 +13,10 @@ a selector loop:
   names, aliases, short ids) is answered with its IPv4 (IPv6) addresses from
   netsvc's records (TTL 600, as Docker); another query type for such a name gets
   an empty NOERROR answer;
-* anything else is forwarded, raw, to the host's upstream resolvers (from a
-  bounded pool of worker threads, 2 s per upstream) and the reply relayed; with
-  no upstream, or none answering, the client gets SERVFAIL.
+* anything else is forwarded, raw, to the container's ``--dns`` servers, else the
+  host's upstream resolvers (from a bounded pool of worker threads, 2 s per
+  upstream), and the reply relayed; with no upstream, or none answering, the
+  client gets SERVFAIL.
 
 UDP only (a later version may add TCP for large answers).
 """
@@ -153,6 +154,8 @@ class DnsServer:
         self.upstreams = upstreams
         self._sel = selectors.DefaultSelector()
         self._socks: dict[str, tuple[socket.socket, Resolver]] = {}
+        #: a container's own upstreams (``--dns``), in place of the host's
+        self._own_upstreams: dict[str, list[tuple[str, int]]] = {}
         self._lock = threading.RLock()
         self._forwards = threading.BoundedSemaphore(MAX_FORWARDS)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -161,22 +164,28 @@ class DnsServer:
         self._thread = threading.Thread(target=self._loop, name="dns", daemon=True)
         self._thread.start()
 
-    def attach(self, key: str, netns_path: str, resolve: Resolver) -> None:
-        """Serve ``127.0.0.11:53`` in the namespace at ``netns_path`` for ``key`` (a container id)."""
+    def attach(self, key: str, netns_path: str, resolve: Resolver,
+               upstreams: Sequence[tuple[str, int]] = ()) -> None:
+        """Serve ``127.0.0.11:53`` in the namespace at ``netns_path`` for ``key`` (a container id);
+        names it does not know go to ``upstreams`` (its ``--dns``), else to the host's."""
         self.detach(key)  # a socket of an earlier attach holds the address
-        self.attach_socket(key, socket_in_netns(netns_path), resolve)
+        self.attach_socket(key, socket_in_netns(netns_path), resolve, upstreams)
 
-    def attach_socket(self, key: str, sock: socket.socket, resolve: Resolver) -> None:
+    def attach_socket(self, key: str, sock: socket.socket, resolve: Resolver,
+                      upstreams: Sequence[tuple[str, int]] = ()) -> None:
         sock.setblocking(False)
         with self._lock:
             self.detach(key)
             self._socks[key] = (sock, resolve)
+            if upstreams:
+                self._own_upstreams[key] = list(upstreams)
             self._sel.register(sock, selectors.EVENT_READ, key)
         self._wake_w.send(b"x")
 
     def detach(self, key: str) -> None:
         with self._lock:
             entry = self._socks.pop(key, None)
+            self._own_upstreams.pop(key, None)
             if entry is not None:
                 try:
                     self._sel.unregister(entry[0])
@@ -217,11 +226,12 @@ class DnsServer:
                 except OSError:
                     continue
                 try:
-                    self._handle(sock, resolve, data, peer)
+                    self._handle(sock, resolve, data, peer, selkey.data)
                 except Exception:  # one bad packet must not stop the server
                     log.exception("dns: query from %s failed", peer)
 
-    def _handle(self, sock: socket.socket, resolve: Resolver, data: bytes, peer: tuple[str, int]) -> None:
+    def _handle(self, sock: socket.socket, resolve: Resolver, data: bytes, peer: tuple[str, int],
+                key: str = "") -> None:
         q = parse_query(data)
         if q is None:
             return
@@ -232,14 +242,18 @@ class DnsServer:
         if not self._forwards.acquire(blocking=False):
             sock.sendto(response(data, q, rcode=RCODE_SERVFAIL), peer)
             return
-        threading.Thread(target=self._forward, args=(sock, data, q, peer), name="dns-forward",
+        with self._lock:
+            own = self._own_upstreams.get(key)
+        threading.Thread(target=self._forward, args=(sock, data, q, peer, own), name="dns-forward",
                          daemon=True).start()
 
-    def _forward(self, sock: socket.socket, data: bytes, q: Query, peer: tuple[str, int]) -> None:
+    def _forward(self, sock: socket.socket, data: bytes, q: Query, peer: tuple[str, int],
+                 own: list[tuple[str, int]] | None = None) -> None:
         """Relay ``data`` to each upstream in turn until one answers (netsvc's own namespace)."""
         try:
-            for upstream in self.upstreams():
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
+            for upstream in own or self.upstreams():
+                family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+                with socket.socket(family, socket.SOCK_DGRAM) as up:
                     up.settimeout(FORWARD_TIMEOUT)
                     try:
                         up.connect(upstream)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -94,6 +95,11 @@ class EndpointManager:
         opts = opts or EndpointOptions()
         for item in opts.extra_hosts:  # refuse a bad one before anything is made
             etcfiles.parse_extra_host(item, "0.0.0.0")
+        for server in opts.dns:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise InvalidArgument(f"--dns: {server} is not an ip address") from None
         with self._lock:
             existing = self._endpoints.get(container_id)
             if existing is None and network_mode.startswith(MODE_CONTAINER_PREFIX):

@@ -70,6 +70,8 @@ class Endpoint:
     ipv6_address: str = ""
     ipv6_prefix_length: int = 0
     ipv6_gateway: str = ""
+    #: On a user network: ``--dns`` servers, where its embedded DNS forwards (empty: the host's).
+    dns_servers: tuple[str, ...] = ()
 
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")

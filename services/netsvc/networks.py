@@ -44,7 +44,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, SkiffError
 from skiff.common.files import write_json_atomic
 from skiff.netsvc.bridge import BridgeDriver, _in_netns, mac_for
-from skiff.netsvc.dns import DnsServer
+from skiff.netsvc.dns import DNS_PORT, DnsServer
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
 from skiff.netsvc.iptables import Isolation, Rules
 from skiff.netsvc.model import MODE_BRIDGE, MODE_HOST, MODE_NONE, Endpoint, EndpointOptions
@@ -252,7 +252,8 @@ class UserBridgeDriver(BridgeDriver):
     def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         opts = opts or EndpointOptions()
         endpoint = super().create_endpoint(container_id, opts)
-        endpoint = self._with_v6(dataclasses.replace(endpoint, aliases=self.names(container_id, opts)))
+        endpoint = self._with_v6(dataclasses.replace(endpoint, aliases=self.names(container_id, opts),
+                                                     dns_servers=tuple(opts.dns)))
         self.endpoints[container_id] = endpoint
         try:
             self._serve_dns(endpoint)
@@ -267,7 +268,8 @@ class UserBridgeDriver(BridgeDriver):
     def _serve_dns(self, endpoint: Endpoint) -> None:
         if self.dns is not None:
             resolve = self.resolver_for(endpoint.container_id) if self.resolver_for else self.lookup
-            self.dns.attach(endpoint.container_id, endpoint.netns_path, resolve)
+            upstreams = [(server, DNS_PORT) for server in endpoint.dns_servers]
+            self.dns.attach(endpoint.container_id, endpoint.netns_path, resolve, upstreams)
 
     def attach(self, container_id: str, netns_path: str, ifname: str, opts: EndpointOptions) -> Endpoint:
         """One more interface ``ifname`` in an existing namespace (network connect): no default route."""

@@ -41,4 +41,5 @@ def _endpoint(fields: dict) -> Endpoint:
     fields = dict(fields)
     fields["ports"] = tuple(PortBinding(**p) for p in fields.get("ports", ()))
     fields["aliases"] = tuple(fields.get("aliases", ()))
+    fields["dns_servers"] = tuple(fields.get("dns_servers", ()))
     return Endpoint(**fields)

@@ -48,11 +48,12 @@ def ns_run(path: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 class FakeUpstream:
-    """A resolver on 127.0.0.1 that answers every A query with 10.9.9.9 (never the real upstream)."""
+    """A resolver on 127.0.0.1 that answers every A query with ``answer`` (never the real upstream)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: tuple[str, int] = ("127.0.0.1", 0), answer: str = "10.9.9.9") -> None:
+        self.answer = answer
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(bind)
         self.sock.settimeout(0.2)
         self.addr = self.sock.getsockname()
         self.seen: list[str] = []
@@ -69,7 +70,7 @@ class FakeUpstream:
             q = parse_query(data)
             if q is not None:
                 self.seen.append(q.name)
-                self.sock.sendto(response(data, q, ["10.9.9.9"] if q.qtype == 1 else []), peer)
+                self.sock.sendto(response(data, q, [self.answer] if q.qtype == 1 else []), peer)
 
     def close(self) -> None:
         self._stop = True
@@ -155,6 +156,34 @@ def test_network_lifecycle_dns_and_validation(env: tuple[Path, Path, DnsServer, 
     assert m2.networks.remove("tnet") == rec.id
     assert f" {rec.bridge}:" not in links() and rules([f"SK-{rec.id[:12]}"]) == []
     assert json.loads((data / "network" / "networks.json").read_text())["networks"] == []
+
+
+def test_dns_flag_servers_are_the_embedded_dns_upstreams(env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    """`--dns` on a user network: resolv.conf keeps 127.0.0.11, which forwards to those servers
+    (kept across a netsvc restart); a container without it forwards to the host's."""
+    data, run, dns, upstream = env
+    own = FakeUpstream(("127.0.0.77", 53), answer="10.7.7.7")
+    try:
+        m = make(data, run, dns)
+        assert m.networks is not None
+        m.networks.create("dnet")
+        a = m.create_endpoint("a" * 64, "dnet", EndpointOptions(hostname="alpha", container_name="alpha",
+                                                                dns=("127.0.0.77",)))
+        b = m.create_endpoint("b" * 64, "dnet", EndpointOptions(hostname="beta", container_name="beta"))
+        with pytest.raises(InvalidArgument, match="not an ip address"):
+            m.create_endpoint("c" * 64, "dnet", EndpointOptions(dns=("nope",)))
+        assert a.resolv_conf.startswith("nameserver 127.0.0.11")
+        for restart in (False, True):
+            if restart:
+                m = make(data, run, dns)
+            out = ns_run(a.netns_path, "busybox", "nslookup", f"own{int(restart)}.test", "127.0.0.11").stdout
+            assert "10.7.7.7" in out and f"own{int(restart)}.test" in own.seen, out
+            out = ns_run(b.netns_path, "busybox", "nslookup", f"host{int(restart)}.test", "127.0.0.11").stdout
+            assert "10.9.9.9" in out and f"host{int(restart)}.test" in upstream.seen, out
+            assert a.ip_address in ns_run(a.netns_path, "busybox", "nslookup", "alpha", "127.0.0.11").stdout
+        assert not any(n.startswith("host") for n in own.seen)
+    finally:
+        own.close()
 
 
 def test_internal_network_has_no_route_out(env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:

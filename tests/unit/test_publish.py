@@ -33,3 +33,14 @@ def test_ports_column_like_docker() -> None:
     assert fmt.ports([("", 8080, 80, "tcp"), ("127.0.0.1", 5353, 53, "udp")], ["80/tcp", "443"]) == \
         "0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp, 443/tcp"
     assert fmt.ports([]) == ""
+
+
+def test_dns_servers_must_be_ip_addresses() -> None:
+    from skiff.cli.main import build_parser
+    from skiff.cli.runopts import build_request
+
+    parser = build_parser()
+    req = build_request(parser.parse_args(["run", "--dns", "10.0.0.2", "--dns", "fd00::53", "busybox"]), {})
+    assert list(req.host_config.dns) == ["10.0.0.2", "fd00::53"]
+    with pytest.raises(exits.Usage, match='invalid argument "dns.example" for "--dns" flag: dns.example is not an ip'):
+        build_request(parser.parse_args(["run", "--dns", "dns.example", "busybox"]), {})
