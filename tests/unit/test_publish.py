@@ -42,5 +42,5 @@ def test_dns_servers_must_be_ip_addresses() -> None:
     parser = build_parser()
     req = build_request(parser.parse_args(["run", "--dns", "10.0.0.2", "--dns", "fd00::53", "busybox"]), {})
     assert list(req.host_config.dns) == ["10.0.0.2", "fd00::53"]
-    with pytest.raises(exits.Usage, match=r'invalid argument "dns\.example" for "--dns" flag: dns\.example is not an ip'):
+    with pytest.raises(exits.Usage, match=r'"dns\.example" for "--dns" flag: dns\.example is not an ip'):
         build_request(parser.parse_args(["run", "--dns", "dns.example", "busybox"]), {})
