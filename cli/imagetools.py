@@ -69,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(ssub, "df", cmd_df, "Show skiff disk usage")
     p.prog = "skiff system df"
     p.set_defaults(prog="skiff system df")
+    from skiff.cli import prune
+
+    prune.register_system(ssub)
 
     p = add_command(sub, "login", cmd_login, "Log in to a registry", usage="skiff login [OPTIONS] [SERVER]")
     p.add_argument("-u", "--username", default="")

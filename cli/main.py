@@ -18,7 +18,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from skiff.cli import containers, exits, images, imagetools, inspect, interactive, lifecycle, networks, system
+from skiff.cli import (
+    containers,
+    exits,
+    images,
+    imagetools,
+    inspect,
+    interactive,
+    lifecycle,
+    networks,
+    prune,
+    system,
+)
 from skiff.cli import cp as cp_cmd
 from skiff.cli import exec as exec_cmd
 from skiff.cli import volumes as volumes_cmd
@@ -70,6 +81,7 @@ def build_parser() -> Parser:
     imagetools.register(sub)
     volumes_cmd.register(sub)
     cp_cmd.register(sub)
+    prune.register(sub)
     sub.add_parser("daemon", help="run the daemon (skiffd)", add_help=False)
     return parser
 
@@ -155,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_daemon(daemon)
     parser = build_parser()
     try:
+        argv = prune.management_argv(argv)  # `container ls` is `ps`, `image rm` is `rmi`, ...
         args, extra = parser.parse_known_args(argv)
         if extra:
             # parse_known_args leaves unknown flags to the top parser: blame the command.

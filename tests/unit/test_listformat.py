@@ -48,3 +48,17 @@ def test_created_at_is_gos_time_string() -> None:
     assert listformat.created_at(0) == "0001-01-01 00:00:00 +0000 UTC"
     assert listformat.created_at(1_700_000_000) == "2023-11-14 22:13:20 +0000 UTC"
     assert listformat.labels_text({"b": "2", "a": "1"}) == "a=1,b=2"
+
+
+def test_management_names_stand_for_top_level_commands() -> None:
+    from skiff.cli.prune import management_argv
+
+    assert management_argv(["container", "ls", "-a"]) == ["ps", "-a"]
+    assert management_argv(["-H", "unix:///x", "image", "rm", "a"]) == ["-H", "unix:///x", "rmi", "a"]
+    assert management_argv(["--debug", "container", "inspect", "c"]) == ["--debug", "inspect", "--type", "container",
+                                                                          "c"]
+    assert management_argv(["system", "info"]) == ["info"]
+    assert management_argv(["image", "prune", "-f"]) == ["image", "prune", "-f"]  # the group's own
+    assert management_argv(["run", "container", "ls"]) == ["run", "container", "ls"]  # an argument, not a group
+    with pytest.raises(exits.Usage, match="'container nope' is not a skiff command"):
+        management_argv(["container", "nope"])
