@@ -96,21 +96,41 @@ def _create(client: Client, args: argparse.Namespace) -> str:
     from skiff.common.errors import IMAGE_NOT_FOUND, NotFound
 
     request = runopts.build_request(args, os.environ)
+    cidfile = getattr(args, "cidfile", "")
+    if cidfile and os.path.exists(cidfile):
+        raise exits.CLIError(f"Container ID file found, make sure the other container isn't running or delete "
+                             f"{cidfile}")
+    policy = getattr(args, "pull", "missing")
+    progress = open(os.devnull, "w") if getattr(args, "quiet", False) else sys.stderr  # noqa: SIM115
     try:
-        with client.translated():
-            resp = client.containers.CreateContainer(request, timeout=60)
-    except NotFound as err:
-        if err.reason != IMAGE_NOT_FOUND:
-            raise
-        # As the Docker CLI does, client-side: pull the missing image, then create again.
-        from skiff.cli import images
+        if policy == "always":
+            from skiff.cli import images
 
-        name = args.image if "@" in args.image or images._split_tag(args.image)[1] != "<none>" \
-            else args.image + ":latest"
-        print(f"Unable to find image '{name}' locally", file=sys.stderr)
-        images.pull(client, args.image, getattr(args, "platform", "") or "", sys.stderr)
-        with client.translated():
-            resp = client.containers.CreateContainer(request, timeout=60)
+            images.pull(client, args.image, getattr(args, "platform", "") or "", progress)
+        try:
+            with client.translated():
+                resp = client.containers.CreateContainer(request, timeout=60)
+        except NotFound as err:
+            if err.reason != IMAGE_NOT_FOUND or policy != "missing":
+                raise
+            # As the Docker CLI does, client-side: pull the missing image, then create again.
+            from skiff.cli import images
+
+            name = args.image if "@" in args.image or images._split_tag(args.image)[1] != "<none>" \
+                else args.image + ":latest"
+            print(f"Unable to find image '{name}' locally", file=progress)
+            images.pull(client, args.image, getattr(args, "platform", "") or "", progress)
+            with client.translated():
+                resp = client.containers.CreateContainer(request, timeout=60)
+    finally:
+        if progress is not sys.stderr:
+            progress.close()
+    if cidfile:
+        try:
+            with open(cidfile, "x") as f:
+                f.write(resp.id)
+        except OSError as err:
+            raise exits.CLIError(f"failed to write the container ID to the file: {err}") from None
     for warning in resp.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     return resp.id

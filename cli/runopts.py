@@ -28,6 +28,13 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="assign a name to the container")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set environment variables (KEY alone: the value in this environment)")
+    p.add_argument("--env-file", action="append", default=[], help="read in a file of environment variables")
+    p.add_argument("--label-file", action="append", default=[], help="read in a line delimited file of labels")
+    p.add_argument("--cidfile", default="", help="write the container ID to the file")
+    p.add_argument("--pull", default="missing", choices=["always", "missing", "never"],
+                   help='pull image before running ("always", "missing", "never")')
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress the pull output")
+    p.add_argument("--platform", default="", help="set platform if server is multi-platform capable")
     p.add_argument("-w", "--workdir", default="", help="working directory inside the container")
     p.add_argument("-u", "--user", default="", help="username or UID (format: <name|uid>[:<group|gid>])")
     p.add_argument("-h", "--hostname", default="", help="container host name")
@@ -98,6 +105,30 @@ def parse_memory(text: str | None) -> int:
     return value
 
 
+def read_lines_file(path: str, what: str) -> list[str]:
+    """Docker's ``--env-file``/``--label-file``: one entry per line; blank lines and ``#`` comments
+    skipped; leading spaces trimmed; a name with whitespace refused."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise exits.Usage(f"open {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise exits.Usage(f"{path}: {what} file is not UTF-8") from None
+    out = []
+    for line in text.splitlines():
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("=", 1)[0]
+        if not name:
+            raise exits.Usage(f"no variable name on line '{line}'" if what == "env" else f"invalid label '{line}'")
+        if any(c.isspace() for c in name):
+            raise exits.Usage(f"variable '{name}' contains whitespaces")
+        out.append(line)
+    return out
+
+
 def expand_env(items: list[str], environ: Mapping[str, str]) -> list[str]:
     """``KEY=value`` kept; ``KEY`` alone takes the client's value, or is dropped."""
     out = []
@@ -151,11 +182,13 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
 
     config = types_pb2.ContainerConfig(
         image=args.image,
-        env=expand_env(args.env, environ),
+        env=expand_env([line for f in getattr(args, "env_file", []) for line in read_lines_file(f, "env")]
+                       + args.env, environ),
         working_dir=args.workdir,
         user=args.user,
         hostname=args.hostname,
-        labels=dict(split_kv(args.label, "label")),
+        labels=dict(split_kv([line for f in getattr(args, "label_file", []) for line in read_lines_file(f, "label")]
+                             + args.label, "label")),
         tty=args.tty,
         open_stdin=args.interactive,
         # As Docker's run: an attached -i closes the container's stdin at the client's EOF.

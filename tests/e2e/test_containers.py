@@ -175,3 +175,28 @@ def test_run_attach_chooses_the_streams(skiff) -> None:
     assert r.returncode == 125 and "valid streams are STDIN, STDOUT and STDERR" in r.stderr, r.stderr
     r = skiff("run", "-d", "-a", "stdout", "busybox", "true")
     assert r.returncode == 125 and "Conflicting options: -a and -d" in r.stderr, r.stderr
+
+
+def test_env_file_label_file_and_cidfile(skiff, tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    env.write_text("# a comment\nA=from-file\n  B=two words\nPATH\n\nC=\n")
+    labels = tmp_path / "labels"
+    labels.write_text("tier=web\nsolo\n")
+    cidfile = tmp_path / "cid"
+    r = skiff("run", "--env-file", str(env), "-e", "A=flag-wins", "--label-file", str(labels), "--cidfile",
+              str(cidfile), "busybox", "sh", "-c", 'echo "$A|$B|${C-unset}|${PATH:+path-set}"')
+    cid = cidfile.read_text()
+    try:
+        assert (r.returncode, r.stdout) == (0, "flag-wins|two words||path-set\n"), r.stderr
+        assert len(cid) == 64
+        got = json.loads(skiff("inspect", "-f", "{{json .Config.Labels}}", cid, check=True).stdout)
+        assert got == {"tier": "web", "solo": ""}
+        again = skiff("run", "--cidfile", str(cidfile), "busybox", "true")
+        assert again.returncode == 125 and "Container ID file found" in again.stderr, again.stderr
+        (tmp_path / "bad").write_text("BAD NAME=1\n")
+        bad = skiff("run", "--rm", "--env-file", str(tmp_path / "bad"), "busybox", "true")
+        assert bad.returncode == 125 and "contains whitespaces" in bad.stderr, bad.stderr
+        missing = skiff("run", "--rm", "--env-file", str(tmp_path / "nope"), "busybox", "true")
+        assert missing.returncode == 125 and "nope" in missing.stderr
+    finally:
+        skiff("rm", "-f", cid)

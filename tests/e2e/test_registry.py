@@ -87,3 +87,31 @@ def test_pull_errors(skiff, registry: str) -> None:
     assert missing.returncode != 0
     assert "not found" in missing.stderr.lower()
     assert skiff("tag", "no-such-image", "x:1").returncode != 0
+
+
+def test_run_pull_policies(skiff, registry: str) -> None:
+    """`run --pull never|missing|always` (and -q), against a real registry on 127.0.0.1."""
+    ref = f"{registry}/pullpolicy:1"
+    skiff("tag", "busybox:latest", ref, check=True)
+    skiff("push", ref, check=True)
+    skiff("rmi", ref, check=True)
+    src = ""
+    try:
+        never = skiff("run", "--rm", "--pull", "never", ref, "true")
+        assert never.returncode == 125 and "No such image" in never.stderr, never.stderr
+        quiet = skiff("run", "--rm", "-q", ref, "true")  # missing: pulled, without progress
+        assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+        # The registry's tag moves on to a new image; the local tag stays on the old one.
+        src = skiff("run", "-d", "busybox", "sh", "-c", "echo v2 > /marker", check=True).stdout.strip()
+        skiff("wait", src, check=True)
+        skiff("commit", src, ref, check=True)
+        skiff("push", ref, check=True)
+        skiff("tag", "busybox:latest", ref, check=True)
+        assert skiff("run", "--rm", ref, "cat", "/marker").returncode != 0  # the local, old image
+        always = skiff("run", "--rm", "--pull", "always", ref, "cat", "/marker")
+        assert always.returncode == 0 and always.stdout == "v2\n", always.stderr
+        assert "Pull complete" in always.stderr or "Downloaded newer image" in always.stderr, always.stderr
+    finally:
+        if src:
+            skiff("rm", "-f", src)
+        skiff("rmi", "-f", ref)
