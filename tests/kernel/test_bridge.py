@@ -1,7 +1,7 @@
 """The bridge driver against the real kernel: veths, addresses, NAT rules, reconciliation.
 
 Root only. Each test uses its own data and exec roots, a bridge and chains of
-its own names (``sktest0``, ``SKTEST*``), touches only addresses it made, and
+its own names (``skt<pid>``, ``SKT<pid>*``), touches only addresses it made, and
 checks that no bridge, veth, namespace or rule survives it.
 """
 
@@ -26,8 +26,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="bridges, veths and iptables need root"),
 ]
 
-BRIDGE = "sktest0"
-PREFIX = "SKTEST"
+BRIDGE = f"skt{os.getpid() % 100000}"  # its own, even beside another run of the suite
+PREFIX = f"SKT{os.getpid() % 100000}"
 
 
 def links() -> str:

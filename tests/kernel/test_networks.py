@@ -30,8 +30,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="bridges, veths and iptables need root"),
 ]
 
-BRIDGE = "sknet0"
-PREFIX = "SKNET"
+BRIDGE = f"skn{os.getpid() % 100000}"  # its own, even beside another run of the suite
+PREFIX = f"SKN{os.getpid() % 100000}"
 
 
 def links() -> str:
