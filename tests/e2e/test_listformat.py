@@ -19,7 +19,7 @@ def test_ps_format_table_json_and_last(skiff) -> None:
     try:
         # `table` alone is the default layout (CREATED/STATUS may tick between the two calls)
         plain, table = ok(skiff("ps", "-a")).splitlines(), ok(skiff("ps", "-a", "--format", "table")).splitlines()
-        assert table[0] == plain[0] and [r.split()[0] for r in table] == [r.split()[0] for r in plain]
+        assert table[0].split() == plain[0].split() and [r.split()[0] for r in table] == [r.split()[0] for r in plain]
         rows = [line.split("|") for line in ok(skiff(
             "ps", "-a", "--filter", f"name=fmt-.-{tag}",
             "--format", '{{.Names}}|{{.State}}|{{.Label "t"}}|{{.Mounts}}|{{.LocalVolumes}}|{{.Networks}}|{{.ID}}',
@@ -45,7 +45,7 @@ def test_ps_format_table_json_and_last(skiff) -> None:
 
 def test_images_volume_network_formats(skiff) -> None:
     plain, table = ok(skiff("images")).splitlines(), ok(skiff("images", "--format", "table")).splitlines()
-    assert table[0] == plain[0] and [r.split()[:3] for r in table] == [r.split()[:3] for r in plain]
+    assert table[0].split() == plain[0].split() and [r.split()[:3] for r in table] == [r.split()[:3] for r in plain]
     lines = ok(skiff("images", "--format", "{{.Repository}}:{{.Tag}}")).split()
     assert "busybox:latest" in lines
     [img] = [json.loads(line) for line in ok(skiff("images", "--format", "json")).splitlines()
