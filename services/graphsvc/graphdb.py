@@ -52,7 +52,9 @@ from skiff.common.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
+    SkiffError,
 )
+from skiff.common.faults import crash_point
 from skiff.graphsvc.names import random_name
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -290,6 +292,17 @@ class GraphDB:
         with self._lock:
             return self._record(self._resolve(ref))
 
+    def get_many(self, refs: builtins.list[str]) -> builtins.list[ContainerRecord | SkiffError]:
+        """:meth:`get` of each reference under one lock: the record or the error, in order."""
+        out: builtins.list[ContainerRecord | SkiffError] = []
+        with self._lock:
+            for ref in refs:
+                try:
+                    out.append(self._record(self._resolve(ref)))
+                except SkiffError as e:
+                    out.append(e)
+        return out
+
     def list_rows(self) -> tuple[list[dict[str, Any]], dict[str, list[Link]]]:
         """Every container's raw row (JSON columns as stored) and each parent's links, read
         under one lock with two queries (``ps`` of many containers)."""
@@ -343,6 +356,24 @@ class GraphDB:
         if drain:  # nobody is committing: this thread does, for all that are queued meanwhile
             self._drain()
         return done.result()
+
+    def delete_many(self, refs: builtins.list[str], *, force: bool = False
+                    ) -> tuple[builtins.list[ContainerRecord], dict[str, SkiffError]]:
+        """:meth:`delete` of many containers in one transaction (one commit, durable on return):
+        each removal is its own savepoint, so one that fails (returned by reference) leaves
+        the others alone; a failed commit raises and removes none."""
+        done: builtins.list[ContainerRecord] = []
+        failed: dict[str, SkiffError] = {}
+        with self._tx():
+            for i, ref in enumerate(refs):
+                if i == len(refs) // 2:
+                    crash_point("graphsvc:delete-containers:mid-transaction")
+                try:
+                    with self.db.atomic():
+                        done.append(self._delete_rows(ref, force))
+                except SkiffError as e:
+                    failed[ref] = e
+        return done, failed
 
     def _drain(self) -> None:
         while True:

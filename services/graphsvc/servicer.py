@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 
-from skiff.common import grpcerr, streams
+from skiff.common import errors, grpcerr, itemerr, streams
 from skiff.common.errors import InvalidArgument
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.graphsvc import changes as changes_mod
@@ -171,6 +171,18 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
         with grpcerr.handle(context):
             return graph_pb2.GetContainerResponse(container=container_to_proto(self.graph.get(request.container)))
 
+    def GetContainers(self, request: graph_pb2.GetContainersRequest,
+                      context: grpc.ServicerContext) -> graph_pb2.GetContainersResponse:
+        with grpcerr.handle(context):
+            results = []
+            for found in self.graph.get_many(list(request.containers)):
+                if isinstance(found, errors.SkiffError):
+                    code, message, reason = itemerr.fields(found)
+                    results.append(graph_pb2.ContainerResult(code=code, message=message, reason=reason))
+                else:
+                    results.append(graph_pb2.ContainerResult(container=container_to_proto(found)))
+            return graph_pb2.GetContainersResponse(results=results)
+
     def ListContainers(self, request: graph_pb2.ListContainersRequest,
                        context: grpc.ServicerContext) -> graph_pb2.ListContainersResponse:
         with grpcerr.handle(context):
@@ -208,6 +220,17 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
         with grpcerr.handle(context):
             self.graph.delete(request.container_id, force=request.force, remove_volumes=request.remove_volumes)
             return graph_pb2.DeleteContainerResponse()
+
+    def DeleteContainers(self, request: graph_pb2.DeleteContainersRequest,
+                         context: grpc.ServicerContext) -> graph_pb2.DeleteContainersResponse:
+        with grpcerr.handle(context):
+            failed = self.graph.delete_many(list(request.container_ids), force=request.force,
+                                            remove_volumes=request.remove_volumes)
+            out = []
+            for cid, err in failed.items():
+                code, message, reason = itemerr.fields(err)
+                out.append(graph_pb2.ContainerFailure(container_id=cid, code=code, message=message, reason=reason))
+            return graph_pb2.DeleteContainersResponse(failed=out)
 
     def ListLinks(self, request: graph_pb2.ListLinksRequest,
                   context: grpc.ServicerContext) -> graph_pb2.ListLinksResponse:
