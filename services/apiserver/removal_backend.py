@@ -19,7 +19,8 @@ from skiff.net.v1 import net_pb2
 
 class RemovalGraphBackend(Protocol):
     def get_containers(self, refs: list[str]) -> list[graph_pb2.Container | errors.SkiffError]:
-        """get_container of each reference, in order: the record, or the error it raised."""
+        """get_container of each reference, in order: the record, or the error it raised. Only
+        id, name, image_id, host_config.restart_policy and restart_state are filled."""
         ...
 
     def delete_containers(self, container_ids: list[str], remove_volumes: bool = False
@@ -53,7 +54,7 @@ class RemovalGraphClient:
 
     def get_containers(self, refs: list[str]) -> list[graph_pb2.Container | errors.SkiffError]:
         with grpcerr.translated():
-            resp = self._containers.GetContainers(graph_pb2.GetContainersRequest(containers=refs),
+            resp = self._containers.GetContainers(graph_pb2.GetContainersRequest(containers=refs, brief=True),
                                                   timeout=CALL_TIMEOUT)
         return [r.container if r.code == 0 else itemerr.error(r.code, r.message, r.reason) for r in resp.results]
 

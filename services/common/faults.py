@@ -1,8 +1,8 @@
-"""Fault injection for the crash-safety tests (unset in normal use).
+"""Fault injection for the crash-safety tests (unset in normal use: one dict lookup).
 
-``SKIFF_CRASH_AT=<point>`` makes the process that reaches :func:`crash_point` with that name
-SIGKILL itself there; ``SKIFF_CRASH_AT=<point>@<file>`` does it only while ``<file>`` does not
-exist (it is created first), so the restarted service runs on.
+With ``SKIFF_CRASH_FILE=<path>`` in the environment of the services, a process that reaches
+``crash_point(name)`` while ``<path>`` holds ``name`` removes the file (so it fires once, in
+one process) and SIGKILLs itself there: a test writes the file, then drives the engine.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ import signal
 
 log = logging.getLogger(__name__)
 
-_SPEC = os.environ.get("SKIFF_CRASH_AT", "")
-POINT, _, ONCE = _SPEC.partition("@")
+_FILE = os.environ.get("SKIFF_CRASH_FILE", "")
 
 
 def crash_point(name: str) -> None:
-    if not POINT or name != POINT:
+    if not _FILE:
         return
-    if ONCE:
-        try:
-            os.close(os.open(ONCE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            return
-    log.critical("SKIFF_CRASH_AT=%s: killing %d", name, os.getpid())
+    try:
+        with open(_FILE) as f:
+            if f.read().strip() != name:
+                return
+        os.unlink(_FILE)  # atomic: only one process fires
+    except FileNotFoundError:
+        return
+    log.critical("crash point %s (SKIFF_CRASH_FILE): killing %d", name, os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)

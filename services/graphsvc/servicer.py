@@ -22,6 +22,7 @@ from skiff.graphsvc import pull as pull_mod
 from skiff.graphsvc import push as push_mod
 from skiff.graphsvc import volumes as volumes_mod
 from skiff.graphsvc.graph import Container, Graph, merge_healthcheck
+from skiff.graphsvc.graphdb import ContainerRecord
 from skiff.graphsvc.layers import Mount
 from skiff.types.v1 import types_pb2
 
@@ -67,6 +68,23 @@ def container_to_proto(c: Container) -> graph_pb2.Container:
     if c.restart_state:
         json_format.ParseDict(c.restart_state, out.restart_state, ignore_unknown_fields=True)
     return out
+
+
+def _brief(record: ContainerRecord) -> graph_pb2.Container:
+    """GetContainers(brief): what a removal decides on."""
+    out = graph_pb2.Container(id=record.id, name=record.name, image_id=record.image_id)
+    policy = record.config.get("host_config", {}).get("restart_policy")
+    if policy:
+        json_format.ParseDict(policy, out.host_config.restart_policy, ignore_unknown_fields=True)
+    state = record.config.get("restart_state")
+    if state:
+        json_format.ParseDict(state, out.restart_state, ignore_unknown_fields=True)
+    return out
+
+
+def _item(err: errors.SkiffError) -> graph_pb2.ContainerResult:
+    code, message, reason = itemerr.fields(err)
+    return graph_pb2.ContainerResult(code=code, message=message, reason=reason)
 
 
 def progress_to_proto(p: pull_mod.Progress) -> types_pb2.Progress:
@@ -175,10 +193,14 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
                       context: grpc.ServicerContext) -> graph_pb2.GetContainersResponse:
         with grpcerr.handle(context):
             results = []
+            if request.brief:
+                return graph_pb2.GetContainersResponse(results=[
+                    _item(found) if isinstance(found, errors.SkiffError)
+                    else graph_pb2.ContainerResult(container=_brief(found))
+                    for found in self.graph.db.get_many(list(request.containers))])
             for found in self.graph.get_many(list(request.containers)):
                 if isinstance(found, errors.SkiffError):
-                    code, message, reason = itemerr.fields(found)
-                    results.append(graph_pb2.ContainerResult(code=code, message=message, reason=reason))
+                    results.append(_item(found))
                 else:
                     results.append(graph_pb2.ContainerResult(container=container_to_proto(found)))
             return graph_pb2.GetContainersResponse(results=results)
