@@ -149,7 +149,7 @@ class FakeGraph:
         for cid in container_ids:
             if self.containers.pop(cid, None) is None:
                 failed[cid] = errors.NotFound(f"No such container: {cid}", reason=errors.CONTAINER_NOT_FOUND)
-            for other in self.containers.values():  # links to it go with it (force)
+            for other in list(self.containers.values()):  # links to it go with it (force)
                 kept = [lk for lk in other.links if lk.child_id != cid]
                 if len(kept) != len(other.links):
                     del other.links[:]
