@@ -83,7 +83,11 @@ class Removals:
             with contextlib.ExitStack() as held:
                 for cid in ids:  # in one order: two batches never wait for each other in a cycle
                     held.enter_context(c.restarts.locked(cid))  # a restart due meanwhile finds the record gone
-                self._remove(ids, records, errs, force, remove_volumes)
+                try:
+                    self._remove(ids, records, errs, force, remove_volumes)
+                except errors.SkiffError as e:  # before any deletion (those report per container)
+                    for cid in ids:
+                        errs.setdefault(cid, e)
             c._changed()
         for cid, i in owner.items():
             if cid in errs:

@@ -98,3 +98,17 @@ def test_bad_batches(env: Env) -> None:  # noqa: F811
     too_many = api_pb2.RemoveContainersRequest(containers=["x"] * 10001)
     code, _, message = failure(env.api.RemoveContainers, too_many, timeout=5)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "10000" in message
+
+
+def test_a_backend_down_before_any_deletion_fails_each_and_removes_none(env: Env) -> None:  # noqa: F811
+    ids = [env.create("true") for _ in range(2)]
+
+    def down(task_ids: list[str]) -> dict:
+        raise errors.Unavailable("execsvc is down")
+
+    env.exec.get_tasks = down  # type: ignore[method-assign]
+    results = _rm(env, *ids, "nosuch")
+    assert [r.code for r in results] == [grpc.StatusCode.UNAVAILABLE.value[0]] * 2 + [
+        grpc.StatusCode.NOT_FOUND.value[0]]
+    assert results[0].message == "execsvc is down"
+    assert set(ids) <= set(env.graph.containers)
