@@ -72,9 +72,9 @@ class RemovalExecClient:
 
     def get_tasks(self, task_ids: list[str]) -> dict[str, exec_pb2.Task]:
         if not task_ids:
-            return {}  # (no ids asks for every task)
+            return {}
         with grpcerr.translated():
-            resp = self._stub.ListTasks(exec_pb2.ListTasksRequest(ids=task_ids), timeout=CALL_TIMEOUT)
+            resp = self._stub.GetTasks(exec_pb2.GetTasksRequest(ids=task_ids), timeout=CALL_TIMEOUT)
         return {t.id: t for t in resp.tasks}
 
     def delete_tasks(self, task_ids: list[str], force: bool, remove_logs: bool) -> dict[str, errors.SkiffError]:

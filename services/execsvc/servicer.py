@@ -164,11 +164,11 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
                   context: grpc.ServicerContext) -> exec_pb2.ListTasksResponse:
         with grpcerr.handle(context):
             tasks = []
-            for cid in request.ids or self.runtime.list():
+            for cid in self.runtime.list():
                 try:
                     tasks.append(self._task(cid))
-                except (errors.NotFound, errors.InvalidArgument):
-                    continue  # deleted meanwhile (or never was: ids)
+                except errors.NotFound:
+                    continue  # deleted meanwhile
             return exec_pb2.ListTasksResponse(tasks=tasks)
 
     def KillTask(self, request: exec_pb2.KillTaskRequest,
@@ -196,6 +196,17 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
         with grpcerr.handle(context), self.health.quiesce(request.id):  # no probe file appears meanwhile
             self.tasks.delete(request.id, request.force, request.remove_logs)
             return exec_pb2.DeleteTaskResponse()
+
+    def GetTasks(self, request: exec_pb2.GetTasksRequest,
+                 context: grpc.ServicerContext) -> exec_pb2.GetTasksResponse:
+        with grpcerr.handle(context):
+            tasks = []
+            for cid in request.ids:
+                try:
+                    tasks.append(self._task(cid))
+                except (errors.NotFound, errors.InvalidArgument):
+                    continue  # never started (or not an id)
+            return exec_pb2.GetTasksResponse(tasks=tasks)
 
     def DeleteTasks(self, request: exec_pb2.DeleteTasksRequest,
                     context: grpc.ServicerContext) -> exec_pb2.DeleteTasksResponse:
