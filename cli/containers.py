@@ -570,8 +570,52 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
     return _each(client, args.containers, kill)
 
 
+#: References per RemoveContainers call (the gateway takes up to 10000).
+_RM_BATCH = 1000
+
+
+def _rm_batch(client: Client, args: argparse.Namespace) -> int | None:
+    """Several containers with RemoveContainers (one call per 1000): one result per name,
+    printed in order; None when the gateway has no RemoveContainers (nothing was done)."""
+    import grpc
+
+    from skiff.api.v1 import api_pb2
+    from skiff.common.errors import SkiffError
+
+    failed = False
+    names = list(args.containers)
+    for start in range(0, len(names), _RM_BATCH):
+        chunk = names[start:start + _RM_BATCH]
+        try:
+            with client.translated():
+                try:
+                    resp = client.containers.RemoveContainers(api_pb2.RemoveContainersRequest(
+                        containers=chunk, force=args.force, remove_volumes=args.volumes), timeout=300)
+                except grpc.RpcError as e:
+                    if start == 0 and e.code() == grpc.StatusCode.UNIMPLEMENTED:  # an older gateway
+                        return None
+                    raise
+        except SkiffError as err:
+            for _ in chunk:
+                print(f"Error response from daemon: {err.message}", file=sys.stderr, flush=True)
+            failed = True
+            continue
+        for name, result in zip(chunk, resp.results, strict=True):
+            if result.code:
+                print(f"Error response from daemon: {result.message}", file=sys.stderr, flush=True)
+                failed = True
+            else:
+                print(name, flush=True)
+    return exits.FAILED if failed else 0
+
+
 def cmd_rm(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
+
+    if len(args.containers) > 1 and not args.link:
+        code = _rm_batch(client, args)
+        if code is not None:
+            return code
 
     def rm(name: str) -> str:
         client.containers.RemoveContainer(

@@ -740,6 +740,68 @@ def _short(ident: str) -> str:
     return (ident.split(":", 1)[1] if ":" in ident else ident)[:12]
 
 
+#: The most bytes of container references in one RemoveContainers request (one DATA frame).
+_RM_BATCH_BYTES = 12000
+
+
+def rm_batch(opts: dict[str, object], conn: Connection) -> int | None:
+    """`rm C1 C2 ...` with RemoveContainers: the references in a few calls (sent at once),
+    one result per reference, printed in order as the full CLI does; exit 1 if any failed.
+    None when the gateway has no RemoveContainers (nothing was done): remove one by one."""
+    refs = list(opts["containers"])  # type: ignore[call-overload]
+    force = pb_int(2, 1 if opts["force"] else 0)
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for ref in refs:
+        n = len(ref.encode()) + 3
+        if chunks[-1] and size + n > _RM_BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(ref)
+        size += n
+    streams: list[Stream] = []
+    for chunk in chunks:
+        body = b"".join(pb_str(1, r) for r in chunk) + force
+        while conn.peer_window < len(body) + 5:
+            conn._read_frame()
+        streams.append(conn.call("RemoveContainers", body, timeout="300S"))
+    failed = False
+    for i, (chunk, st) in enumerate(zip(chunks, streams, strict=True)):
+        conn.pump(lambda st=st: st.closed)  # type: ignore[misc]
+        try:
+            st.status()
+            if not st.messages:
+                raise RpcError(13, "no response message")
+        except RpcError as e:
+            if e.status == 12 and i == 0:  # UNIMPLEMENTED: an older gateway (all chunks alike)
+                for other in streams[1:]:
+                    conn.pump(lambda other=other: other.closed)  # type: ignore[misc]
+                return None
+            sys.stdout.flush()
+            for _ in chunk:
+                print(f"Error response from daemon: {e.message}", file=sys.stderr, flush=True)
+            failed = True
+            continue
+        results = pb_parse(st.messages[0]).get(1, [])
+        if len(results) != len(chunk):
+            raise ValueError(f"{len(results)} results for {len(chunk)} containers")
+        out: list[str] = []
+        for ref, raw in zip(chunk, results, strict=True):
+            r = pb_parse(bytes(raw))  # type: ignore[arg-type]
+            if _first(r, 3, 0):
+                if out:
+                    sys.stdout.write("".join(out))
+                    sys.stdout.flush()
+                    out = []
+                print(f"Error response from daemon: {_text(r, 4)}", file=sys.stderr, flush=True)
+                failed = True
+            else:
+                out.append(ref + "\n")
+        sys.stdout.write("".join(out))
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
 def rm_many(opts: dict[str, object], conn: Connection) -> int:
     """`rm C1 C2 ...`: removed concurrently (up to 50 calls in flight on the one connection,
     as Docker's CLI); each name printed in order once removed, each failure as the full
@@ -924,7 +986,8 @@ def main(argv: list[str], environ: dict[str, str]) -> int | None:
         if opts["verb"] == "ps":
             return ps(opts, conn)
         if opts["verb"] == "rm" and len(opts["containers"]) > 1:  # type: ignore[arg-type]
-            return rm_many(opts, conn)
+            code = rm_batch(opts, conn)
+            return rm_many(opts, conn) if code is None else code
         return run(opts, conn) if opts["verb"] in ("run", "create") else simple(opts, conn)
     except RpcError as e:
         _report(f"Error response from daemon: {e.message}")

@@ -26,6 +26,14 @@ from skiff.apiserver.lifecycle_backend import (
     LifecycleGraphBackend,
     LifecycleGraphClient,
 )
+from skiff.apiserver.removal_backend import (
+    RemovalExecBackend,
+    RemovalExecClient,
+    RemovalGraphBackend,
+    RemovalGraphClient,
+    RemovalNetBackend,
+    RemovalNetClient,
+)
 from skiff.common import errors, grpcerr
 from skiff.common.server import CALL_TIMEOUT
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
@@ -45,7 +53,7 @@ class LogStream(Protocol):
     def cancel(self) -> None: ...
 
 
-class GraphBackend(LifecycleGraphBackend, Protocol):
+class GraphBackend(LifecycleGraphBackend, RemovalGraphBackend, Protocol):
     def create_container(self, req: graph_pb2.CreateContainerRequest) -> graph_pb2.CreateContainerResponse: ...
 
     def get_container(self, ref: str) -> graph_pb2.Container:
@@ -85,7 +93,7 @@ class GraphBackend(LifecycleGraphBackend, Protocol):
     def tag_image(self, source: str, target: str) -> None: ...
 
 
-class ExecBackend(LifecycleExecBackend, Protocol):
+class ExecBackend(LifecycleExecBackend, RemovalExecBackend, Protocol):
     def start_task(self, spec: exec_pb2.TaskSpec) -> exec_pb2.Task: ...
 
     def get_task(self, task_id: str) -> exec_pb2.Task:
@@ -117,7 +125,7 @@ class ExecBackend(LifecycleExecBackend, Protocol):
         """Starts AttachStdin over ``requests``; returns a handle whose ``cancel()`` ends it without EOF."""
 
 
-class NetBackend(Protocol):
+class NetBackend(RemovalNetBackend, Protocol):
     def create_endpoint(self, container_id: str, network_mode: str,
                         options: net_pb2.CreateEndpointRequest | None = None) -> net_pb2.Endpoint:
         """``options``: hostname, ports, DNS, extra hosts (its id and mode are overwritten)."""
@@ -162,7 +170,7 @@ class _Stream:
         self._call.cancel()
 
 
-class GraphClient(LifecycleGraphClient):
+class GraphClient(LifecycleGraphClient, RemovalGraphClient):
     """GraphBackend over graphsvc's ImageService and ContainerGraphService."""
 
     def __init__(self, channel: grpc.Channel):
@@ -275,7 +283,7 @@ class GraphClient(LifecycleGraphClient):
             self._images.TagImage(graph_pb2.TagImageRequest(source=source, target=target), timeout=CALL_TIMEOUT)
 
 
-class ExecClient(LifecycleExecClient):
+class ExecClient(LifecycleExecClient, RemovalExecClient):
     """ExecBackend over execsvc's ExecService."""
 
     def __init__(self, channel: grpc.Channel):
@@ -380,7 +388,7 @@ class ExecClient(LifecycleExecClient):
             _result(future)
 
 
-class NetClient:
+class NetClient(RemovalNetClient):
     """NetBackend over netsvc's NetworkService."""
 
     def __init__(self, channel: grpc.Channel):

@@ -19,6 +19,7 @@ from skiff.apiserver.copying import Copies
 from skiff.apiserver.exec import Execs
 from skiff.apiserver.images import Images
 from skiff.apiserver.lifecycle import LifecycleRPCs
+from skiff.apiserver.removal import Removals
 from skiff.apiserver.system import System
 from skiff.common import grpcerr
 
@@ -141,6 +142,12 @@ class ContainerServicer(LifecycleRPCs, api_pb2_grpc.ContainerServiceServicer):
         _unary(context, lambda: self._containers.remove(request.container, request.force, request.remove_link,
                                                         request.remove_volumes))
         return api_pb2.RemoveContainerResponse()
+
+    def RemoveContainers(
+        self, request: api_pb2.RemoveContainersRequest, context: grpc.ServicerContext
+    ) -> api_pb2.RemoveContainersResponse:
+        return _unary(context, lambda: api_pb2.RemoveContainersResponse(results=Removals.of(self._containers).remove(
+            list(request.containers), request.force, request.remove_volumes)))
 
     def WaitContainer(
         self, request: api_pb2.WaitContainerRequest, context: grpc.ServicerContext

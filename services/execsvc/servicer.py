@@ -11,7 +11,8 @@ from pathlib import Path
 import grpc
 from google.protobuf import timestamp_pb2
 
-from skiff.common import errors, grpcerr, trace
+from skiff.common import errors, grpcerr, itemerr, trace
+from skiff.common.faults import crash_point
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import health, lifecycle
 from skiff.execsvc import mounts as mountsmod
@@ -195,6 +196,32 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
         with grpcerr.handle(context), self.health.quiesce(request.id):  # no probe file appears meanwhile
             self.tasks.delete(request.id, request.force, request.remove_logs)
             return exec_pb2.DeleteTaskResponse()
+
+    def GetTasks(self, request: exec_pb2.GetTasksRequest,
+                 context: grpc.ServicerContext) -> exec_pb2.GetTasksResponse:
+        with grpcerr.handle(context):
+            tasks = []
+            for cid in request.ids:
+                try:
+                    tasks.append(self._task(cid))
+                except (errors.NotFound, errors.InvalidArgument):
+                    continue  # never started (or not an id)
+            return exec_pb2.GetTasksResponse(tasks=tasks)
+
+    def DeleteTasks(self, request: exec_pb2.DeleteTasksRequest,
+                    context: grpc.ServicerContext) -> exec_pb2.DeleteTasksResponse:
+        with grpcerr.handle(context):
+            failed = []
+            for i, cid in enumerate(request.ids):
+                if i == len(request.ids) // 2:
+                    crash_point("execsvc:delete-tasks:mid")
+                try:
+                    with self.health.quiesce(cid):
+                        self.tasks.delete(cid, request.force, request.remove_logs)
+                except Exception as e:  # that task's own error; the others go on
+                    code, message, reason = itemerr.fields(itemerr.of_exception(e))
+                    failed.append(exec_pb2.TaskFailure(id=cid, code=code, message=message, reason=reason))
+            return exec_pb2.DeleteTasksResponse(failed=failed)
 
     def ReadLogs(self, request: exec_pb2.ReadLogsRequest,
                  context: grpc.ServicerContext) -> Iterator[exec_pb2.ReadLogsResponse]:

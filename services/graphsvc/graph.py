@@ -22,7 +22,8 @@ from typing import Any
 from google.protobuf import json_format
 
 from skiff.common import mounts as mounts_mod
-from skiff.common.errors import NO_COMMAND, InvalidArgument, NotFound
+from skiff.common.errors import NO_COMMAND, InvalidArgument, NotFound, SkiffError
+from skiff.common.faults import crash_point
 from skiff.graphsvc.graphdb import ContainerRecord, GraphDB, Link
 from skiff.graphsvc.images import ImageStore
 from skiff.graphsvc.layers import LayerStore, Mount
@@ -327,6 +328,32 @@ class Graph:
             except Exception:  # the container is gone; a stale volume shows in `volume ls`
                 log.exception("removing the volumes of %s", record.id)
 
+    def get_many(self, refs: builtins.list[str]) -> builtins.list[Container | SkiffError]:
+        """:meth:`get` of each reference, in order: the container or why it did not resolve."""
+        return [r if isinstance(r, SkiffError) else self._container(r) for r in self.db.get_many(refs)]
+
+    def delete_many(self, container_ids: builtins.list[str], force: bool = False, remove_volumes: bool = False
+                    ) -> dict[str, SkiffError]:
+        """:meth:`delete` of many: the records in one transaction, then their writable layers
+        (a crash in between leaves layers without a record: removed at the next start-up)
+        and anonymous volumes. The ones not deleted, with why."""
+        records, failed = self.db.delete_many(container_ids, force=force)
+        crash_point("graphsvc:delete-containers:committed")
+        names: builtins.list[str] = []
+        for record in records:
+            try:
+                self.layers.release(record.id)
+            except Exception:  # the record is gone; a stale layer is only disk space
+                log.exception("releasing the layer of %s", record.id)
+            names += [m["name"] for m in record.config.get("mounts", [])
+                      if m.get("type") == "volume" and m.get("anonymous")]
+        if remove_volumes and names and self.volumes is not None:
+            try:
+                self.volumes.remove_anonymous(names)
+            except Exception:  # the containers are gone; a stale volume shows in `volume ls`
+                log.exception("removing the volumes of %d containers", len(records))
+        return failed
+
     def links(self, ref: str, parents: bool) -> builtins.list[Link]:
         return self.db.parents(ref) if parents else self.db.children(ref)
 
@@ -357,6 +384,23 @@ def remove_orphan_layers(images: ImageStore, layers: LayerStore) -> list[str]:
     return dropped
 
 
+def remove_orphan_container_layers(db: GraphDB, layers: LayerStore) -> builtins.list[str]:
+    """At start-up: drop writable layers of containers without a record (a removal cut
+    short between its commit and the layer's rename). Nothing else runs yet."""
+    known = {r.id for r in db.list()}
+    dropped = []
+    for cid in layers.container_ids():
+        if cid in known:
+            continue
+        try:
+            layers.release(cid)
+        except Exception:  # never fatal: a stale layer is only disk space
+            log.exception("removing the orphan writable layer of %s", cid)
+            continue
+        dropped.append(cid)
+    return dropped
+
+
 def open_graph(data_root: Path) -> Graph:
     """The store under ``<data-root>``: overlay where the kernel has it, else vfs."""
     from skiff.graphsvc import layers as layers_mod
@@ -376,6 +420,8 @@ def open_graph(data_root: Path) -> Graph:
     images = ImageStore(root, driver, db)
     for layer_id in remove_orphan_layers(images, driver):
         log.info("removed layer %s: no image or container uses it (an interrupted pull?)", layer_id)
+    for cid in remove_orphan_container_layers(db, driver):
+        log.info("removed the writable layer of %s: no container record (an interrupted rm?)", cid)
     for digest in images.content.remove_unreferenced():
         log.info("removed blob %s: no layer was made from it (an interrupted pull?)", digest)
     return Graph(db, images, driver, name, data_root, VolumeStore(db, data_root / "volumes"))

@@ -97,6 +97,10 @@ class LayerStore(Protocol):
         """Remove the container's writable layer; a no-op when it does not exist (idempotent)."""
         ...
 
+    def container_ids(self) -> list[str]:
+        """The containers that have a writable layer."""
+        ...
+
     def diff_path(self, layer_id: str) -> Path: ...
 
     def container_size(self, container_id: str) -> int:
@@ -309,6 +313,9 @@ class _BaseDriver:
             grave = self.tmp_dir / ("rm-" + uuid.uuid4().hex)
             os.rename(cdir, grave)
             _reap_later(grave)
+
+    def container_ids(self) -> list[str]:
+        return sorted(d.name for d in self.containers_dir.iterdir())
 
     def container_size(self, container_id: str) -> int:
         """Bytes the container's writable layer holds (0 when it has none)."""

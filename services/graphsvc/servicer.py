@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 
-from skiff.common import grpcerr, streams
+from skiff.common import errors, grpcerr, itemerr, streams
 from skiff.common.errors import InvalidArgument
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.graphsvc import changes as changes_mod
@@ -22,6 +22,7 @@ from skiff.graphsvc import pull as pull_mod
 from skiff.graphsvc import push as push_mod
 from skiff.graphsvc import volumes as volumes_mod
 from skiff.graphsvc.graph import Container, Graph, merge_healthcheck
+from skiff.graphsvc.graphdb import ContainerRecord
 from skiff.graphsvc.layers import Mount
 from skiff.types.v1 import types_pb2
 
@@ -68,6 +69,23 @@ def container_to_proto(c: Container) -> graph_pb2.Container:
     if c.restart_state:
         json_format.ParseDict(c.restart_state, out.restart_state, ignore_unknown_fields=True)
     return out
+
+
+def _brief(record: ContainerRecord) -> graph_pb2.Container:
+    """GetContainers(brief): what a removal decides on."""
+    out = graph_pb2.Container(id=record.id, name=record.name, image_id=record.image_id)
+    policy = record.config.get("host_config", {}).get("restart_policy")
+    if policy:
+        json_format.ParseDict(policy, out.host_config.restart_policy, ignore_unknown_fields=True)
+    state = record.config.get("restart_state")
+    if state:
+        json_format.ParseDict(state, out.restart_state, ignore_unknown_fields=True)
+    return out
+
+
+def _item(err: errors.SkiffError) -> graph_pb2.ContainerResult:
+    code, message, reason = itemerr.fields(err)
+    return graph_pb2.ContainerResult(code=code, message=message, reason=reason)
 
 
 def progress_to_proto(p: pull_mod.Progress) -> types_pb2.Progress:
@@ -172,6 +190,22 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
         with grpcerr.handle(context):
             return graph_pb2.GetContainerResponse(container=container_to_proto(self.graph.get(request.container)))
 
+    def GetContainers(self, request: graph_pb2.GetContainersRequest,
+                      context: grpc.ServicerContext) -> graph_pb2.GetContainersResponse:
+        with grpcerr.handle(context):
+            results = []
+            if request.brief:
+                return graph_pb2.GetContainersResponse(results=[
+                    _item(found) if isinstance(found, errors.SkiffError)
+                    else graph_pb2.ContainerResult(container=_brief(found))
+                    for found in self.graph.db.get_many(list(request.containers))])
+            for found in self.graph.get_many(list(request.containers)):
+                if isinstance(found, errors.SkiffError):
+                    results.append(_item(found))
+                else:
+                    results.append(graph_pb2.ContainerResult(container=container_to_proto(found)))
+            return graph_pb2.GetContainersResponse(results=results)
+
     def ListContainers(self, request: graph_pb2.ListContainersRequest,
                        context: grpc.ServicerContext) -> graph_pb2.ListContainersResponse:
         with grpcerr.handle(context):
@@ -209,6 +243,17 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
         with grpcerr.handle(context):
             self.graph.delete(request.container_id, force=request.force, remove_volumes=request.remove_volumes)
             return graph_pb2.DeleteContainerResponse()
+
+    def DeleteContainers(self, request: graph_pb2.DeleteContainersRequest,
+                         context: grpc.ServicerContext) -> graph_pb2.DeleteContainersResponse:
+        with grpcerr.handle(context):
+            failed = self.graph.delete_many(list(request.container_ids), force=request.force,
+                                            remove_volumes=request.remove_volumes)
+            out = []
+            for cid, err in failed.items():
+                code, message, reason = itemerr.fields(err)
+                out.append(graph_pb2.ContainerFailure(container_id=cid, code=code, message=message, reason=reason))
+            return graph_pb2.DeleteContainersResponse(failed=out)
 
     def ListLinks(self, request: graph_pb2.ListLinksRequest,
                   context: grpc.ServicerContext) -> graph_pb2.ListLinksResponse:

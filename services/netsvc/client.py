@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from skiff.common import itemerr
+from skiff.common.errors import SkiffError
 from skiff.common.grpcerr import translated
 from skiff.common.server import CALL_TIMEOUT
 from skiff.net.v1 import net_pb2, net_pb2_grpc
@@ -38,3 +40,9 @@ class NetworkClient:
         with translated():
             self.stub.DeleteEndpoint(net_pb2.DeleteEndpointRequest(container_id=container_id, release=release),
                                      timeout=self.timeout)
+
+    def delete_endpoints(self, container_ids: list[str]) -> dict[str, SkiffError]:
+        with translated():
+            resp = self.stub.DeleteEndpoints(net_pb2.DeleteEndpointsRequest(container_ids=container_ids),
+                                             timeout=self.timeout)
+        return {f.container_id: itemerr.error(f.code, f.message, f.reason) for f in resp.failed}

@@ -9,7 +9,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from skiff.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from skiff.common import itemerr
+from skiff.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SkiffError
+from skiff.common.faults import crash_point
 from skiff.netsvc import etcfiles
 from skiff.netsvc.drivers import NetworkDriver
 from skiff.netsvc.model import MODE_HOST, Endpoint, EndpointOptions, validate_container_id
@@ -39,6 +41,10 @@ class Network(Protocol):
     def list_endpoints(self) -> list[Endpoint]: ...
 
     def delete_endpoint(self, container_id: str, release: bool = False) -> None: ...
+
+    def delete_endpoints(self, container_ids: list[str]) -> dict[str, SkiffError]:
+        """delete_endpoint (a removal) of each; the ones that failed, with why."""
+        ...
 
 
 class EndpointManager:
@@ -167,6 +173,34 @@ class EndpointManager:
             del self._endpoints[container_id]
             self.store.save(self._endpoints)
             log.info("deleted endpoint of %s", container_id)
+
+    def delete_endpoints(self, container_ids: list[str]) -> dict[str, SkiffError]:
+        """:meth:`delete_endpoint` (a removal) of many under one lock, with one write of the
+        records; one that fails is returned (with why) and the others go on. A crash before
+        the write leaves records whose namespace is gone: reconcile() drops them."""
+        failed: dict[str, SkiffError] = {}
+        with self._lock:
+            changed = False
+            for i, cid in enumerate(container_ids):
+                if i == len(container_ids) // 2:
+                    crash_point("netsvc:delete-endpoints:mid")
+                try:
+                    endpoint = self._endpoints.get(cid)
+                    if endpoint is None:
+                        if self.networks is not None:
+                            self.networks.forget(cid)
+                        continue
+                    if self.networks is not None:
+                        self.networks.detach_all(cid)
+                    self._driver(endpoint.network_mode).delete_endpoint(endpoint)
+                    del self._endpoints[cid]
+                    changed = True
+                    log.info("deleted endpoint of %s", cid)
+                except Exception as e:  # that endpoint's own error
+                    failed[cid] = itemerr.of_exception(e)
+            if changed:
+                self.store.save(self._endpoints)
+        return failed
 
     def close(self) -> None:
         """Let each driver give back what it holds only for itself (never a live endpoint)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from skiff.common import itemerr
 from skiff.common.errors import FailedPrecondition
 from skiff.common.grpcerr import handle
 from skiff.net.v1 import net_pb2, net_pb2_grpc
@@ -164,4 +165,14 @@ class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
         with handle(context):
             self.network.delete_endpoint(request.container_id, request.release)
             return net_pb2.DeleteEndpointResponse()
+        raise AssertionError("unreachable")
+
+    def DeleteEndpoints(self, request: net_pb2.DeleteEndpointsRequest, context: grpc.ServicerContext
+                        ) -> net_pb2.DeleteEndpointsResponse:
+        with handle(context):
+            out = []
+            for cid, err in self.network.delete_endpoints(list(request.container_ids)).items():
+                code, message, reason = itemerr.fields(err)
+                out.append(net_pb2.EndpointFailure(container_id=cid, code=code, message=message, reason=reason))
+            return net_pb2.DeleteEndpointsResponse(failed=out)
         raise AssertionError("unreachable")

@@ -130,6 +130,32 @@ class FakeGraph:
         if self.containers.pop(container_id, None) is None:
             raise errors.NotFound(f"No such container: {container_id}", reason=errors.CONTAINER_NOT_FOUND)
 
+    def get_containers(self, refs: list[str]) -> list[graph_pb2.Container | errors.SkiffError]:
+        before = len(self.calls)
+        out: list[graph_pb2.Container | errors.SkiffError] = []
+        for ref in refs:
+            try:
+                out.append(self.get_container(ref))
+            except errors.SkiffError as e:
+                out.append(e)
+        del self.calls[before:]  # one call, not one per reference
+        self.calls.append("get_containers")
+        return out
+
+    def delete_containers(self, container_ids: list[str], remove_volumes: bool = False
+                          ) -> dict[str, errors.SkiffError]:
+        self.calls.append("delete_containers")
+        failed: dict[str, errors.SkiffError] = {}
+        for cid in container_ids:
+            if self.containers.pop(cid, None) is None:
+                failed[cid] = errors.NotFound(f"No such container: {cid}", reason=errors.CONTAINER_NOT_FOUND)
+            for other in list(self.containers.values()):  # links to it go with it (force)
+                kept = [lk for lk in other.links if lk.child_id != cid]
+                if len(kept) != len(other.links):
+                    del other.links[:]
+                    other.links.extend(kept)
+        return failed
+
     def update_host_config(self, container_id: str, host_config: types_pb2.HostConfig) -> None:
         self.calls.append("update_host_config")
         self.get_container(container_id).host_config.CopyFrom(host_config)
@@ -274,6 +300,24 @@ class FakeExec:
         with self.cond:
             return [exec_pb2.Task(id=t.id, state=t.state, log_path=t.log_path) for t in self.tasks.values()]
 
+    def get_tasks(self, task_ids: list[str]) -> dict[str, exec_pb2.Task]:
+        with self.cond:
+            found = {t: self.get_task(t) for t in task_ids if t in self.tasks}
+            self.calls[len(self.calls) - len(found):] = ["get_tasks"]
+            return found
+
+    def delete_tasks(self, task_ids: list[str], force: bool, remove_logs: bool) -> dict[str, errors.SkiffError]:
+        before = len(self.calls)
+        failed: dict[str, errors.SkiffError] = {}
+        for t in task_ids:
+            try:
+                self.delete_task(t, force, remove_logs)
+            except errors.SkiffError as e:
+                failed[t] = e
+        del self.calls[before:]
+        self.calls.append("delete_tasks")
+        return failed
+
     def kill_task(self, task_id: str, signal_number: int) -> None:
         with self.cond:
             if not self.running(task_id):
@@ -401,6 +445,12 @@ class FakeNet:
     def delete_endpoint(self, container_id: str, release: bool = False) -> None:
         self.calls.append("release_endpoint" if release else "delete_endpoint")
         self.endpoints.pop(container_id, None)
+
+    def delete_endpoints(self, container_ids: list[str]) -> dict[str, errors.SkiffError]:
+        self.calls.append("delete_endpoints")
+        for cid in container_ids:
+            self.endpoints.pop(cid, None)
+        return {}
 
 
 # --- the fakes themselves behave like the services they stand for --------------------------

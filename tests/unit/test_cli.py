@@ -60,6 +60,8 @@ class FakeEngine(api_pb2_grpc.SystemServiceServicer, api_pb2_grpc.ImageServiceSe
         self.attached = threading.Event()
         self.started = threading.Event()
         self.kill_signal = ""
+        #: RemoveContainers answers (else UNIMPLEMENTED, as an older gateway)
+        self.batch_rm = False
 
     def _record(self, name: str, request: Any) -> None:
         self.calls.append((name, request))
@@ -177,6 +179,22 @@ class FakeEngine(api_pb2_grpc.SystemServiceServicer, api_pb2_grpc.ImageServiceSe
         c = self._find(request.container, context)
         del self.containers[c.id]
         return api_pb2.RemoveContainerResponse()
+
+    def RemoveContainers(self, request: api_pb2.RemoveContainersRequest,
+                         context: grpc.ServicerContext) -> api_pb2.RemoveContainersResponse:
+        if not self.batch_rm:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        self._record("RemoveContainers", request)
+        results = []
+        for ref in request.containers:
+            found = [c for c in self.containers.values() if ref in (c.id, c.name)]
+            if found:
+                del self.containers[found[0].id]
+                results.append(api_pb2.RemoveContainerResult(container=ref, id=found[0].id))
+            else:
+                results.append(api_pb2.RemoveContainerResult(container=ref, code=5, message=f"No such container: {ref}",
+                                                             reason=errors.CONTAINER_NOT_FOUND))
+        return api_pb2.RemoveContainersResponse(results=results)
 
     def WaitContainer(self, request: api_pb2.WaitContainerRequest,
                       context: grpc.ServicerContext) -> api_pb2.WaitContainerResponse:
@@ -465,6 +483,18 @@ def test_wait_kill_rm(engine: FakeEngine, capsysbinary: pytest.CaptureFixture[by
     code, stdout, stderr = skiff(capsysbinary, "rm", "-f", "web", "ghost")
     assert (code, stdout) == (1, "web\n") and "No such container: ghost" in stderr
     assert engine.called("RemoveContainer")[0].force
+
+
+def test_rm_of_several_in_one_call(engine: FakeEngine, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    engine.batch_rm = True
+    add(engine, api_pb2.Container(id=ID_A, name="web"))
+    add(engine, api_pb2.Container(id=ID_B, name="db"))
+    code, stdout, stderr = skiff(capsysbinary, "rm", "-v", "web", "ghost", "db")
+    assert (code, stdout) == (1, "web\ndb\n")
+    assert stderr == "Error response from daemon: No such container: ghost\n"
+    (req,) = engine.called("RemoveContainers")
+    assert list(req.containers) == ["web", "ghost", "db"] and req.remove_volumes and not req.force
+    assert not engine.called("RemoveContainer") and engine.containers == {}
 
 
 def test_inspect(engine: FakeEngine, capsysbinary: pytest.CaptureFixture[bytes]) -> None:

@@ -17,6 +17,7 @@ from skiff.apiserver.server import build
 from skiff.cli import runopts
 from skiff.cli.lean import skiff_lean as lean
 from skiff.cli.main import build_parser
+from skiff.types.v1 import types_pb2
 
 from .test_apiserver_fakes import FakeExec, FakeGraph, FakeNet
 
@@ -225,3 +226,33 @@ def test_attached_run_streams_output_and_exit(gateway: tuple[str, FakeExec, grpc
 def test_nothing_listening_means_the_full_cli_explains() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         assert lean.main(["-H", f"unix://{os.path.join(tmp, 'none.sock')}", "run", "busybox"], {}) is None
+
+
+def test_rm_of_many_in_a_few_calls_each_result_in_order(gateway: tuple[str, FakeExec, grpc.Channel],
+                                                        capfd: pytest.CaptureFixture[str]) -> None:
+    sock, exec_, ch = gateway
+    api = api_pb2_grpc.ContainerServiceStub(ch)
+    config = types_pb2.ContainerConfig(image="busybox")
+    config.cmd.values.append("sleep")
+
+    def create() -> str:
+        return str(api.CreateContainer(api_pb2.CreateContainerRequest(config=config), timeout=5).id)
+
+    ids = [create() for _ in range(400)]  # 400 full ids: more than one request's worth
+    running = create()
+    api.StartContainer(api_pb2.StartContainerRequest(container=running), timeout=5)
+    argv = ["-H", f"unix://{sock}", "rm", *ids[:200], "nosuch", running, *ids[200:]]
+    assert lean.main(argv, {}) == 1
+    out, err = capfd.readouterr()
+    assert out.split() == ids
+    assert err.splitlines() == [
+        "Error response from daemon: No such container: nosuch",
+        f"Error response from daemon: You cannot remove a running container {running}. "
+        "Stop the container before attempting removal or force remove",
+    ]
+    left = api.ListContainers(api_pb2.ListContainersRequest(all=True), timeout=5).containers
+    assert [c.id for c in left] == [running]
+    assert lean.main(["-H", f"unix://{sock}", "rm", "-f", running, "nosuch"], {}) == 1
+    out, err = capfd.readouterr()
+    assert (out, err) == (f"{running}\n", "Error response from daemon: No such container: nosuch\n")
+    assert not exec_.tasks

@@ -214,3 +214,18 @@ def test_orphan_layers_removed_at_start(graph: Graph, tmp_path: Path) -> None:
     graph.images.remove("busybox", force=True)
     assert remove_orphan_layers(graph.images, graph.layers) == []
     assert all(graph.layers.exists(lid) for lid in kept) and graph.get(c.id)
+
+
+def test_delete_many_releases_the_layers_and_a_restart_sweeps_orphans(graph: Graph) -> None:
+    from skiff.graphsvc.graph import remove_orphan_container_layers
+
+    made = [graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))[0] for _ in range(3)]
+    assert sorted(graph.layers.container_ids()) == sorted(c.id for c in made)
+    failed = graph.delete_many([made[0].id, made[1].id, "nosuch"], force=True)
+    assert list(failed) == ["nosuch"]
+    assert graph.layers.container_ids() == [made[2].id]
+    # a removal cut short between its commit and the layer's rename: the layer stays behind
+    graph.db.delete_many([made[2].id], force=True)
+    assert graph.layers.container_ids() == [made[2].id]
+    assert remove_orphan_container_layers(graph.db, graph.layers) == [made[2].id]
+    assert graph.layers.container_ids() == []

@@ -336,3 +336,29 @@ def test_concurrent_deletes_each_get_their_own_outcome(tmp_path: Path) -> None:
     assert sorted(r["name"] for r in other.query("SELECT name FROM containers")) == ["c0", "linked"]
     other.close()
     db.close()
+
+
+def test_delete_many_one_transaction_each_its_own_outcome(db: GraphDB) -> None:
+    a, b, c = mk(db, "ca"), mk(db, "cb"), mk(db, "cc")
+    web = mk(db, "web")
+    db.link("web", "ca", "alias")
+    # without force: the linked-to one is refused, the others go; unknown and repeated ones fail alone
+    done, failed = db.delete_many([a.id, b.id, "nosuch", "cc", c.id])
+    assert sorted(r.id for r in done) == sorted([b.id, c.id])
+    assert set(failed) == {a.id, "nosuch", c.id}
+    assert isinstance(failed[a.id], Conflict) and "/web" in failed[a.id].message
+    assert isinstance(failed["nosuch"], NotFound) and failed["nosuch"].reason == CONTAINER_NOT_FOUND
+    assert db.get("ca") == a and db.children("web")[0].child_id == a.id
+    # with force: the links go with it; full ids, names and prefixes all resolve
+    done, failed = db.delete_many([a.id, "web", "nosuch", "/web"], force=True)
+    assert sorted(r.id for r in done) == sorted([a.id, web.id])
+    assert set(failed) == {"nosuch", "/web"}  # the second reference to web finds it gone
+    assert db.list() == []
+    assert list(db.db.query("SELECT * FROM edges")) == []
+
+
+def test_get_many_in_order(db: GraphDB) -> None:
+    a, b = mk(db, "ca"), mk(db, "cb")
+    got = db.get_many([b.id, "ca", "nosuch", a.id[:10]])
+    assert got[:2] == [b, a] and got[3] == a
+    assert isinstance(got[2], NotFound)
