@@ -127,22 +127,23 @@ def _prunable(client: Client, filters: list[tuple[str, str]]) -> list[Any]:
 
 
 def prune_containers(client: Client, filters: list[tuple[str, str]]) -> tuple[list[str], int]:
-    """Remove the stopped containers; (their ids, the bytes their writable layers held)."""
+    """Remove the stopped containers (one RemoveContainers call per 1000); (their ids, the bytes
+    their writable layers held). One started meanwhile is skipped with its error, as Docker."""
     from skiff.api.v1 import api_pb2
-    from skiff.common.errors import NotFound, SkiffError
 
+    found = {c.id: c for c in _prunable(client, filters)}
+    ids = list(found)
     removed, space = [], 0
-    for c in _prunable(client, filters):
-        try:
-            with client.translated():
-                client.containers.RemoveContainer(api_pb2.RemoveContainerRequest(container=c.id), timeout=90)
-        except NotFound:
-            continue  # gone meanwhile
-        except SkiffError as err:  # started meanwhile, say: Docker skips it too
-            print(f"Error response from daemon: {err.message}", file=sys.stderr)
-            continue
-        removed.append(c.id)
-        space += max(c.size_rw, 0)
+    for i in range(0, len(ids), 1000):
+        with client.translated():
+            results = client.containers.RemoveContainers(
+                api_pb2.RemoveContainersRequest(containers=ids[i:i + 1000]), timeout=300).results
+        for r in results:
+            if r.code == 0:
+                removed.append(r.id or r.container)
+                space += max(found[r.container].size_rw, 0)
+            elif r.reason != "CONTAINER_NOT_FOUND":  # gone meanwhile: nothing to say
+                print(f"Error response from daemon: {r.message}", file=sys.stderr)
     return removed, space
 
 
