@@ -675,18 +675,29 @@ def _seconds(secs: int, nanos: int) -> float | None:
 
 
 def _timestamp(data: bytes, i: int, end: int) -> tuple[int, int]:
-    """(seconds, nanos) of the Timestamp in ``data[i:end]``."""
+    """(seconds, nanos) of the Timestamp in ``data[i:end]`` (varints read inline: one per row)."""
     secs = nanos = 0
     while i < end:
-        key, i = _read_varint(data, i)
-        if key & 7 != 0:
+        key = data[i]
+        if key != 0x08 and key != 0x10:  # not seconds or nanos (varints): skip it
+            key, i = _read_varint(data, i)
             i = _skip(data, i, key & 7)
             continue
-        v, i = _read_varint(data, i)
-        if key >> 3 == 1:
-            secs = v - (1 << 64) if v >= 1 << 63 else v
-        elif key >> 3 == 2:
-            nanos = v - (1 << 64) if v >= 1 << 63 else v
+        i += 1
+        v = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        if v >= 1 << 63:
+            v -= 1 << 64
+        if key == 0x08:
+            secs = v
+        else:
+            nanos = v
     return secs, nanos
 
 
@@ -704,45 +715,32 @@ def _skip(data: bytes, i: int, wire: int) -> int:
     raise ValueError(f"protobuf: wire type {wire}")
 
 
-class _PsRow:
-    """What `ps` shows of one api.v1.Container; sub-messages only by position until needed."""
-
-    __slots__ = (
-        "args",
-        "config",
-        "created",
-        "id",
-        "image",
-        "image_id",
-        "links",
-        "name",
-        "path",
-        "settings",
-        "state",
-    )
-
-    def __init__(self) -> None:
-        self.created = (0, 0)
-        self.id = self.name = self.image = self.image_id = self.path = ""
-        self.args: list[str] = []
-        self.config = self.state = self.settings = (0, 0)  # (start, end) in the response
-        self.links = False
+#: What `ps` shows of one api.v1.Container, as _ps_containers gives it: created (seconds,
+#: nanos), id, name, image, image_id, path, args, and the (start, end) in the response of
+#: config, state and network_settings (decoded only when needed); links: any set.
+PsRow = tuple[tuple[int, int], str, str, str, str, str, list[str], tuple[int, int], tuple[int, int],
+              tuple[int, int], bool]
 
 
-def _ps_containers(data: bytes) -> list[_PsRow]:
+def _ps_containers(data: bytes) -> list[PsRow]:
     """The containers of a ListContainersResponse, decoded only as far as `ps` needs: the
-    hot loop of `ps -a` over many containers (pb_parse would build a dict per message)."""
-    out = []
+    hot loop of `ps -a` over many containers (pb_parse would build a dict per message).
+    Tags are compared whole: fields 1-15 of wire type 2 are one byte (field << 3 | 2)."""
+    out: list[PsRow] = []
     i, n = 0, len(data)
-    rv = _read_varint
+    rv, skip = _read_varint, _skip
+    none = (0, 0)
     while i < n:
         key, i = rv(data, i)
         if key != 0x0A:  # not field 1 (containers), length-delimited
-            i = _skip(data, i, key & 7)
+            i = skip(data, i, key & 7)
             continue
         ln, i = rv(data, i)
         end = i + ln
-        row = _PsRow()
+        cid = name = image = image_id = path = ""
+        args: list[str] = []
+        created = config = state = settings = none
+        links = False
         while i < end:
             key = data[i]
             if key < 0x80:
@@ -750,7 +748,7 @@ def _ps_containers(data: bytes) -> list[_PsRow]:
             else:
                 key, i = rv(data, i)
             if key & 7 != 2:
-                i = _skip(data, i, key & 7)
+                i = skip(data, i, key & 7)
                 continue
             ln = data[i]
             if ln < 0x80:
@@ -758,31 +756,31 @@ def _ps_containers(data: bytes) -> list[_PsRow]:
             else:
                 ln, i = rv(data, i)
             j = i + ln
-            f = key >> 3
-            if f == 1:
-                row.id = data[i:j].decode()
-            elif f == 2:
-                row.name = data[i:j].decode()
-            elif f == 3:
-                row.image = data[i:j].decode()
-            elif f == 4:
-                row.image_id = data[i:j].decode()
-            elif f == 5:
-                row.created = _timestamp(data, i, j)
-            elif f == 6:
-                row.path = data[i:j].decode()
-            elif f == 7:
-                row.args.append(data[i:j].decode())
-            elif f == 8:
-                row.config = (i, j)
-            elif f == 10:
-                row.state = (i, j)
-            elif f == 11:
-                row.settings = (i, j)
-            elif f == 12:
-                row.links = True
+            if key <= 0x2A:  # fields 1-5
+                if key == 0x0A:
+                    cid = data[i:j].decode()
+                elif key == 0x12:
+                    name = data[i:j].decode()
+                elif key == 0x1A:
+                    image = data[i:j].decode()
+                elif key == 0x22:
+                    image_id = data[i:j].decode()
+                elif key == 0x2A:
+                    created = _timestamp(data, i, j)
+            elif key == 0x32:
+                path = data[i:j].decode()
+            elif key == 0x3A:
+                args.append(data[i:j].decode())
+            elif key == 0x42:
+                config = (i, j)
+            elif key == 0x52:
+                state = (i, j)
+            elif key == 0x5A:
+                settings = (i, j)
+            elif key == 0x62:
+                links = True
             i = j
-        out.append(row)
+        out.append((created, cid, name, image, image_id, path, args, config, state, settings, links))
     return out
 
 
@@ -836,14 +834,14 @@ def ps(opts: dict[str, object], conn: Connection) -> int | None:
     except RpcError:
         return None
     found = _ps_containers(data)
-    found.sort(key=lambda r: r.created, reverse=True)  # stable, as the full CLI's sorted()
+    found.sort(key=lambda r: r[0], reverse=True)  # by created; stable, as the full CLI's sorted()
     no_trunc = bool(opts["no_trunc"])
     if opts["quiet"]:
-        out = "".join(f"{r.id if no_trunc else _short(r.id)}\n" for r in found)
+        out = "".join(f"{r[1] if no_trunc else _short(r[1])}\n" for r in found)
         sys.stdout.write(out)
         sys.stdout.flush()
         return 0
-    if any(r.links for r in found):
+    if any(r[10] for r in found):
         return None  # links: NAMES shows parent/alias
     fmt = _load_format()
     ellipsis, go_quote = fmt.ellipsis, fmt.go_quote  # type: ignore[attr-defined]
@@ -851,24 +849,24 @@ def ps(opts: dict[str, object], conn: Connection) -> int | None:
     now = time.time()
     rows = []
     quoted: dict[str, str] = {}  # the COMMAND cell of each command seen (many containers share one)
-    for r in found:
-        status_no, exit_code, started, finished, health = _state(data, r.state)
+    for created, cid, name, image, image_id, path, args, config, state, settings, _ in found:
+        status_no, exit_code, started, finished, health = _state(data, state)
         status = _STATUS.get(status_no, "created")
-        if status in ("running", "paused") and (health or _has_field(data, r.settings, 8)
-                                                or _has_field(data, r.config, 11)):
+        if status in ("running", "paused") and (health or _has_field(data, settings, 8)
+                                                or _has_field(data, config, 11)):
             return None  # health or PORTS
         # as the full CLI's command_of: the path and its arguments joined by spaces
-        command = " ".join([r.path, *r.args]) if r.args else r.path
+        command = " ".join([path, *args]) if args else path
         cell = quoted.get(command)
         if cell is None:
             cell = quoted[command] = go_quote(command if no_trunc else ellipsis(command, 20))
-        image = r.image or r.image_id
+        image = image or image_id
         if not no_trunc and image.startswith("sha256:"):
             image = _short(image)
-        made = _seconds(*r.created)
+        made = _seconds(*created)
         text = container_status(status, exit_code, _seconds(*started), _seconds(*finished), now)
-        rows.append([r.id if no_trunc else _short(r.id), image, cell,
-                     ago(made, now) if made is not None else "", text, "", r.name.lstrip("/")])
+        rows.append([cid if no_trunc else _short(cid), image, cell,
+                     ago(made, now) if made is not None else "", text, "", name.lstrip("/")])
     header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     sys.stdout.write(fmt.table(header, rows))  # type: ignore[attr-defined]
     sys.stdout.flush()
