@@ -656,25 +656,172 @@ _STATUS = {1: "created", 2: "running", 3: "paused", 4: "restarting", 5: "exited"
 
 
 def _load_format() -> object:
-    """cli/format.py (plain Python: re, datetime), loaded without the skiff package."""
-    import importlib.util
+    """cli/format.py (plain Python, importing nothing at load), loaded without the skiff
+    package; its compiled form is cached beside it as for the full CLI."""
+    import _frozen_importlib_external  # importlib's own loader, loaded already (importlib.util costs ~3 ms)
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "format.py")
-    spec = importlib.util.spec_from_file_location("skiff_lean_format", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module = type(sys)("skiff_lean_format")
+    module.__file__ = path
+    _frozen_importlib_external.SourceFileLoader("skiff_lean_format", path).exec_module(module)
     return module
 
 
-def _seconds(ts: int | bytes) -> float | None:
+def _seconds(secs: int, nanos: int) -> float | None:
     """A google.protobuf.Timestamp as epoch seconds; None when unset (as the full CLI's _ts)."""
-    if not ts:
-        return None
-    f = pb_parse(bytes(ts))
-    secs, nanos = int(_first(f, 1, 0)), int(_first(f, 2, 0))
     if secs == 0 and nanos == 0:
         return None
     return secs + nanos / 1e9
+
+
+def _timestamp(data: bytes, i: int, end: int) -> tuple[int, int]:
+    """(seconds, nanos) of the Timestamp in ``data[i:end]`` (varints read inline: one per row)."""
+    secs = nanos = 0
+    while i < end:
+        key = data[i]
+        if key != 0x08 and key != 0x10:  # not seconds or nanos (varints): skip it
+            key, i = _read_varint(data, i)
+            i = _skip(data, i, key & 7)
+            continue
+        i += 1
+        v = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        if v >= 1 << 63:
+            v -= 1 << 64
+        if key == 0x08:
+            secs = v
+        else:
+            nanos = v
+    return secs, nanos
+
+
+def _skip(data: bytes, i: int, wire: int) -> int:
+    """Past the value of a field of wire type ``wire`` that starts at ``i``."""
+    if wire == 0:
+        return _read_varint(data, i)[1]
+    if wire == 2:
+        n, i = _read_varint(data, i)
+        return i + n
+    if wire == 1:
+        return i + 8
+    if wire == 5:
+        return i + 4
+    raise ValueError(f"protobuf: wire type {wire}")
+
+
+#: What `ps` shows of one api.v1.Container, as _ps_containers gives it: created (seconds,
+#: nanos), id, name, image, image_id, path, args, and the (start, end) in the response of
+#: config, state and network_settings (decoded only when needed); links: any set.
+PsRow = tuple[tuple[int, int], str, str, str, str, str, list[str], tuple[int, int], tuple[int, int],
+              tuple[int, int], bool]
+
+
+def _ps_containers(data: bytes) -> list[PsRow]:
+    """The containers of a ListContainersResponse, decoded only as far as `ps` needs: the
+    hot loop of `ps -a` over many containers (pb_parse would build a dict per message).
+    Tags are compared whole: fields 1-15 of wire type 2 are one byte (field << 3 | 2)."""
+    out: list[PsRow] = []
+    i, n = 0, len(data)
+    rv, skip = _read_varint, _skip
+    none = (0, 0)
+    while i < n:
+        key, i = rv(data, i)
+        if key != 0x0A:  # not field 1 (containers), length-delimited
+            i = skip(data, i, key & 7)
+            continue
+        ln, i = rv(data, i)
+        end = i + ln
+        cid = name = image = image_id = path = ""
+        args: list[str] = []
+        created = config = state = settings = none
+        links = False
+        while i < end:
+            key = data[i]
+            if key < 0x80:
+                i += 1
+            else:
+                key, i = rv(data, i)
+            if key & 7 != 2:
+                i = skip(data, i, key & 7)
+                continue
+            ln = data[i]
+            if ln < 0x80:
+                i += 1
+            else:
+                ln, i = rv(data, i)
+            j = i + ln
+            if key <= 0x2A:  # fields 1-5
+                if key == 0x0A:
+                    cid = data[i:j].decode()
+                elif key == 0x12:
+                    name = data[i:j].decode()
+                elif key == 0x1A:
+                    image = data[i:j].decode()
+                elif key == 0x22:
+                    image_id = data[i:j].decode()
+                elif key == 0x2A:
+                    created = _timestamp(data, i, j)
+            elif key == 0x32:
+                path = data[i:j].decode()
+            elif key == 0x3A:
+                args.append(data[i:j].decode())
+            elif key == 0x42:
+                config = (i, j)
+            elif key == 0x52:
+                state = (i, j)
+            elif key == 0x5A:
+                settings = (i, j)
+            elif key == 0x62:
+                links = True
+            i = j
+        out.append((created, cid, name, image, image_id, path, args, config, state, settings, links))
+    return out
+
+
+def _has_field(data: bytes, span: tuple[int, int], field: int) -> bool:
+    """Whether the message at ``span`` of ``data`` sets ``field``."""
+    i, end = span
+    while i < end:
+        key, i = _read_varint(data, i)
+        if key >> 3 == field:
+            return True
+        i = _skip(data, i, key & 7)
+    return False
+
+
+def _state(data: bytes, span: tuple[int, int]) -> tuple[int, int, tuple[int, int], tuple[int, int], bool]:
+    """ContainerState: (status, exit_code, started_at, finished_at, has health)."""
+    status = code = 0
+    started = finished = (0, 0)
+    health = False
+    i, end = span
+    while i < end:
+        key, i = _read_varint(data, i)
+        f, wire = key >> 3, key & 7
+        if wire == 0 and f in (1, 3):
+            v, i = _read_varint(data, i)
+            if f == 1:
+                status = v
+            else:
+                code = _int32(v)
+        elif wire == 2 and f in (4, 5, 8):
+            ln, i = _read_varint(data, i)
+            if f == 4:
+                started = _timestamp(data, i, i + ln)
+            elif f == 5:
+                finished = _timestamp(data, i, i + ln)
+            else:
+                health = True
+            i += ln
+        else:
+            i = _skip(data, i, wire)
+    return status, code, started, finished, health
 
 
 def ps(opts: dict[str, object], conn: Connection) -> int | None:
@@ -683,56 +830,47 @@ def ps(opts: dict[str, object], conn: Connection) -> int | None:
     import time
 
     try:
-        resp = pb_parse(conn.unary("ListContainers", pb_int(1, 1 if opts["all"] else 0)))
+        data = conn.unary("ListContainers", pb_int(1, 1 if opts["all"] else 0))
     except RpcError:
         return None
-    found = []
-    for raw in resp.get(1, []):
-        c = pb_parse(bytes(raw))  # type: ignore[arg-type]
-        created = pb_parse(bytes(_first(c, 5)))
-        found.append(((int(_first(created, 1, 0)), int(_first(created, 2, 0))), c))
-    found.sort(key=lambda x: x[0], reverse=True)
+    found = _ps_containers(data)
+    found.sort(key=lambda r: r[0], reverse=True)  # by created; stable, as the full CLI's sorted()
     no_trunc = bool(opts["no_trunc"])
     if opts["quiet"]:
-        out = "".join(f"{_text(c, 1) if no_trunc else _short(_text(c, 1))}\n" for _, c in found)
+        out = "".join(f"{r[1] if no_trunc else _short(r[1])}\n" for r in found)
         sys.stdout.write(out)
         sys.stdout.flush()
         return 0
+    if any(r[10] for r in found):
+        return None  # links: NAMES shows parent/alias
     fmt = _load_format()
+    ellipsis, go_quote = fmt.ellipsis, fmt.go_quote  # type: ignore[attr-defined]
+    ago, container_status = fmt.ago, fmt.container_status  # type: ignore[attr-defined]
     now = time.time()
     rows = []
-    for _, c in found:
-        state = pb_parse(bytes(_first(c, 10)))
-        status = _STATUS.get(int(_first(state, 1, 0)), "created")
-        if 12 in c:
-            return None  # links: NAMES shows parent/alias
-        if status in ("running", "paused"):
-            settings = pb_parse(bytes(_first(c, 11)))
-            config = pb_parse(bytes(_first(c, 8)))
-            if 8 in state or 8 in settings or 11 in config:
-                return None  # health or PORTS
+    quoted: dict[str, str] = {}  # the COMMAND cell of each command seen (many containers share one)
+    for created, cid, name, image, image_id, path, args, config, state, settings, _ in found:
+        status_no, exit_code, started, finished, health = _state(data, state)
+        status = _STATUS.get(status_no, "created")
+        if status in ("running", "paused") and (health or _has_field(data, settings, 8)
+                                                or _has_field(data, config, 11)):
+            return None  # health or PORTS
         # as the full CLI's command_of: the path and its arguments joined by spaces
-        command = " ".join([_text(c, 6), *(bytes(a).decode() for a in c.get(7, []))])  # type: ignore[arg-type]
-        image = _text(c, 3) or _text(c, 4)
-        cid = _text(c, 1)
-        if not no_trunc:
-            command = fmt.ellipsis(command, 20)  # type: ignore[attr-defined]
-            if image.startswith("sha256:"):
-                image = _short(image)
-        made = _seconds(_first(c, 5))
-        text = fmt.container_status(status, _int32(_first(state, 3, 0)), _seconds(_first(state, 4)),  # type: ignore[attr-defined]
-                                    _seconds(_first(state, 5)), now)
-        rows.append([cid if no_trunc else _short(cid), image, fmt.go_quote(command),  # type: ignore[attr-defined]
-                     fmt.ago(made, now) if made is not None else "", text, "",  # type: ignore[attr-defined]
-                     _text(c, 2).lstrip("/")])
+        command = " ".join([path, *args]) if args else path
+        cell = quoted.get(command)
+        if cell is None:
+            cell = quoted[command] = go_quote(command if no_trunc else ellipsis(command, 20))
+        image = image or image_id
+        if not no_trunc and image.startswith("sha256:"):
+            image = _short(image)
+        made = _seconds(*created)
+        text = container_status(status, exit_code, _seconds(*started), _seconds(*finished), now)
+        rows.append([cid if no_trunc else _short(cid), image, cell,
+                     ago(made, now) if made is not None else "", text, "", name.lstrip("/")])
     header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     sys.stdout.write(fmt.table(header, rows))  # type: ignore[attr-defined]
     sys.stdout.flush()
     return 0
-
-
-def _text(fields: dict[int, list[int | bytes]], n: int) -> str:
-    return bytes(_first(fields, n)).decode()
 
 
 def _short(ident: str) -> str:

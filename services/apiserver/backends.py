@@ -64,6 +64,11 @@ class GraphBackend(LifecycleGraphBackend, RemovalGraphBackend, Protocol):
         """All containers, or those the GraphDB filters (name, id, label, ancestor) select."""
         ...
 
+    def list_containers_since(self, since: str) -> tuple[str, list[graph_pb2.Container] | None]:
+        """(generation, all containers), or (generation, None) when ``since`` (a generation
+        this returned before) is still current; an empty generation is never current."""
+        ...
+
     def get_rootfs(self, container_id: str) -> graph_pb2.GetRootfsResponse: ...
 
     def delete_container(self, container_id: str, remove_volumes: bool = False) -> None: ...
@@ -196,6 +201,12 @@ class GraphClient(LifecycleGraphClient, RemovalGraphClient):
             resp = self._containers.ListContainers(graph_pb2.ListContainersRequest(filters=filters or []),
                                                    timeout=CALL_TIMEOUT)
             return list(resp.containers)
+
+    def list_containers_since(self, since: str) -> tuple[str, list[graph_pb2.Container] | None]:
+        with grpcerr.translated():
+            resp = self._containers.ListContainers(graph_pb2.ListContainersRequest(if_changed_since=since),
+                                                   timeout=CALL_TIMEOUT)
+            return resp.generation, None if resp.unchanged else list(resp.containers)
 
     def delete_link(self, parent: str, name: str) -> None:
         with grpcerr.translated():

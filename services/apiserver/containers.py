@@ -86,6 +86,12 @@ class Containers:
         # at once; the poll interval only bounds what happens elsewhere (another gateway).
         self._changes = threading.Condition()
         self._generation = 0
+        #: ListContainers without filters: graphsvc's (generation, records), and per ``all`` the
+        #: answer with what it was made from (list_response)
+        self._records: tuple[str, list[graph_pb2.Container]] | None = None
+        self._listed: dict[bool, tuple[object, api_pb2.ListContainersResponse]] = {}
+        #: id -> (record, its bytes, task bytes, endpoint bytes, view) of the last such list
+        self._views: dict[str, tuple[graph_pb2.Container, bytes, bytes, bytes, api_pb2.Container]] = {}
         #: restart policies (state in graphsvc, see restarts.py)
         self.restarts = Restarter(self, daemon_id, watch_interval=watch_interval)
 
@@ -123,16 +129,79 @@ class Containers:
         # As Docker: status and exited imply all.
         show_all = all_ or any(f.key in ("status", "exited") for f in filters)
         records = self._graph.list_containers(graph_filters) if graph_filters else self._graph.list_containers()
-        tasks = {t.id: t for t in self._exec.list_tasks()}
-        endpoints = {e.container_id: e for e in self._net.list_endpoints()}
-        views = [container_view(r, tasks.get(r.id), endpoints.get(r.id)) for r in records]
-        views = [v for v in views if (show_all or v.state.status in LIVE) and match(v)]
-        views.sort(key=lambda v: (v.created.seconds, v.created.nanos), reverse=True)
+        views = self._merged(records, self._exec.list_tasks(), self._net.list_endpoints(), show_all, match)
         if size and views:
             sizes = self._graph.container_sizes([v.id for v in views])
             for v in views:
                 v.size_rw, v.size_root_fs = sizes.get(v.id, (0, 0))
         return views
+
+    @staticmethod
+    def _merged(records: list[graph_pb2.Container], tasks: list[exec_pb2.Task], endpoints: list[net_pb2.Endpoint],
+                show_all: bool, match: Callable[[api_pb2.Container], bool]) -> list[api_pb2.Container]:
+        by_id = {t.id: t for t in tasks}
+        by_container = {e.container_id: e for e in endpoints}
+        views = [container_view(r, by_id.get(r.id), by_container.get(r.id)) for r in records]
+        views = [v for v in views if (show_all or v.state.status in LIVE) and match(v)]
+        views.sort(key=lambda v: (v.created.seconds, v.created.nanos), reverse=True)
+        return views
+
+    def list_response(self, all_: bool, filters: list[types_pb2.Filter], size: bool = False
+                      ) -> api_pb2.ListContainersResponse:
+        """ListContainers' answer. Plain ``ps``/``ps -a`` (no filters, no sizes) is kept and given
+        again while graphsvc's generation and every task and endpoint are unchanged: the three
+        backend calls still happen, the work per container does not."""
+        if filters or size:
+            return api_pb2.ListContainersResponse(containers=self.list_containers(all_, filters, size))
+        known = self._records
+        generation, records = self._graph.list_containers_since(known[0] if known else "")
+        unchanged = records is None and known is not None
+        if records is None and known is not None:
+            records = known[1]
+        elif records is None:  # not asked as unchanged: only a graphsvc that ignores the field
+            records = self._graph.list_containers()
+        elif generation:
+            self._records = (generation, records)
+        tasks = self._exec.list_tasks()
+        endpoints = self._net.list_endpoints()
+        task_bytes = {t.id: t.SerializeToString(deterministic=True) for t in tasks}
+        key = (generation, task_bytes, [e.SerializeToString(deterministic=True) for e in endpoints])
+        hit = self._listed.get(all_)
+        if generation and hit is not None and hit[0] == key:
+            return hit[1]
+        views = self._kept_views(records, tasks, task_bytes, endpoints, unchanged)
+        views = [v for v in views if all_ or v.state.status in LIVE]
+        views.sort(key=lambda v: (v.created.seconds, v.created.nanos), reverse=True)
+        resp = api_pb2.ListContainersResponse(containers=views)  # copies: the kept views stay as they are
+        if generation:
+            self._listed[all_] = (key, resp)  # a concurrent list may win: either is correct
+        return resp
+
+    def _kept_views(self, records: list[graph_pb2.Container], tasks: list[exec_pb2.Task], task_bytes: dict[str, bytes],
+                    endpoints: list[net_pb2.Endpoint], unchanged: bool) -> list[api_pb2.Container]:
+        """container_view of each record, made again only for those whose record, task or
+        endpoint changed since the last call (a list after one start merges one container)."""
+        tasks_by_id = {t.id: t for t in tasks}
+        by_container = {e.container_id: e for e in endpoints}
+        kept = self._views
+        made: dict[str, tuple[graph_pb2.Container, bytes, bytes, bytes, api_pb2.Container]] = {}
+        out = []
+        for r in records:
+            task = task_bytes.get(r.id, b"")
+            endpoint = by_container.get(r.id)
+            ep = endpoint.SerializeToString(deterministic=True) if endpoint is not None else b""
+            hit = kept.get(r.id)
+            # the same record object of a list graphsvc said is unchanged: the same bytes
+            same = unchanged and hit is not None and hit[0] is r
+            record = hit[1] if same and hit is not None else r.SerializeToString(deterministic=True)
+            if hit is not None and (hit[1], hit[2], hit[3]) == (record, task, ep):
+                view = hit[4]
+            else:
+                view = container_view(r, tasks_by_id.get(r.id), endpoint)
+            made[r.id] = (r, record, task, ep, view)
+            out.append(view)
+        self._views = made  # a concurrent list may win: either is correct
+        return out
 
     # --- lifecycle -----------------------------------------------------------
 

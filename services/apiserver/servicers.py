@@ -114,8 +114,8 @@ class ContainerServicer(LifecycleRPCs, api_pb2_grpc.ContainerServiceServicer):
     def ListContainers(
         self, request: api_pb2.ListContainersRequest, context: grpc.ServicerContext
     ) -> api_pb2.ListContainersResponse:
-        return _unary(context, lambda: api_pb2.ListContainersResponse(
-            containers=self._containers.list_containers(request.all, list(request.filters), request.size)))
+        return _unary(context, lambda: self._containers.list_response(request.all, list(request.filters),
+                                                                      request.size))
 
     def InspectContainer(
         self, request: api_pb2.InspectContainerRequest, context: grpc.ServicerContext

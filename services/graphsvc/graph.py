@@ -133,6 +133,8 @@ class Graph:
         #: id -> (the stored row and links it was made from, the Container): list() parses
         #: only what changed since the last call (ParseDict of 1000 configs is ~150 ms)
         self._listed: dict[str, tuple[tuple[object, ...], Container]] = {}
+        #: this process's part of list_since's generation (the GraphDB counter starts at 0)
+        self._epoch = os.urandom(8).hex()
 
     # -- containers ---------------------------------------------------------
 
@@ -248,9 +250,13 @@ class Graph:
 
     def list(self, filters: builtins.list[tuple[str, str]] | None = None) -> builtins.list[Container]:
         """Every container, or those the ``ps --filter`` keys of the GraphDB select."""
+        rows, links = self.db.list_rows()
+        return self._from_rows(rows, links, filters)
+
+    def _from_rows(self, rows: builtins.list[dict[str, Any]], links: dict[str, builtins.list[Link]],
+                   filters: builtins.list[tuple[str, str]] | None) -> builtins.list[Container]:
         from skiff.graphsvc.containerfilter import compile_filters
 
-        rows, links = self.db.list_rows()
         previous = self._listed
         listed: dict[str, tuple[tuple[object, ...], Container]] = {}
         out = []
@@ -267,6 +273,17 @@ class Graph:
             match = compile_filters(filters, self.images)
             out = [c for c in out if match(c.record)]
         return out
+
+    def list_since(self, since: str = "", filters: builtins.list[tuple[str, str]] | None = None
+                   ) -> tuple[str, builtins.list[Container] | None]:
+        """(generation, containers as list() gives them), or (generation, None) when
+        ``since`` is that generation still: no container or link was written since."""
+        with self.db.locked():  # reentrant: the generation and the rows agree
+            generation = f"{self._epoch}.{self.db.generation}"
+            if since == generation:
+                return generation, None
+            rows, links = self.db.list_rows()
+        return generation, self._from_rows(rows, links, filters)
 
     def sizes(self, refs: builtins.list[str]) -> builtins.list[tuple[str, int, int]]:
         """(id, writable layer bytes, root filesystem bytes) of each container (all when empty)."""

@@ -201,6 +201,8 @@ class GraphDB:
         self._queue_lock = threading.Lock()
         self._queue: list[tuple[str, bool, Future[ContainerRecord]]] = []  # removals to commit together
         self._draining = False
+        #: bumped by every write transaction (under the lock): names what list_rows reads
+        self.generation = 0
         with self._lock:
             migrate(self.db)
 
@@ -211,6 +213,7 @@ class GraphDB:
     @contextmanager
     def _tx(self) -> Iterator[sqlite_utils.Database]:
         with self._lock, self.db.atomic():
+            self.generation += 1
             yield self.db
 
     @contextmanager

@@ -177,6 +177,16 @@ class ImageServicer(graph_pb2_grpc.ImageServiceServicer):
 class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
     def __init__(self, graph: Graph):
         self.graph = graph
+        #: id -> (the Container a message was made from, the message): Graph.list reuses the
+        #: Container objects of unchanged rows, so a list after one write converts one
+        self._protos: dict[str, tuple[Container, graph_pb2.Container]] = {}
+
+    def _listed_proto(self, c: Container, made: dict[str, tuple[Container, graph_pb2.Container]]
+                      ) -> graph_pb2.Container:
+        hit = self._protos.get(c.id)
+        msg = hit[1] if hit is not None and hit[0] is c else container_to_proto(c)
+        made[c.id] = (c, msg)
+        return msg
 
     def CreateContainer(self, request: graph_pb2.CreateContainerRequest,
                         context: grpc.ServicerContext) -> graph_pb2.CreateContainerResponse:
@@ -210,8 +220,15 @@ class ContainerGraphServicer(graph_pb2_grpc.ContainerGraphServiceServicer):
                        context: grpc.ServicerContext) -> graph_pb2.ListContainersResponse:
         with grpcerr.handle(context):
             filters = [(f.key, f.value) for f in request.filters]
-            return graph_pb2.ListContainersResponse(
-                containers=[container_to_proto(c) for c in self.graph.list(filters)])
+            generation, listed = self.graph.list_since(request.if_changed_since, filters)
+            if listed is None:
+                return graph_pb2.ListContainersResponse(generation=generation, unchanged=True)
+            made: dict[str, tuple[Container, graph_pb2.Container]] = {}
+            resp = graph_pb2.ListContainersResponse(
+                containers=[self._listed_proto(c, made) for c in listed], generation=generation)
+            if not filters:
+                self._protos = made  # a concurrent list may win: either is a correct cache
+            return resp
 
     def DeleteLink(self, request: graph_pb2.DeleteLinkRequest,
                    context: grpc.ServicerContext) -> graph_pb2.DeleteLinkResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,12 @@ def test_create_start_wait_rm(engine: Engine) -> None:
         assert got.returncode != 0 and "lean-c" in got.stderr
 
 
+def _timeless(table: str) -> list[list[str]]:
+    """The cells of a `ps` table with each duration's number masked."""
+    masked = re.sub(r"\d+ (second|minute)s?\b", r"N \1", table)
+    return [re.split(r"\s{3,}", line.strip()) for line in masked.splitlines()]
+
+
 def test_ps_is_the_full_cli_output(engine: Engine) -> None:
     """Byte for byte, with created, exited (codes, long commands, arguments) containers; and
     what the lean path does not render (links) still shows, from the full CLI."""
@@ -115,7 +122,10 @@ def test_ps_is_the_full_cli_output(engine: Engine) -> None:
                 lean, full = both(engine, "ps", *flags)
                 if lean.stdout == full.stdout:
                     break
-            assert (lean.returncode, lean.stdout, lean.stderr) == (full.returncode, full.stdout, full.stderr)
+            assert (lean.returncode, lean.stderr) == (full.returncode, full.stderr)
+            # On a loaded machine the full CLI's start-up (~1 s) may tick a second in every try:
+            # then the same but for the durations (byte for byte at a fixed clock: tests/unit).
+            assert lean.stdout == full.stdout or _timeless(lean.stdout) == _timeless(full.stdout)
         lean, _ = both(engine, "ps", "-a", "--no-trunc")
         assert "lean-ps-a" in lean.stdout and "Exited (3)" in lean.stdout
         engine.skiff("create", "--name", "lean-ps-l", "--link", "lean-ps-a:alias", "busybox", "true", check=True)

@@ -109,6 +109,12 @@ class FakeGraph:
             found = [c for c in found if c.image_id in wanted]
         return found
 
+    def list_containers_since(self, since: str) -> tuple[str, list[graph_pb2.Container] | None]:
+        """As graphsvc: the generation changes with any change to a record (here: its content)."""
+        found = self.list_containers()
+        generation = hashlib.sha256(b"".join(c.SerializeToString(deterministic=True) for c in found)).hexdigest()
+        return generation, None if since == generation else found
+
     def delete_link(self, parent: str, name: str) -> None:
         self.calls.append("delete_link")
         p = self.get_container(parent)
