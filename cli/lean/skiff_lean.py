@@ -931,7 +931,7 @@ def rm_batch(opts: dict[str, object], conn: Connection) -> int | None:
                     sys.stdout.write("".join(out))
                     sys.stdout.flush()
                     out = []
-                print(f"Error response from daemon: {_text(r, 4)}", file=sys.stderr, flush=True)
+                print(f"Error response from daemon: {bytes(_first(r, 4)).decode()}", file=sys.stderr, flush=True)
                 failed = True
             else:
                 out.append(ref + "\n")
