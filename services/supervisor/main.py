@@ -17,7 +17,7 @@ from skiff.common import address
 from skiff.common.errors import SkiffError
 from skiff.common.server import setup_logging
 from skiff.common.tls import TLSFiles
-from skiff.supervisor import process
+from skiff.supervisor import process, zygote
 from skiff.supervisor.pidfile import PidFile
 from skiff.supervisor.supervisor import ServiceSpec, Supervisor
 
@@ -111,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     except SkiffError as err:
         log.error("%s", err)
         return 1
+    # Before anything starts a grpc channel or a thread here: see zygote.py.
+    zyg = zygote.Zygote.start(process.spawn) if zygote.enabled() else None
     try:
         process.become_subreaper()
-        supervisor = Supervisor(build_specs(args))
+        supervisor = Supervisor(build_specs(args), spawn=zyg.spawn if zyg else process.spawn)
 
         def on_stop(signum: int, _frame: object) -> None:
             log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -124,4 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGCHLD, lambda _s, _f: supervisor.wake())
         return supervisor.run()
     finally:
+        if zyg:
+            zyg.close()
         pidfile.release()
