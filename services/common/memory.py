@@ -65,7 +65,7 @@ class ElasticThreadPool(futures.Executor):
     leave when the interpreter exits, as ThreadPoolExecutor's.
     """
 
-    def __init__(self, max_workers: int, thread_name_prefix: str = "", idle_timeout: float = 30.0,
+    def __init__(self, max_workers: int, thread_name_prefix: str = "", idle_timeout: float = 10.0,
                  on_idle: Callable[[], None] | None = trim):
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")

@@ -111,11 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     except SkiffError as err:
         log.error("%s", err)
         return 1
-    # Before anything starts a grpc channel or a thread here: see zygote.py.
-    zyg = zygote.Zygote.start(process.spawn) if zygote.enabled() else None
+    spawn = process.spawn
+    if zygote.enabled():  # services forked from skiffd, which imports their code once (zygote.py)
+        zygote.preload()
+        spawn = zygote.Forker(process.spawn).spawn
     try:
         process.become_subreaper()
-        supervisor = Supervisor(build_specs(args), spawn=zyg.spawn if zyg else process.spawn)
+        supervisor = Supervisor(build_specs(args), spawn=spawn)
 
         def on_stop(signum: int, _frame: object) -> None:
             log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -126,6 +128,4 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGCHLD, lambda _s, _f: supervisor.wake())
         return supervisor.run()
     finally:
-        if zyg:
-            zyg.close()
         pidfile.release()

@@ -1,19 +1,18 @@
-"""skiffd's zygote: the services forked from one process that imported their code once.
+"""skiffd as a zygote: the services forked from one process that imported their code once.
 
 Four Python services that each import grpc, protobuf, the generated protos and skiff's
-modules hold four private copies of the same ~20-30 MB of heap. The zygote imports all
-of it once, ``gc.freeze()``s it (the collector then never writes to those objects) and
-forks each service from there, so the pages stay shared copy-on-write between skiffd,
-the zygote and the four services.
+modules hold four private copies of the same ~20 MB of heap. skiffd imports all of it
+once at start (``preload``), ``gc.freeze()``s it (the collector then never writes to
+those objects) and forks each service from itself, so the pages stay shared
+copy-on-write between skiffd and the four services.
 
-The zygote is forked by skiffd at start, before skiffd creates any grpc channel or
-thread (gRPC's rule: no fork once grpc is initialised), and never runs a channel,
-server or thread itself, so every fork from it is clean: a crashed service is forked
-again from the same state. skiffd asks for a service over a socketpair; the zygote
-forks a short-lived intermediate which forks the service and exits, so the service is
-re-parented to skiffd (its subreaper), which reaps and restarts it as any child. The
-service then behaves exactly as ``python -m skiff.<name> …``: own process group,
-SIGTERM when skiffd dies, that command line in ``ps``.
+gRPC's rule is no fork once grpc runs in the process: skiffd imports grpc but never
+makes a channel, server or thread (its health probes speak HTTP/2 on the unix socket
+by hand, health.py), so every fork from it is clean, and a crashed service is forked
+again from the same state. Should skiffd ever not be clean (a tcp-only gateway probed
+over TLS with grpcio, or a thread), services are exec'd as before. The forked service
+behaves as ``python -m skiff.<name> …`` does: own process group, SIGTERM when skiffd
+dies, none of skiffd's descriptors or signal handlers, that command line in ``ps``.
 
 ``SKIFF_ZYGOTE=0`` turns it off (each service exec'd, as under systemd).
 """
@@ -23,14 +22,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import json
 import logging
 import os
 import signal
-import socket
 import sys
-import time
+import threading
 import traceback
+import weakref
 from collections.abc import Callable
 
 from skiff.supervisor import proctitle
@@ -54,7 +52,6 @@ PRELOAD = (
     "skiff.netsvc.server",
     "skiff.apiserver.server",
 )
-_MSG = 1 << 16
 
 
 def service_of(argv: list[str]) -> str | None:
@@ -70,73 +67,45 @@ def enabled() -> bool:
     return os.environ.get("SKIFF_ZYGOTE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-class Zygote:
-    """skiffd's handle on the zygote process."""
+class Forker:
+    """skiffd's spawn function: fork a service from skiffd itself while skiffd is clean.
 
-    def __init__(self, pid: int, sock: socket.socket, fallback: Callable[[list[str]], int]):
-        self.pid: int | None = pid
-        self._sock = sock
+    Clean: one thread, and no grpc channel ever made here (health.py probes unix
+    sockets without grpcio). Anything else, or a command that is not one of our
+    services, is exec'd as before (``fallback``, posix_spawn).
+    """
+
+    def __init__(self, fallback: Callable[[list[str]], int]):
         self._fallback = fallback
+        self._pid = os.getpid()
 
-    @classmethod
-    def start(cls, fallback: Callable[[list[str]], int]) -> Zygote:
-        """Fork the zygote. Call while skiffd has no thread and has not used grpc."""
-        preload()
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        skiffd = os.getpid()
+    def clean(self) -> bool:
+        from skiff.supervisor import health
+
+        return not health.used_grpc and threading.active_count() == 1 and os.getpid() == self._pid
+
+    def spawn(self, argv: list[str]) -> int:
+        """Start a service; return its pid."""
+        if service_of(argv) is None or not self.clean():
+            return self._fallback(argv)
+        parent = os.getpid()
         pid = os.fork()
-        if pid == 0:  # the zygote; never returns
+        if pid == 0:  # the service; never returns
             code = 1
             try:
-                parent.close()
-                code = _zygote_main(child, skiffd)
+                code = _service(parent, argv)
             except BaseException:
                 traceback.print_exc()
             finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
                 os._exit(code)
-        child.close()
-        return cls(pid, parent, fallback)
-
-    def spawn(self, argv: list[str]) -> int:
-        """Start a service; return its pid (skiffd's child). Not a service of ours: exec'd as before."""
-        if self.pid is None or service_of(argv) is None:
-            return self._fallback(argv)
-        try:
-            self._sock.settimeout(60)  # the first request waits for the zygote's imports
-            self._sock.send(json.dumps(argv).encode())
-            reply = self._sock.recv(_MSG).decode()
-            if not reply:
-                raise ConnectionError("the zygote is gone")
-            if not reply.isdigit():
-                raise OSError(reply)
-            return int(reply)
-        except (OSError, ValueError) as err:
-            log.warning("zygote: %s; starting services without it from now on", err)
-            self.close()
-            return self._fallback(argv)
-
-    def close(self) -> None:
-        """Let the zygote go (it exits when its socket closes) and reap it."""
-        if self.pid is None:
-            return
-        pid, self.pid = self.pid, None
-        self._sock.close()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    return
-            except ChildProcessError:
-                return  # already reaped by skiffd's loop
-            time.sleep(0.01)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        return pid
 
 
 def preload() -> None:
-    """Import what the services will, in skiffd itself: the pages are then shared by all six."""
+    """Import what the services will, in skiffd itself: the pages are then shared by all five."""
     from skiff.common import memory
 
     memory.limit_arenas()  # before any thread: inherited by every service forked from here
@@ -144,7 +113,7 @@ def preload() -> None:
         try:
             importlib.import_module(name)
         except Exception as err:  # the service will import it itself, and say what is wrong
-            log.debug("zygote: preloading %s: %s", name, err)
+            log.debug("preloading %s: %s", name, err)
     gc.collect()
     gc.freeze()  # from here on the collector leaves the preloaded objects (and their pages) alone
 
@@ -155,85 +124,24 @@ def _prctl(option: int, arg: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
 
 
-def _zygote_main(sock: socket.socket, skiffd: int) -> int:
-    os.setpgid(0, 0)  # a terminal's Ctrl-C goes to skiffd alone, as for the services
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != skiffd:
-        return 0
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    keep = {0, 1, 2, sock.fileno()}
-    for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
-        if fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)  # skiffd's (the pidfile's lock): not the services' business
-    proctitle.set_name("skiff-zygote")
-    while True:
-        msg = sock.recv(_MSG)
-        if not msg:
-            return 0
-        argv = json.loads(msg.decode())
-        rfd, wfd = os.pipe()
-        try:
-            middle = os.fork()
-        except OSError as err:
-            os.close(rfd)
-            os.close(wfd)
-            sock.send(f"fork: {err}".encode())
-            continue
-        if middle == 0:
-            code = 1
-            try:
-                os.close(rfd)
-                sock.close()
-                code = _middle(wfd, skiffd, argv)
-            finally:
-                os._exit(code)
-        os.close(wfd)
-        os.waitpid(middle, 0)  # once it is gone, the service is skiffd's child
-        with os.fdopen(rfd, "rb") as f:
-            reply = f.read() or b"the intermediate process died"
-        sock.send(reply)
-
-
-def _middle(wfd: int, skiffd: int, argv: list[str]) -> int:
-    """Fork the service, tell the zygote its pid, exit: the service re-parents to skiffd."""
-    try:
-        pid = os.fork()
-    except OSError as err:
-        os.write(wfd, f"fork: {err}".encode())
-        return 1
-    if pid == 0:
-        code = 1
-        try:
-            os.close(wfd)
-            code = _service(skiffd, argv)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
-    os.write(wfd, str(pid).encode())
-    return 0
-
-
 def _service(skiffd: int, argv: list[str]) -> int:
     """Become ``python -m skiff.<name> argv[3:]`` and run it to its end; the exit code."""
     import runpy
-    import threading
 
-    os.setpgid(0, 0)
-    deadline = time.monotonic() + 10
-    while os.getppid() != skiffd:  # the intermediate is exiting
-        if time.monotonic() > deadline:
-            return 1
-        time.sleep(0.001)
+    os.setpgid(0, 0)  # a terminal's Ctrl-C reaches skiffd alone, which stops the services in order
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # as `setpriv --pdeathsig TERM` did
     if os.getppid() != skiffd:
         return 1  # skiffd died in between
+    # skiffd's: its signal handlers, descriptors (pidfile lock, selector, pidfds) and finalizers.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    for finalizer in list(weakref.finalize._registry):  # type: ignore[attr-defined]
+        finalizer.atexit = False
     module = argv[2]
     logging.root.handlers.clear()  # skiffd's; the service's setup_logging sets its own
     proctitle.set_name(f"skiff-{module.removeprefix('skiff.')}")

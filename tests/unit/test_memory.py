@@ -22,34 +22,42 @@ def _until(cond, timeout: float = 10.0) -> bool:
 def test_burst_runs_everything_then_idle_threads_leave_and_the_heap_is_trimmed() -> None:
     trims: list[int] = []
     pool = memory.ElasticThreadPool(4, "t", idle_timeout=0.2, on_idle=lambda: trims.append(1))
-    running, peak, lock = [0], [0], threading.Lock()
+    running, peak, lock, gate = [0], [0], threading.Lock(), threading.Event()
 
     def task(i: int) -> int:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
+        gate.wait(30)
         with lock:
             running[0] -= 1
         return i * 2
 
     futures = [pool.submit(task, i) for i in range(20)]
+    assert _until(lambda: running[0] == 4)
+    time.sleep(0.2)
+    assert peak[0] == 4 and len(pool) == 4  # bounded by max_workers; the rest queued
+    gate.set()
     assert [f.result(timeout=30) for f in futures] == [i * 2 for i in range(20)]
-    assert peak[0] == 4  # bounded by max_workers; the rest queued
     assert _until(lambda: len(pool) == 0)
     assert trims  # the heap was trimmed when they left
     assert pool.submit(sum, [1, 2]).result(timeout=10) == 3  # and a new call starts a thread again
     pool.shutdown()
 
 
-def test_a_trickle_keeps_one_thread() -> None:
-    pool = memory.ElasticThreadPool(8, "t", idle_timeout=0.3)
-    for f in [pool.submit(time.sleep, 0.05) for _ in range(8)]:
+def test_a_trickle_lets_the_burst_threads_go() -> None:
+    pool = memory.ElasticThreadPool(8, "t", idle_timeout=0.5)
+    gate = threading.Event()
+    burst = [pool.submit(gate.wait, 30) for _ in range(8)]
+    assert _until(lambda: len(pool) == 8)
+    gate.set()
+    for f in burst:
         f.result(timeout=10)
-    for _ in range(15):
-        pool.submit(time.sleep, 0.01).result(timeout=10)
-        time.sleep(0.04)
-    assert len(pool) == 1  # the others were idle past the timeout
+    end = time.monotonic() + 2.0  # a call every ~20 ms for 2 s: the most recently idle thread takes it
+    while time.monotonic() < end:
+        pool.submit(time.sleep, 0.001).result(timeout=10)
+        time.sleep(0.02)
+    assert len(pool) < 8  # most were idle past the timeout (round-robin reuse would keep all eight)
     pool.shutdown()
 
 

@@ -10,41 +10,47 @@ from pathlib import Path
 
 from skiff.supervisor import zygote
 
-# Plays skiffd: a subreaper that starts the zygote and has it fork real service entry points.
+# Plays skiffd: forks real service entry points from itself (what skiffd does at start and on restarts).
 DRIVER = """
-import os, sys, json
-from skiff.supervisor import process, zygote
-process.become_subreaper()
+import os, sys, json, threading
+from skiff.supervisor import health, zygote
 fallback_calls = []
-z = zygote.Zygote.start(lambda argv: fallback_calls.append(argv) or 0)
-out = {"zygote": z.pid, "driver": os.getpid()}
+forker = zygote.Forker(lambda argv: fallback_calls.append(argv) or 0)
+out = {"driver": os.getpid(), "clean": forker.clean()}
 py = sys.executable
 for key, argv in (("help", [py, "-m", "skiff.graphsvc", "--help"]),
                   ("bad", [py, "-m", "skiff.execsvc", "--no-such-flag"]),
                   ("other", ["/bin/true"])):
-    pid = z.spawn(argv)
+    pid = forker.spawn(argv)
     if pid:
         ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        _, status = os.waitpid(pid, 0)  # ours to reap: re-parented to us
+        _, status = os.waitpid(pid, 0)
         out[key] = [os.waitstatus_to_exitcode(status), ppid]
+# Not clean any more (a thread; grpc used): exec'd the old way.
+t = threading.Thread(target=threading.Event().wait, args=(1,), daemon=True)
+t.start()
+forker.spawn([py, "-m", "skiff.netsvc", "--help"])
+t.join()
+health.used_grpc = True
+forker.spawn([py, "-m", "skiff.netsvc", "--help"])
 out["fallback"] = fallback_calls
-z.close()
-out["zygote_gone"] = not os.path.exists(f"/proc/{out['zygote']}")
 print(json.dumps(out))
 """
 
 
-def test_services_fork_from_the_zygote_and_reparent_to_skiffd() -> None:
+def test_services_fork_from_skiffd_while_it_is_clean() -> None:
     proc = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["clean"]
     code, ppid = out["help"]
     assert code == 0 and "usage: skiff-graphsvc" in proc.stdout
     code_bad, ppid_bad = out["bad"]
     assert code_bad == 2 and "unrecognized arguments: --no-such-flag" in proc.stderr
     assert ppid == ppid_bad == out["driver"]
-    assert out["fallback"] == [["/bin/true"]]  # not a service: exec'd the old way
-    assert out["zygote_gone"]
+    py = sys.executable
+    netsvc_help = [py, "-m", "skiff.netsvc", "--help"]
+    assert out["fallback"] == [["/bin/true"], netsvc_help, netsvc_help]
 
 
 def test_service_of_only_takes_skiff_services_of_this_python() -> None:
@@ -96,3 +102,25 @@ def test_cmdline_shorter_than_the_original_keeps_its_arguments(tmp_path: Path) -
     out = _title(tmp_path, short)
     assert out[0].split("\0") == short
     assert out[2] == "still-here"
+
+
+def test_the_grpc_free_probe_tells_serving_from_not_serving(tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2
+
+    from skiff.common.server import Service
+    from skiff.supervisor import health
+
+    sock = tmp_path / "s.sock"
+    svc = Service("x", [f"unix://{sock}"])
+    svc.start()
+    try:
+        assert health.probe(f"unix://{sock}")
+        assert not health.used_grpc
+        svc.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert not health.probe(f"unix://{sock}")
+    finally:
+        svc.server.stop(None)
+    assert not health.probe(f"unix://{sock}")  # nobody listening on the file
+    assert not health.probe(f"unix://{tmp_path}/none.sock")
+    (tmp_path / "plain.sock").touch()
+    assert not health.probe(f"unix://{tmp_path}/plain.sock")
