@@ -41,13 +41,14 @@ SERVICES = ("graphsvc", "execsvc", "netsvc", "apiserver")
 #: What the services import when they start (and the pull's and network's lazy imports),
 #: imported once in the zygote. A module missing here is imported by the service itself.
 PRELOAD = (
-    "grpc", "grpc_health.v1.health", "grpc_reflection.v1alpha.reflection", "grpc_status.rpc_status",
+    "grpc", "grpc._server", "grpc._channel", "grpc._interceptor", "runpy", "_strptime",
+    "grpc_health.v1.health", "grpc_reflection.v1alpha.reflection", "grpc_status.rpc_status",
     "google.protobuf.json_format",
     "skiff.common.server",
     "skiff.graph.v1.graph_pb2_grpc", "skiff.exec.v1.exec_pb2_grpc", "skiff.net.v1.net_pb2_grpc",
     "skiff.api.v1.api_pb2_grpc",
     "skiff.graphsvc.servicer", "skiff.graphsvc.graph", "skiff.graphsvc.pull",
-    "skiff.graphsvc.registry", "skiff.graphsvc.reference",
+    "skiff.graphsvc.registry", "skiff.graphsvc.reference", "skiff.graphsvc.containerfilter",
     "skiff.execsvc.servicer", "skiff.execsvc.runtime", "skiff.execsvc.cgroups",
     "skiff.netsvc.server",
     "skiff.apiserver.server",
