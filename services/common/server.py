@@ -16,14 +16,13 @@ import socket
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from skiff.common import address, trace
+from skiff.common import address, memory, trace
 from skiff.common.tls import TLSFiles
 
 log = logging.getLogger(__name__)
@@ -90,8 +89,10 @@ class Service:
         # max_workers: a streaming call (attach, wait, logs -f) holds a thread for as long as it
         # lasts; 50 attached runs at once must not queue their starts behind them. Threads are made
         # on demand, so an idle service has only those it has used.
+        # Threads left idle by a burst go away again, and the heap is trimmed then (common/memory.py).
+        memory.limit_arenas()
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
+            memory.ElasticThreadPool(max_workers=max_workers, thread_name_prefix=name),
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
             interceptors=[trace.ServerInterceptor(name, traces)],
         )

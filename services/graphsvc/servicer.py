@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 
-from skiff.common import errors, grpcerr, itemerr, streams
+from skiff.common import errors, grpcerr, itemerr, memory, streams
 from skiff.common.errors import InvalidArgument
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.graphsvc import changes as changes_mod
@@ -106,12 +106,15 @@ class ImageServicer(graph_pb2_grpc.ImageServiceServicer):
                   context: grpc.ServicerContext) -> Iterator[graph_pb2.PullImageResponse]:
         with grpcerr.handle(context):
             creds = credentials(request.auth)
-            for item in pull_mod.with_progress(
-                    lambda report: self.puller.pull(request.reference, request.platform, creds, report)):
-                if isinstance(item, pull_mod.Progress):
-                    yield graph_pb2.PullImageResponse(progress=progress_to_proto(item))
-                else:
-                    yield graph_pb2.PullImageResponse(image=image_to_proto(item))
+            try:
+                for item in pull_mod.with_progress(
+                        lambda report: self.puller.pull(request.reference, request.platform, creds, report)):
+                    if isinstance(item, pull_mod.Progress):
+                        yield graph_pb2.PullImageResponse(progress=progress_to_proto(item))
+                    else:
+                        yield graph_pb2.PullImageResponse(image=image_to_proto(item))
+            finally:
+                memory.trim()  # the download and unpack buffers are freed: give their pages back
 
     def PushImage(self, request: graph_pb2.PushImageRequest,
                   context: grpc.ServicerContext) -> Iterator[graph_pb2.PushImageResponse]:
@@ -328,8 +331,11 @@ class ImageToolServicer(graph_pb2_grpc.ImageToolServiceServicer):
     def LoadImages(self, request_iterator: Iterator[graph_pb2.LoadImagesRequest],
                    context: grpc.ServicerContext) -> graph_pb2.LoadImagesResponse:
         with grpcerr.handle(context):
-            with streams.reader(req.chunk for req in request_iterator) as stream:
-                messages, images = self.loader.load(stream)
+            try:
+                with streams.reader(req.chunk for req in request_iterator) as stream:
+                    messages, images = self.loader.load(stream)
+            finally:
+                memory.trim()
             return graph_pb2.LoadImagesResponse(messages=messages, images=[image_to_proto(i) for i in images])
 
     def CommitContainer(self, request: graph_pb2.CommitContainerRequest,

@@ -17,7 +17,7 @@ from skiff.common import address
 from skiff.common.errors import SkiffError
 from skiff.common.server import setup_logging
 from skiff.common.tls import TLSFiles
-from skiff.supervisor import process
+from skiff.supervisor import process, zygote
 from skiff.supervisor.pidfile import PidFile
 from skiff.supervisor.supervisor import ServiceSpec, Supervisor
 
@@ -111,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     except SkiffError as err:
         log.error("%s", err)
         return 1
+    spawn = process.spawn
+    if zygote.enabled():  # services forked from skiffd, which imports their code once (zygote.py)
+        zygote.preload()
+        spawn = zygote.Forker(process.spawn).spawn
     try:
         process.become_subreaper()
-        supervisor = Supervisor(build_specs(args))
+        supervisor = Supervisor(build_specs(args), spawn=spawn)
 
         def on_stop(signum: int, _frame: object) -> None:
             log.info("signal %s: stopping", signal.Signals(signum).name)

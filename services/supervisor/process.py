@@ -14,7 +14,8 @@ _SETPRIV = shutil.which("setpriv")
 def spawn(argv: list[str]) -> int:
     """Start a service; return its pid.
 
-    posix_spawn (vfork+exec) rather than fork: skiffd has grpc threads (health probes).
+    posix_spawn (vfork+exec): the way when skiffd cannot fork a service from itself
+    (zygote.py: not one of ours, ``SKIFF_ZYGOTE=0``, or skiffd not fork-safe any more).
     Each service gets its own process group, so a terminal's Ctrl-C reaches only
     skiffd, which then stops services in order. ``setpriv --pdeathsig TERM`` makes a
     service stop if skiffd itself is killed, so a new skiffd never finds a stray
