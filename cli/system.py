@@ -17,8 +17,12 @@ _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    add_command(sub, "version", cmd_version, "Show the skiff version information")
-    add_command(sub, "info", cmd_info, "Display system-wide information")
+    p = add_command(sub, "version", cmd_version, "Show the skiff version information")
+    p.add_argument("-f", "--format", default="", help="format the output using a Go template "
+                   "(e.g. '{{.Server.Version}}', '{{json .}}')")
+    p = add_command(sub, "info", cmd_info, "Display system-wide information")
+    p.add_argument("-f", "--format", default="", help="format the output using a Go template "
+                   "(e.g. '{{.ServerVersion}}', '{{json .}}')")
 
 
 def _rows(rows: list[tuple[str, str]], indent: str) -> str:
@@ -37,13 +41,25 @@ def cmd_version(client: Client, args: argparse.Namespace) -> int:
         ("Python version", platform.python_version()),
         ("OS/Arch", f"{sys.platform}/{arch}"),
     ]
-    sys.stdout.write("Client:\n" + _rows(client_rows, " "))
-    sys.stdout.flush()
+    template = getattr(args, "format", "")
+    if not template:
+        sys.stdout.write("Client:\n" + _rows(client_rows, " "))
+        sys.stdout.flush()
     with client.translated():
         ver = client.system.GetVersion(api_pb2.GetVersionRequest(), timeout=30)
     built = ""
     if ver.HasField("build_time") and ver.build_time.seconds:
         built = ver.build_time.ToDatetime().strftime("%a %b %e %H:%M:%S %Y")
+    if template:  # Docker's `version --format` fields
+        from skiff.cli.inspect import render
+
+        doc = {"Client": {"Version": client_version(), "ApiVersion": "v1", "PythonVersion": platform.python_version(),
+                          "Os": sys.platform, "Arch": arch},
+               "Server": {"Version": ver.version, "ApiVersion": ver.api_version, "PythonVersion": ver.runtime_version,
+                          "GitCommit": ver.git_commit, "BuildTime": built, "Os": ver.os, "Arch": ver.arch,
+                          "KernelVersion": ver.kernel_version}}
+        print(render(template, doc))
+        return 0
     server_rows = [
         ("Version", ver.version),
         ("API version", ver.api_version),
@@ -63,6 +79,18 @@ def cmd_info(client: Client, args: argparse.Namespace) -> int:
 
     with client.translated():
         info = client.system.GetInfo(api_pb2.GetInfoRequest(), timeout=30)
+    if getattr(args, "format", ""):  # Docker's `info --format` field names
+        from skiff.cli.inspect import render
+
+        doc = {"Containers": info.containers, "ContainersRunning": info.containers_running,
+               "ContainersPaused": info.containers_paused, "ContainersStopped": info.containers_stopped,
+               "Images": info.images, "ServerVersion": info.server_version, "Driver": info.storage_driver,
+               "CgroupVersion": info.cgroup_version.removeprefix("v"), "KernelVersion": info.kernel_version,
+               "OperatingSystem": info.operating_system, "NCPU": info.cpus, "MemTotal": info.memory_bytes,
+               "Name": info.name, "DockerRootDir": info.data_root, "ExecRootDir": info.exec_root,
+               "Debug": args.debug}
+        print(render(args.format, doc))
+        return 0
     lines = [
         "Client:",
         f" Version:    {client_version()}",

@@ -524,6 +524,10 @@ def test_version_and_info(engine: FakeEngine, capsysbinary: pytest.CaptureFixtur
     assert code == 0 and stdout.startswith("Client:\n Version:") and "Server:\n Engine:\n  Version:" in stdout
     code, stdout, _ = skiff(capsysbinary, "info")
     assert " Containers: 3\n  Running: 1\n" in stdout and " Total Memory: 1.944GiB\n" in stdout
+    code, stdout, _ = skiff(capsysbinary, "info", "--format", "{{.Containers}} {{.ContainersRunning}} {{.MemTotal}}")
+    assert (code, stdout) == (0, "3 1 2087354368\n")
+    code, stdout, _ = skiff(capsysbinary, "version", "-f", "{{.Client.ApiVersion}} {{json .Server.Os}}")
+    assert (code, stdout) == (0, 'v1 "linux"\n')
 
 
 # --- connection, startup -------------------------------------------------------------
