@@ -10,6 +10,9 @@ endpoint (netsvc). Ordering rules that matter:
   record, so the removal can be retried (never a task without a record);
 * auto-remove is driven from here (a watcher thread per running auto-remove
   container, and a sweep at start-up because the gateway may have restarted).
+  It deletes the record first (then the container is gone from ``ps -a`` and
+  its name is free: what ``run --rm`` waits for), then the exited task and the
+  endpoint; what a crash leaves of those (no record) the start-up sweep removes.
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ class Containers:
         # at once; the poll interval only bounds what happens elsewhere (another gateway).
         self._changes = threading.Condition()
         self._generation = 0
+        # Clean-ups of auto-removed containers (task, endpoint) still running: close() waits for them.
+        self._cleaning = 0
+        self._cleaned = threading.Condition()
         #: restart policies (state in graphsvc, see restarts.py)
         self.restarts = Restarter(self, daemon_id, watch_interval=watch_interval)
 
@@ -508,17 +514,26 @@ class Containers:
         record = self._graph.get_container(options.container)
         with self._lock:
             self._attached[record.id] += 1
-        try:
-            if attached is not None:
-                attached()
-            yield from self._attached_stream(record.id, options, call,
-                                             self._input(record, options, requests, keys))
-        finally:
+        registered = [True]
+
+        def release() -> None:
+            """Once: an auto-remove need not wait for this stream any more."""
             with self._lock:
+                if not registered[0]:
+                    return
+                registered[0] = False
                 self._attached[record.id] -= 1
                 if self._attached[record.id] <= 0:
                     del self._attached[record.id]
                 self._detached.notify_all()
+
+        try:
+            if attached is not None:
+                attached()
+            yield from self._attached_stream(record.id, options, call,
+                                             self._input(record, options, requests, keys), release)
+        finally:
+            release()
 
     def _input(self, record: graph_pb2.Container, options: api_pb2.AttachOptions,
                requests: Iterator[api_pb2.AttachContainerRequest], keys: bytes) -> stdio.Pump | None:
@@ -530,7 +545,8 @@ class Containers:
         return stdio.Pump(requests, target, keys, self._exec.attach_stdin, lambda: None, with_stdin=with_stdin)
 
     def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call,
-                         pump: stdio.Pump | None = None) -> Iterator[api_pb2.AttachContainerResponse]:
+                         pump: stdio.Pump | None = None, release: Callable[[], None] | None = None,
+                         ) -> Iterator[api_pb2.AttachContainerResponse]:
         # Attached before start: wait for it (a task still "created" is being started). With
         # await_start (`run`, `start -a`) a container that is not running is waited for until
         # its next start, so a StartContainer racing this attach is never taken for the old exit.
@@ -571,6 +587,8 @@ class Containers:
         if call.cancelled:
             return
         result = self._wait_task(cid, call)
+        if release is not None:  # output and status in hand: the removal may start while we send them
+            release()
         yield api_pb2.AttachContainerResponse(
             exit=api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
         )
@@ -578,8 +596,11 @@ class Containers:
     # --- auto-remove ---------------------------------------------------------
 
     def sweep(self) -> None:
-        """Remove exited auto-remove containers and watch running ones (after a restart)."""
+        """Remove exited auto-remove containers and watch running ones (after a restart); remove
+        the tasks and endpoints left without a record (an auto-remove cut short by a crash)."""
+        # Tasks and endpoints first: one made after these lists has a record in the next one.
         tasks = {t.id: t for t in self._exec.list_tasks()}
+        endpoints = {e.container_id for e in self._net.list_endpoints()}
         records = self._graph.list_containers()
         for record in records:
             task = tasks.get(record.id)
@@ -590,6 +611,11 @@ class Containers:
             else:
                 self._auto_remove(record.id)
         self.restarts.sweep(records, tasks)
+        for orphan in sorted((set(tasks) | endpoints) - {r.id for r in records}):
+            if is_live(tasks.get(orphan)):
+                log.warning("container %s runs without a record: left alone", orphan)
+                continue
+            self._clean_up(orphan)
 
     def sweep_in_background(self, retry_for: float = 60.0) -> threading.Thread:
         """Sweep once the backends answer (they may start after us)."""
@@ -650,18 +676,60 @@ class Containers:
     def _auto_remove(self, container_id: str, attach_grace: float = 30.0) -> None:
         with self._lock:  # let attached clients read the output and the exit status first
             self._detached.wait_for(lambda: self._attached[container_id] <= 0, timeout=attach_grace)
-        if is_live(self._task(container_id)):
+        task = self._task(container_id)
+        if is_live(task):
             return  # started again meanwhile
         try:
-            self._delete(container_id, remove_volumes=True)  # as Docker: --rm takes anonymous volumes
+            self._remove_exited(container_id, task)
             log.info("auto-removed container %s", container_id)
         except errors.NotFound:
             pass  # removed by a user first
 
-    def close(self) -> None:
-        """Stop background work (watchers end within one watch interval)."""
+    def _remove_exited(self, container_id: str, task: exec_pb2.Task | None) -> None:
+        """The record first, with its anonymous volumes (as Docker, --rm takes them): from then on
+        the container is gone for every caller, and WaitContainer(REMOVED) returns. Then its task
+        and endpoint, which nobody can reach without the record."""
+        if task is not None:
+            with self._lock:
+                self._exits[container_id] = _exit_of(task)
+                while len(self._exits) > _EXITS_KEPT:
+                    self._exits.popitem(last=False)
+        with trace.span("remove: record"):
+            self._graph.delete_container(container_id, remove_volumes=True)
+        self._changed()
+        with self._cleaned:
+            self._cleaning += 1
+        try:
+            self._clean_up(container_id)
+        finally:
+            with self._cleaned:
+                self._cleaning -= 1
+                self._cleaned.notify_all()
+
+    def _clean_up(self, container_id: str) -> None:
+        """The exited task (bundle, cgroup, log) and the endpoint of a container without a record;
+        asked again while execsvc or netsvc restarts (up to a minute), else left to the next sweep."""
+        until = time.monotonic() + 60
+        steps: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("remove: task", lambda: self._exec.delete_task(container_id, force=False, remove_logs=True)),
+            ("remove: endpoint", lambda: self._net.delete_endpoint(container_id)),
+        )
+        for name, step in steps:
+            with trace.span(name):
+                try:
+                    resume.retrying(step, None, until)
+                except errors.NotFound:
+                    pass
+                except errors.SkiffError as err:
+                    log.warning("%s of %s failed (the next start-up sweep retries): %s", name, container_id, err)
+
+    def close(self, cleanup_grace: float = 10.0) -> None:
+        """Stop background work (watchers end within one watch interval); let the clean-ups of
+        auto-removed containers finish (up to ``cleanup_grace`` seconds)."""
         self._closed.set()
         self.restarts.close()
+        with self._cleaned:
+            self._cleaned.wait_for(lambda: self._cleaning <= 0, timeout=cleanup_grace)
 
     @staticmethod
     def _best_effort(fn: Callable[..., object], *args: object) -> None:
