@@ -136,16 +136,21 @@ def _wait(client: Client, container: str, condition: int) -> api_pb2.WaitContain
 
 
 def _open_attach(client: Client, container: str, inp: interactive.Input | None = None,
-                 streams: set[str] | None = None) -> Any:
+                 streams: set[str] | None = None, remove: bool = False) -> tuple[Any, tuple[Any, ...]]:
     """Open the attach stream. Done before StartContainer (as Docker does) so that no
     output is lost and a fast ``--rm`` container cannot be removed before we attach;
-    the gateway holds an attach to a created container until it starts."""
-    requests = inp.requests() if inp is not None else attach.attach_options(container, await_start=True)
+    the gateway holds an attach to a created container until it starts. Without stdin,
+    the gateway is asked to start it (options.start); the stream's initial metadata says
+    whether it did (empty when the attach or the start failed)."""
+    if inp is not None:
+        requests = inp.requests()
+    else:
+        requests = attach.attach_options(container, await_start=True, start=True, await_removed=remove)
     if streams:  # run -a: only the chosen output streams
         requests = _only(requests, "stdout" in streams, "stderr" in streams)
     responses = client.containers.AttachContainer(requests)
-    responses.initial_metadata()  # the gateway has registered the stream: safe to start
-    return responses
+    metadata = responses.initial_metadata()  # the gateway has registered the stream: safe to start
+    return responses, tuple(metadata or ())
 
 
 def _only(requests: Iterator[Any], stdout: bool, stderr: bool) -> Iterator[Any]:
@@ -163,9 +168,17 @@ def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_f
     detach (the detach keys) returns 0 and leaves the container running."""
     from skiff.api.v1 import api_pb2
 
-    responses = _open_attach(client, container, inp, streams)
+    responses, metadata = _open_attach(client, container, inp, streams, remove_on_failure)
+    started = ("skiff-attach-start", "1") in metadata
     try:
-        _start(client, container, remove_on_failure)
+        if inp is None and ("skiff-attached", "1") not in metadata:  # the attach or the gateway's start failed
+            if remove_on_failure:
+                _quietly(lambda: client.containers.RemoveContainer(
+                    api_pb2.RemoveContainerRequest(container=container, force=True), timeout=30))
+            with client.translated():
+                next(responses)  # raises the start's error
+        if not started:
+            _start(client, container, remove_on_failure)
     except BaseException:
         responses.cancel()
         if inp is not None:

@@ -24,6 +24,8 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
+from google.protobuf import timestamp_pb2
+
 from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
@@ -46,6 +48,9 @@ DEFAULT_NETWORK_MODE = "bridge"
 DEFAULT_STOP_TIMEOUT = 10
 STDIN_UNSUPPORTED = errors.STDIN_UNSUPPORTED
 INVALID_NETWORK_MODE = errors.INVALID_NETWORK_MODE
+#: How long an attach with await_removed waits for the auto-remove before it sends the exit
+#: status without ``removed`` (the client then asks WaitContainer(REMOVED) itself).
+REMOVAL_WAIT = 60.0
 #: Exit statuses of containers this gateway removed, for WaitContainer(REMOVED) callers
 #: that lose the race with the removal (bounded: only the most recent are kept).
 _EXITS_KEPT = 1024
@@ -498,13 +503,15 @@ class Containers:
 
     def attach(
         self, requests: Iterator[api_pb2.AttachContainerRequest], call: Call,
-        attached: Callable[[], None] | None = None,
+        attached: Callable[[bool], None] | None = None,
     ) -> Iterator[api_pb2.AttachContainerResponse]:
         """Output (replayed with ``logs``, then live) and, last, the exit status.
 
-        ``attached`` is called once the stream is registered: from then on an auto-remove
+        ``attached(start)`` is called once the stream is registered: from then on an auto-remove
         waits for it, so a client may start the container (the gateway sends the stream's
-        initial metadata then, and the CLI waits for it before StartContainer).
+        initial metadata then, and the CLI waits for it before StartContainer). With
+        ``options.start`` the gateway starts it first (``start`` is then True): a failed start
+        ends the stream before its initial metadata, with the start's status.
         """
         first = next(requests, None)
         if first is None or first.WhichOneof("part") != "options":
@@ -528,10 +535,17 @@ class Containers:
                 self._detached.notify_all()
 
         try:
+            before: tuple[timestamp_pb2.Timestamp | None] | None = None  # with start: the run before it
+            if options.start:
+                prior = self._task(record.id)
+                before = (prior.state.started_at if prior is not None and not is_live(prior) else None,)
+                with trace.span("start (attach)"):
+                    self.start(record.id)
             if attached is not None:
-                attached()
+                attached(options.start)
             yield from self._attached_stream(record.id, options, call,
-                                             self._input(record, options, requests, keys), release)
+                                             self._input(record, options, requests, keys), release,
+                                             record.host_config.auto_remove, before)
         finally:
             release()
 
@@ -546,12 +560,17 @@ class Containers:
 
     def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call,
                          pump: stdio.Pump | None = None, release: Callable[[], None] | None = None,
+                         auto_remove: bool = False, started: tuple[timestamp_pb2.Timestamp | None] | None = None,
                          ) -> Iterator[api_pb2.AttachContainerResponse]:
         # Attached before start: wait for it (a task still "created" is being started). With
         # await_start (`run`, `start -a`) a container that is not running is waited for until
         # its next start, so a StartContainer racing this attach is never taken for the old exit.
-        task = self._task(cid)
-        before = task.state.started_at if options.await_start and task is not None and not is_live(task) else None
+        # ``started``: the gateway has just started it; the run before that is in it.
+        if started is not None:
+            before = started[0]
+        else:
+            task = self._task(cid)
+            before = task.state.started_at if options.await_start and task is not None and not is_live(task) else None
         while True:
             since = self._seen()
             task = self._task(cid)
@@ -589,9 +608,23 @@ class Containers:
         result = self._wait_task(cid, call)
         if release is not None:  # output and status in hand: the removal may start while we send them
             release()
-        yield api_pb2.AttachContainerResponse(
-            exit=api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
-        )
+        status = api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
+        if options.await_removed and auto_remove:
+            bounded = Call(call.remaining(REMOVAL_WAIT))
+            call.on_cancel(bounded.cancel)
+            status.removed = self._removed(cid, bounded)
+        yield api_pb2.AttachContainerResponse(exit=status)
+
+    def _removed(self, container_id: str, call: Call) -> bool:
+        """Until the auto-remove has deleted the record (True), or the call is over (False)."""
+        while True:
+            since = self._seen()
+            try:
+                self._graph.get_container(container_id)
+            except errors.NotFound:
+                return True
+            if not self._tick(call, since):
+                return False
 
     # --- auto-remove ---------------------------------------------------------
 
