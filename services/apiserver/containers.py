@@ -24,8 +24,6 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
-from google.protobuf import timestamp_pb2
-
 from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
@@ -95,6 +93,8 @@ class Containers:
         self._changes = threading.Condition()
         self._generation = 0
         # Clean-ups of auto-removed containers (task, endpoint) still running: close() waits for them.
+        # The containers whose record this gateway's auto-remove has deleted (the most recent).
+        self._gone: OrderedDict[str, None] = OrderedDict()
         self._cleaning = 0
         self._cleaned = threading.Condition()
         #: restart policies (state in graphsvc, see restarts.py)
@@ -168,20 +168,26 @@ class Containers:
             )
         return api_pb2.CreateContainerResponse(id=created.container.id)
 
-    def start(self, ref: str) -> None:
-        """A start by the user: a pending restart is done now, and the restart count starts again."""
-        record = self._graph.get_container(ref)
+    def start(self, ref: str, record: graph_pb2.Container | None = None) -> exec_pb2.Task | None:
+        """A start by the user: a pending restart is done now, and the restart count starts again.
+        The task as it was before (None: never started); ``record``: already read by the caller."""
+        if record is None:
+            record = self._graph.get_container(ref)
         with self.restarts.locked(record.id):
-            if is_live(self._task(record.id)):
-                return
+            task = self._task(record.id)
+            if is_live(task):
+                return task
             self.restarts.manual_start(record)
-            self._start_record(record)
+            self._start_record(record, (task,))
+            return task
 
-    def _start_record(self, record: graph_pb2.Container) -> None:
-        """Endpoint, then task; used by start and by the restart manager."""
+    def _start_record(self, record: graph_pb2.Container,
+                      known: tuple[exec_pb2.Task | None] | None = None) -> None:
+        """Endpoint, then task; used by start and by the restart manager. ``known``: the task
+        just read under the container's lock (else it is asked for)."""
         try:
             with self._net_lock(record.id):  # a release at the last exit never races this start
-                self._start(record)
+                self._start(record, known)
         except errors.FailedPrecondition as err:
             # A container that exited since the last release pass may hold the port or --ip.
             if err.reason not in ("PORT_ALREADY_ALLOCATED", "ADDRESS_IN_USE") or not self.release_exited():
@@ -189,8 +195,8 @@ class Containers:
             with self._net_lock(record.id):
                 self._start(record)
 
-    def _start(self, record: graph_pb2.Container) -> None:
-        if is_live(self._task(record.id)):
+    def _start(self, record: graph_pb2.Container, known: tuple[exec_pb2.Task | None] | None = None) -> None:
+        if is_live(known[0] if known is not None else self._task(record.id)):
             return
         with trace.span("prepare rootfs"):
             rootfs = self._graph.get_rootfs(record.id).rootfs
@@ -535,17 +541,14 @@ class Containers:
                 self._detached.notify_all()
 
         try:
-            before: tuple[timestamp_pb2.Timestamp | None] | None = None  # with start: the run before it
             if options.start:
-                prior = self._task(record.id)
-                before = (prior.state.started_at if prior is not None and not is_live(prior) else None,)
                 with trace.span("start (attach)"):
-                    self.start(record.id)
+                    self.start(record.id, record)
             if attached is not None:
                 attached(options.start)
             yield from self._attached_stream(record.id, options, call,
                                              self._input(record, options, requests, keys), release,
-                                             record.host_config.auto_remove, before)
+                                             record.host_config.auto_remove, options.start)
         finally:
             release()
 
@@ -560,18 +563,15 @@ class Containers:
 
     def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call,
                          pump: stdio.Pump | None = None, release: Callable[[], None] | None = None,
-                         auto_remove: bool = False, started: tuple[timestamp_pb2.Timestamp | None] | None = None,
+                         auto_remove: bool = False, started: bool = False,
                          ) -> Iterator[api_pb2.AttachContainerResponse]:
         # Attached before start: wait for it (a task still "created" is being started). With
         # await_start (`run`, `start -a`) a container that is not running is waited for until
         # its next start, so a StartContainer racing this attach is never taken for the old exit.
-        # ``started``: the gateway has just started it; the run before that is in it.
-        if started is not None:
-            before = started[0]
-        else:
-            task = self._task(cid)
-            before = task.state.started_at if options.await_start and task is not None and not is_live(task) else None
-        while True:
+        # ``started``: the gateway has just started it (or found it running): no need to wait.
+        task = None if started else self._task(cid)
+        before = task.state.started_at if options.await_start and task is not None and not is_live(task) else None
+        while not started:
             since = self._seen()
             task = self._task(cid)
             if (task is not None and task.state.status != Status.CONTAINER_STATUS_CREATED
@@ -619,6 +619,9 @@ class Containers:
         """Until the auto-remove has deleted the record (True), or the call is over (False)."""
         while True:
             since = self._seen()
+            with self._lock:
+                if container_id in self._gone:  # removed here: no need to ask graphsvc
+                    return True
             try:
                 self._graph.get_container(container_id)
             except errors.NotFound:
@@ -729,6 +732,10 @@ class Containers:
                     self._exits.popitem(last=False)
         with trace.span("remove: record"):
             self._graph.delete_container(container_id, remove_volumes=True)
+        with self._lock:
+            self._gone[container_id] = None
+            while len(self._gone) > _EXITS_KEPT:
+                self._gone.popitem(last=False)
         self._changed()
         with self._cleaned:
             self._cleaning += 1
@@ -741,10 +748,11 @@ class Containers:
 
     def _clean_up(self, container_id: str) -> None:
         """The exited task (bundle, cgroup, log) and the endpoint of a container without a record;
-        asked again while execsvc or netsvc restarts (up to a minute), else left to the next sweep."""
+        asked again while execsvc or netsvc restarts (up to a minute), else left to the next sweep.
+        Forced: a start that raced the removal of the record has made a task nobody can reach."""
         until = time.monotonic() + 60
         steps: tuple[tuple[str, Callable[[], None]], ...] = (
-            ("remove: task", lambda: self._exec.delete_task(container_id, force=False, remove_logs=True)),
+            ("remove: task", lambda: self._exec.delete_task(container_id, force=True, remove_logs=True)),
             ("remove: endpoint", lambda: self._net.delete_endpoint(container_id)),
         )
         for name, step in steps:
