@@ -93,8 +93,10 @@ class Containers:
         self._changes = threading.Condition()
         self._generation = 0
         # Clean-ups of auto-removed containers (task, endpoint) still running: close() waits for them.
-        # The containers whose record this gateway's auto-remove has deleted (the most recent).
+        # The containers whose record this gateway's auto-remove has deleted (the most recent),
+        # and those being removed now (by their watcher, or by the attached run that saw the exit).
         self._gone: OrderedDict[str, None] = OrderedDict()
+        self._removing: set[str] = set()
         self._cleaning = 0
         self._cleaned = threading.Condition()
         #: restart policies (state in graphsvc, see restarts.py)
@@ -606,14 +608,32 @@ class Containers:
         if call.cancelled:
             return
         result = self._wait_task(cid, call)
+        status = api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
+        # `run --rm`: the only stream attached removes the container itself, at once (no hand-off
+        # to its watcher thread); the exit status goes out once the record is gone.
+        claimed = removing = options.await_removed and auto_remove and self._claim_removal(cid, alone=True)
         if release is not None:  # output and status in hand: the removal may start while we send them
             release()
-        status = api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
-        if options.await_removed and auto_remove:
-            bounded = Call(call.remaining(REMOVAL_WAIT))
-            call.on_cancel(bounded.cancel)
-            status.removed = self._removed(cid, bounded)
-        yield api_pb2.AttachContainerResponse(exit=status)
+        try:
+            if removing:
+                try:
+                    self._delete_record(cid, api_pb2.WaitContainerResponse(exit_code=result.exit_code))
+                    status.removed = True
+                except errors.NotFound:
+                    removing, status.removed = False, True  # removed by a user first
+                except errors.SkiffError as err:
+                    removing = False
+                    log.warning("auto-remove of %s failed: %s", cid, err)
+            elif options.await_removed and auto_remove:
+                bounded = Call(call.remaining(REMOVAL_WAIT))
+                call.on_cancel(bounded.cancel)
+                status.removed = self._removed(cid, bounded)
+            yield api_pb2.AttachContainerResponse(exit=status)
+        finally:
+            if removing:  # after the exit status went out (or the client left)
+                self._clean_up(cid)
+            if claimed:
+                self._unclaim_removal(cid)
 
     def _removed(self, container_id: str, call: Call) -> bool:
         """Until the auto-remove has deleted the record (True), or the call is over (False)."""
@@ -712,22 +732,40 @@ class Containers:
     def _auto_remove(self, container_id: str, attach_grace: float = 30.0) -> None:
         with self._lock:  # let attached clients read the output and the exit status first
             self._detached.wait_for(lambda: self._attached[container_id] <= 0, timeout=attach_grace)
-        task = self._task(container_id)
-        if is_live(task):
-            return  # started again meanwhile
+        if not self._claim_removal(container_id):
+            return  # the attached run is removing it
         try:
-            self._remove_exited(container_id, task)
+            task = self._task(container_id)
+            if is_live(task):
+                return  # started again meanwhile
+            try:
+                self._delete_record(container_id, _exit_of(task) if task is not None else None)
+            except errors.NotFound:
+                return  # removed by a user first
             log.info("auto-removed container %s", container_id)
-        except errors.NotFound:
-            pass  # removed by a user first
+            self._clean_up(container_id)
+        finally:
+            self._unclaim_removal(container_id)
 
-    def _remove_exited(self, container_id: str, task: exec_pb2.Task | None) -> None:
+    def _claim_removal(self, container_id: str, alone: bool = False) -> bool:
+        """One auto-remove per container at a time; ``alone``: only if no other stream is attached."""
+        with self._lock:
+            if container_id in self._removing or (alone and self._attached[container_id] > 1):
+                return False
+            self._removing.add(container_id)
+            return True
+
+    def _unclaim_removal(self, container_id: str) -> None:
+        with self._lock:
+            self._removing.discard(container_id)
+
+    def _delete_record(self, container_id: str, exit_: api_pb2.WaitContainerResponse | None) -> None:
         """The record first, with its anonymous volumes (as Docker, --rm takes them): from then on
-        the container is gone for every caller, and WaitContainer(REMOVED) returns. Then its task
-        and endpoint, which nobody can reach without the record."""
-        if task is not None:
+        the container is gone for every caller, and WaitContainer(REMOVED) returns. Its task and
+        endpoint, which nobody can reach without the record, are for :meth:`_clean_up`."""
+        if exit_ is not None:
             with self._lock:
-                self._exits[container_id] = _exit_of(task)
+                self._exits[container_id] = exit_
                 while len(self._exits) > _EXITS_KEPT:
                     self._exits.popitem(last=False)
         with trace.span("remove: record"):
@@ -737,19 +775,22 @@ class Containers:
             while len(self._gone) > _EXITS_KEPT:
                 self._gone.popitem(last=False)
         self._changed()
+
+    def _clean_up(self, container_id: str) -> None:
+        """The exited task (bundle, cgroup, log) and the endpoint of a container without a record;
+        asked again while execsvc or netsvc restarts (up to a minute), else left to the next sweep.
+        Forced: a start that raced the removal of the record has made a task nobody can reach.
+        ``close()`` waits for the clean-ups in progress."""
         with self._cleaned:
             self._cleaning += 1
         try:
-            self._clean_up(container_id)
+            self._clean_up_now(container_id)
         finally:
             with self._cleaned:
                 self._cleaning -= 1
                 self._cleaned.notify_all()
 
-    def _clean_up(self, container_id: str) -> None:
-        """The exited task (bundle, cgroup, log) and the endpoint of a container without a record;
-        asked again while execsvc or netsvc restarts (up to a minute), else left to the next sweep.
-        Forced: a start that raced the removal of the record has made a task nobody can reach."""
+    def _clean_up_now(self, container_id: str) -> None:
         until = time.monotonic() + 60
         steps: tuple[tuple[str, Callable[[], None]], ...] = (
             ("remove: task", lambda: self._exec.delete_task(container_id, force=True, remove_logs=True)),
