@@ -596,6 +596,24 @@ def test_attach_await_removed_sends_the_exit_once_removed(env: Env) -> None:
     assert env.api.CreateContainer(create, timeout=5).id  # the name is free at once
 
 
+def test_two_attached_runs_both_get_the_exit_once_removed(env: Env) -> None:
+    """With two streams attached, neither removes the container under the other: the last one
+    out lets the watcher remove it, and both exit statuses say it is gone."""
+    cid = env.create("sleep", auto_remove=True)
+    opts = api_pb2.AttachOptions(container=cid, await_start=True, await_removed=True)
+    watcher = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=10)
+    watcher.initial_metadata()
+    opts.start = True
+    runner = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=10)
+    runner.initial_metadata()
+    _later(0.3, env.exec.kill_task, cid, signal.SIGKILL)
+    for stream in (runner, watcher):
+        last = list(stream)[-1]
+        assert last.exit.exit_code == 137 and last.exit.removed
+    assert cid not in env.graph.containers
+    _until(lambda: cid not in env.exec.tasks)
+
+
 def test_attach_cancelled_by_the_client_releases_the_stream(env: Env) -> None:
     cid = env.run("sleep")
     opts = api_pb2.AttachOptions(container=cid, logs=True)
