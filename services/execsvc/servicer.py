@@ -110,7 +110,7 @@ class Tasks:
             write_etc_files(spec, self.runtime.bundle(spec.id))  # bind-mounted by the init (config.json mounts)
             self.runtime.create(spec)
         try:
-            self.runtime.start(spec.id)
+            self.runtime.start(spec.id, created=True)  # create() has just made the cgroup
         except errors.SkiffError:
             self.runtime.delete(spec.id, force=True)
             raise
