@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent import futures
 
 from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
@@ -92,6 +93,8 @@ class Containers:
         # at once; the poll interval only bounds what happens elsewhere (another gateway).
         self._changes = threading.Condition()
         self._generation = 0
+        # Backend calls a start makes beside another one (its rootfs while the endpoint is made).
+        self._helpers = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="start-helper")
         # Clean-ups of auto-removed containers (task, endpoint) still running: close() waits for them.
         # The containers whose record this gateway's auto-remove has deleted (the most recent),
         # and those being removed now (by their watcher, or by the attached run that saw the exit).
@@ -200,20 +203,31 @@ class Containers:
     def _start(self, record: graph_pb2.Container, known: tuple[exec_pb2.Task | None] | None = None) -> None:
         if is_live(known[0] if known is not None else self._task(record.id)):
             return
-        with trace.span("prepare rootfs"):
-            rootfs = self._graph.get_rootfs(record.id).rootfs
+        traced = trace.current()
+
+        def rootfs_of() -> types_pb2.Mount:
+            with trace.activate(traced), trace.span("prepare rootfs"):
+                return self._graph.get_rootfs(record.id).rootfs
+
+        pending = self._helpers.submit(rootfs_of)  # independent of the endpoint: asked meanwhile
         mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
         config = record.config
         hostname = config.hostname or record.id[:12]
         hc = record.host_config
-        with trace.span("network"):
-            endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
-                hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
-                publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
-                dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
-                container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
-                mac_address=hc.mac_address,
-            ))
+        try:
+            with trace.span("network"):
+                endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
+                    hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
+                    publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
+                    dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
+                    container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
+                    mac_address=hc.mac_address,
+                ))
+        finally:
+            rootfs_done = pending.exception() is None  # waits; both calls are over from here on
+        if not rootfs_done:
+            self._best_effort(self._net.delete_endpoint, record.id)
+        rootfs = pending.result()  # raises the rootfs's error
         spec = exec_pb2.TaskSpec(
             id=record.id,
             args=[record.path, *record.args] if record.path else list(record.args),
@@ -810,6 +824,7 @@ class Containers:
         auto-removed containers finish (up to ``cleanup_grace`` seconds)."""
         self._closed.set()
         self.restarts.close()
+        self._helpers.shutdown(wait=False)
         with self._cleaned:
             self._cleaned.wait_for(lambda: self._cleaning <= 0, timeout=cleanup_grace)
 

@@ -204,6 +204,19 @@ def test_start_failure_keeps_reason_and_leaves_nothing(env: Env) -> None:
     assert cid in env.graph.containers  # the record stays, as Docker's does
 
 
+def test_start_without_its_rootfs_leaves_no_endpoint(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rootfs is asked for while the endpoint is made: when it fails, the endpoint goes."""
+    cid = env.create("sleep")
+
+    def gone(container_id: str) -> object:
+        raise errors.NotFound(f"No such container: {container_id}", reason=errors.CONTAINER_NOT_FOUND)
+
+    monkeypatch.setattr(env.graph, "get_rootfs", gone)
+    code, reason, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, errors.CONTAINER_NOT_FOUND)
+    assert cid not in env.net.endpoints and cid not in env.exec.tasks
+
+
 def test_start_failure_with_auto_remove_removes(env: Env) -> None:
     cid = env.create("missing", auto_remove=True)
     _, reason, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)
