@@ -800,6 +800,15 @@ def create_request(opts: dict[str, object]) -> bytes:
     return pb_str(1, str(opts["name"])) + pb_msg(2, config, present=True) + pb_msg(3, host, present=True)
 
 
+def attach_request(cid: str, rm: bool) -> bytes:
+    """AttachContainerRequest{options}, byte for byte what the full CLI sends for `run`: stdout,
+    stderr, logs, await_start (7); start (8): the gateway starts the container once the stream is
+    registered; await_removed (9, with --rm): the exit status comes once it is gone."""
+    options = (pb_str(1, cid) + pb_int(3, 1) + pb_int(4, 1) + pb_int(5, 1) + pb_int(7, 1) + pb_int(8, 1)
+               + pb_int(9, 1 if rm else 0))
+    return pb_msg(1, options, present=True)
+
+
 def _report(message: str) -> None:
     """As the full CLI reports a failed run (Docker's style)."""
     text = message if message.endswith(("?", ".")) else message + "."
@@ -824,12 +833,7 @@ def run(opts: dict[str, object], conn: Connection) -> int | None:
             return _start_failed
         print(cid)
         return 0
-    # As the full CLI: stdout, stderr, logs, await_start (7); start (8): the gateway starts it once
-    # the stream is registered; await_removed (9): with --rm, the exit status comes once the
-    # container is gone (ExitStatus.removed).
-    attach_opts = (pb_str(1, cid) + pb_int(3, 1) + pb_int(4, 1) + pb_int(5, 1) + pb_int(7, 1) + pb_int(8, 1)
-                   + pb_int(9, 1 if opts["rm"] else 0))
-    attach = conn.call("AttachContainer", pb_msg(1, attach_opts, present=True), timeout="")
+    attach = conn.call("AttachContainer", attach_request(cid, bool(opts["rm"])), timeout="")
     conn.pump(lambda: attach.headers is not None or attach.closed)  # registered (and started)
     if attach.closed and attach.trailers is None:  # ended before its metadata: the start failed
         try:
