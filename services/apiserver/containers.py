@@ -616,8 +616,9 @@ class Containers:
             output = Call(call.remaining())
             call.on_cancel(output.cancel)
             pump.start(on_detach=output.cancel)
+        following = resume.ResumingLogs(self._exec, upstream, output)
         try:
-            for entry in _drain(resume.ResumingLogs(self._exec, upstream, output), output):
+            for entry in _drain(following, output):
                 yield api_pb2.AttachContainerResponse(output=entry)
         finally:
             if pump is not None:
@@ -627,7 +628,9 @@ class Containers:
             return
         if call.cancelled:
             return
-        result = self._wait_task(cid, call)
+        result = following.exit_status()  # execsvc sends it at the end of the follow
+        if result is None:
+            result = self._wait_task(cid, call)
         status = api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
         # `run --rm`: the only stream attached removes the container itself, at once (no hand-off
         # to its watcher thread); the exit status goes out once the record is gone.

@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from skiff.common import errors, grpcerr, trace
+from skiff.common.streams import EXIT_CODE_KEY, OOM_KILLED_KEY
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import health, lifecycle
 from skiff.execsvc import mounts as mountsmod
@@ -221,6 +222,14 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
                     continue
                 yield exec_pb2.ReadLogsResponse(entry=types_pb2.LogEntry(
                     stream=_STREAM.get(entry.stream, types_pb2.LOG_STREAM_UNSPECIFIED), data=entry.data, time=ts))
+            if request.follow and not stop.is_set():  # ended at the exit: say how (no WaitTask needed)
+                try:
+                    st = self.runtime.state(request.id)
+                except errors.NotFound:
+                    return
+                if st.status == "exited" and st.exit_code is not None:
+                    context.set_trailing_metadata(((EXIT_CODE_KEY, str(st.exit_code)),
+                                                   (OOM_KILLED_KEY, "1" if st.oom_killed else "0")))
 
     def GetRuntimeInfo(self, request: exec_pb2.GetRuntimeInfoRequest,
                        context: grpc.ServicerContext) -> exec_pb2.GetRuntimeInfoResponse:
