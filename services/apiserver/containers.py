@@ -25,6 +25,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from typing import Any, TypeVar
 
 from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
@@ -41,6 +42,7 @@ from skiff.net.v1 import net_pb2
 from skiff.types.v1 import types_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Network modes this version supports; "" means the default, "bridge" (as Docker).
 NETWORK_MODES = ("bridge", "none", "host")
@@ -205,13 +207,11 @@ class Containers:
     def _start(self, record: graph_pb2.Container, known: tuple[exec_pb2.Task | None] | None = None) -> None:
         if is_live(known[0] if known is not None else self._task(record.id)):
             return
-        traced = trace.current()
-
         def rootfs_of() -> types_pb2.Mount:
-            with trace.activate(traced), trace.span("prepare rootfs"):
+            with trace.span("prepare rootfs"):
                 return self._graph.get_rootfs(record.id).rootfs
 
-        pending = self._helpers.submit(rootfs_of)  # independent of the endpoint: asked meanwhile
+        pending = self._helpers.submit(self._traced(rootfs_of))  # independent of the endpoint: asked meanwhile
         mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
         config = record.config
         hostname = config.hostname or record.id[:12]
@@ -271,6 +271,17 @@ class Containers:
         if record.host_config.auto_remove:
             self._watch(record.id)
         self.restarts.started(record)
+
+    @staticmethod
+    def _traced(fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn`` for a helper thread, in the caller's trace (if any)."""
+        traced = trace.current()
+
+        def run(*args: Any) -> T:
+            with trace.activate(traced):
+                return fn(*args)
+
+        return run
 
     def _net_lock(self, container_id: str) -> threading.Lock:
         return self._net_locks[hash(container_id) % len(self._net_locks)]
@@ -428,7 +439,7 @@ class Containers:
         # By full id (what clients that just made the container send): its task is asked for meanwhile.
         prefetch = condition in (Condition.WAIT_CONDITION_UNSPECIFIED, Condition.WAIT_CONDITION_NOT_RUNNING) \
             and _FULL_ID.fullmatch(ref) is not None
-        pending = self._helpers.submit(self._task, ref) if prefetch else None
+        pending = self._helpers.submit(self._traced(self._task), ref) if prefetch else None
         record = self._graph.get_container(ref)
         if condition == Condition.WAIT_CONDITION_NEXT_EXIT:
             return self._wait_next_exit(record.id, call)
