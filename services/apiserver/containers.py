@@ -99,11 +99,11 @@ class Containers:
         self._generation = 0
         # Backend calls a start makes beside another one (its rootfs while the endpoint is made).
         self._helpers = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="start-helper")
-        # Clean-ups of auto-removed containers (task, endpoint) still running: close() waits for them.
         # The containers whose record this gateway's auto-remove has deleted (the most recent),
         # and those being removed now (by their watcher, or by the attached run that saw the exit).
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._removing: set[str] = set()
+        # Clean-ups of auto-removed containers (task, endpoint) still running: close() waits for them.
         self._cleaning = 0
         self._cleaned = threading.Condition()
         #: restart policies (state in graphsvc, see restarts.py)
@@ -207,6 +207,7 @@ class Containers:
     def _start(self, record: graph_pb2.Container, known: tuple[exec_pb2.Task | None] | None = None) -> None:
         if is_live(known[0] if known is not None else self._task(record.id)):
             return
+
         def rootfs_of() -> types_pb2.Mount:
             with trace.span("prepare rootfs"):
                 return self._graph.get_rootfs(record.id).rootfs
