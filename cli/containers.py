@@ -153,6 +153,13 @@ def _open_attach(client: Client, container: str, inp: interactive.Input | None =
     return responses, tuple(metadata or ())
 
 
+def _noting_removal(responses: Iterator[Any], removed: list[bool] | None) -> Iterator[Any]:
+    for resp in responses:
+        if removed is not None and resp.WhichOneof("part") == "exit" and resp.exit.removed:
+            removed.append(True)
+        yield resp
+
+
 def _only(requests: Iterator[Any], stdout: bool, stderr: bool) -> Iterator[Any]:
     first = next(requests)
     first.options.stdout, first.options.stderr = stdout, stderr
@@ -161,11 +168,13 @@ def _only(requests: Iterator[Any], stdout: bool, stderr: bool) -> Iterator[Any]:
 
 
 def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_failure: bool = False,
-                    inp: interactive.Input | None = None, streams: set[str] | None = None) -> int:
+                    inp: interactive.Input | None = None, streams: set[str] | None = None,
+                    removed: list[bool] | None = None) -> int:
     """Attach, start, stream output until the exit message; the container's exit code.
 
     With ``inp`` (``-i``/``-t``): stdin and terminal sizes go up the same stream; a
-    detach (the detach keys) returns 0 and leaves the container running."""
+    detach (the detach keys) returns 0 and leaves the container running. ``removed`` gets
+    True when the exit status says the container is already gone (options.await_removed)."""
     from skiff.api.v1 import api_pb2
 
     responses, metadata = _open_attach(client, container, inp, streams, remove_on_failure)
@@ -187,7 +196,7 @@ def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_f
     terminal = inp.terminal() if inp is not None else contextlib.nullcontext()
     with terminal, attach.signal_proxy(client, container, sig_proxy), client.translated():
         try:
-            code, detached = interactive.stream(responses)
+            code, detached = interactive.stream(_noting_removal(responses, removed))
         finally:
             responses.cancel()  # a no-op once the stream has ended
             if inp is not None:
@@ -227,8 +236,9 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     if attach_stdin or args.tty:
         inp = interactive.container_input(cid, request_config(args), stdin=attach_stdin,
                                           detach_keys=args.detach_keys, logs=True, await_start=True)
-    code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp, streams)
-    if args.rm:
+    removed: list[bool] = []
+    code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp, streams, removed)
+    if args.rm and not removed:
         # The daemon removes it; wait so that `ps -a` right after no longer shows it.
         try:
             _wait(client, cid, api_pb2.WAIT_CONDITION_REMOVED)
