@@ -18,7 +18,6 @@ endpoint (netsvc). Ordering rules that matter:
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 import time
@@ -50,7 +49,6 @@ DEFAULT_NETWORK_MODE = "bridge"
 DEFAULT_STOP_TIMEOUT = 10
 STDIN_UNSUPPORTED = errors.STDIN_UNSUPPORTED
 INVALID_NETWORK_MODE = errors.INVALID_NETWORK_MODE
-_FULL_ID = re.compile(r"[0-9a-f]{64}")
 #: How long an attach with await_removed waits for the auto-remove before it sends the exit
 #: status without ``removed`` (the client then asks WaitContainer(REMOVED) itself).
 REMOVAL_WAIT = 60.0
@@ -437,16 +435,12 @@ class Containers:
     # --- waiting -------------------------------------------------------------
 
     def wait(self, ref: str, condition: int, call: Call) -> api_pb2.WaitContainerResponse:
-        # By full id (what clients that just made the container send): its task is asked for meanwhile.
-        prefetch = condition in (Condition.WAIT_CONDITION_UNSPECIFIED, Condition.WAIT_CONDITION_NOT_RUNNING) \
-            and _FULL_ID.fullmatch(ref) is not None
-        pending = self._helpers.submit(self._traced(self._task), ref) if prefetch else None
         record = self._graph.get_container(ref)
         if condition == Condition.WAIT_CONDITION_NEXT_EXIT:
             return self._wait_next_exit(record.id, call)
         if condition == Condition.WAIT_CONDITION_REMOVED:
             return self._wait_removed(record.id, call)
-        task = pending.result() if pending is not None and record.id == ref else self._task(record.id)
+        task = self._task(record.id)
         if not is_live(task):
             return _exit_of(task)
         return self._wait_exit(record.id, call)
