@@ -63,11 +63,13 @@ def stream_output(responses: Iterable[api_pb2.AttachContainerResponse]) -> int |
     return None
 
 
-def attach_options(container: str, await_start: bool = False) -> Iterator[api_pb2.AttachContainerRequest]:
+def attach_options(container: str, await_start: bool = False, start: bool = False,
+                   await_removed: bool = False) -> Iterator[api_pb2.AttachContainerRequest]:
     """The request stream without stdin: the options only."""
     from skiff.api.v1 import api_pb2
 
-    opts = api_pb2.AttachOptions(container=container, stdout=True, stderr=True, logs=True, await_start=await_start)
+    opts = api_pb2.AttachOptions(container=container, stdout=True, stderr=True, logs=True, await_start=await_start,
+                                 start=start, await_removed=await_removed)
     yield api_pb2.AttachContainerRequest(options=opts)
 
 

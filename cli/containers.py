@@ -162,16 +162,28 @@ def _wait(client: Client, container: str, condition: int) -> api_pb2.WaitContain
 
 
 def _open_attach(client: Client, container: str, inp: interactive.Input | None = None,
-                 streams: set[str] | None = None) -> Any:
+                 streams: set[str] | None = None, remove: bool = False) -> tuple[Any, tuple[Any, ...]]:
     """Open the attach stream. Done before StartContainer (as Docker does) so that no
     output is lost and a fast ``--rm`` container cannot be removed before we attach;
-    the gateway holds an attach to a created container until it starts."""
-    requests = inp.requests() if inp is not None else attach.attach_options(container, await_start=True)
+    the gateway holds an attach to a created container until it starts. Without stdin,
+    the gateway is asked to start it (options.start); the stream's initial metadata says
+    whether it did (empty when the attach or the start failed)."""
+    if inp is not None:
+        requests = inp.requests()
+    else:
+        requests = attach.attach_options(container, await_start=True, start=True, await_removed=remove)
     if streams:  # run -a: only the chosen output streams
         requests = _only(requests, "stdout" in streams, "stderr" in streams)
     responses = client.containers.AttachContainer(requests)
-    responses.initial_metadata()  # the gateway has registered the stream: safe to start
-    return responses
+    metadata = responses.initial_metadata()  # the gateway has registered the stream: safe to start
+    return responses, tuple(metadata or ())
+
+
+def _noting_removal(responses: Iterator[Any], removed: list[bool] | None) -> Iterator[Any]:
+    for resp in responses:
+        if removed is not None and resp.WhichOneof("part") == "exit" and resp.exit.removed:
+            removed.append(True)
+        yield resp
 
 
 def _only(requests: Iterator[Any], stdout: bool, stderr: bool) -> Iterator[Any]:
@@ -182,16 +194,26 @@ def _only(requests: Iterator[Any], stdout: bool, stderr: bool) -> Iterator[Any]:
 
 
 def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_failure: bool = False,
-                    inp: interactive.Input | None = None, streams: set[str] | None = None) -> int:
+                    inp: interactive.Input | None = None, streams: set[str] | None = None,
+                    removed: list[bool] | None = None) -> int:
     """Attach, start, stream output until the exit message; the container's exit code.
 
     With ``inp`` (``-i``/``-t``): stdin and terminal sizes go up the same stream; a
-    detach (the detach keys) returns 0 and leaves the container running."""
+    detach (the detach keys) returns 0 and leaves the container running. ``removed`` gets
+    True when the exit status says the container is already gone (options.await_removed)."""
     from skiff.api.v1 import api_pb2
 
-    responses = _open_attach(client, container, inp, streams)
+    responses, metadata = _open_attach(client, container, inp, streams, remove_on_failure)
+    started = ("skiff-attach-start", "1") in metadata
     try:
-        _start(client, container, remove_on_failure)
+        if inp is None and ("skiff-attached", "1") not in metadata:  # the attach or the gateway's start failed
+            if remove_on_failure:
+                _quietly(lambda: client.containers.RemoveContainer(
+                    api_pb2.RemoveContainerRequest(container=container, force=True), timeout=30))
+            with client.translated():
+                next(responses)  # raises the start's error
+        if not started:
+            _start(client, container, remove_on_failure)
     except BaseException:
         responses.cancel()
         if inp is not None:
@@ -202,7 +224,7 @@ def _start_attached(client: Client, container: str, sig_proxy: bool, remove_on_f
     show = not streams or bool(streams & {"stdout", "stderr"})
     with terminal, attach.signal_proxy(client, container, sig_proxy), client.translated():
         try:
-            code, detached = interactive.stream(responses, show)
+            code, detached = interactive.stream(_noting_removal(responses, removed), show)
         finally:
             responses.cancel()  # a no-op once the stream has ended
             if inp is not None:
@@ -244,8 +266,9 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     if attach_stdin or args.tty:
         inp = interactive.container_input(cid, request_config(args), stdin=attach_stdin,
                                           detach_keys=args.detach_keys, logs=True, await_start=True)
-    code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp, streams)
-    if args.rm:
+    removed: list[bool] = []
+    code = _start_attached(client, cid, args.sig_proxy and not args.tty, args.rm, inp, streams, removed)
+    if args.rm and not removed:
         # The daemon removes it; wait so that `ps -a` right after no longer shows it.
         try:
             _wait(client, cid, api_pb2.WAIT_CONDITION_REMOVED)

@@ -1000,6 +1000,15 @@ def create_request(opts: dict[str, object]) -> bytes:
     return pb_str(1, str(opts["name"])) + pb_msg(2, config, present=True) + pb_msg(3, host, present=True)
 
 
+def attach_request(cid: str, rm: bool) -> bytes:
+    """AttachContainerRequest{options}, byte for byte what the full CLI sends for `run`: stdout,
+    stderr, logs, await_start (7); start (8): the gateway starts the container once the stream is
+    registered; await_removed (9, with --rm): the exit status comes once it is gone."""
+    options = (pb_str(1, cid) + pb_int(3, 1) + pb_int(4, 1) + pb_int(5, 1) + pb_int(7, 1) + pb_int(8, 1)
+               + pb_int(9, 1 if rm else 0))
+    return pb_msg(1, options, present=True)
+
+
 def _report(message: str) -> None:
     """As the full CLI reports a failed run (Docker's style)."""
     text = message if message.endswith(("?", ".")) else message + "."
@@ -1024,12 +1033,17 @@ def run(opts: dict[str, object], conn: Connection) -> int | None:
             return _start_failed
         print(cid)
         return 0
-    attach_opts = pb_str(1, cid) + pb_int(3, 1) + pb_int(4, 1) + pb_int(5, 1)
-    attach = conn.call("AttachContainer", pb_msg(1, attach_opts, present=True), timeout="")
-    conn.pump(lambda: attach.headers is not None or attach.closed)  # registered: safe to start
-    if not _start(conn, cid_msg, bool(opts["rm"])):
-        return _start_failed
-    code = _follow(conn, attach, cid)
+    attach = conn.call("AttachContainer", attach_request(cid, bool(opts["rm"])), timeout="")
+    conn.pump(lambda: attach.headers is not None or attach.closed)  # registered (and started)
+    if attach.closed and attach.trailers is None:  # ended before its metadata: the start failed
+        try:
+            attach.status()
+        except RpcError as e:
+            _start_error(conn, cid_msg, bool(opts["rm"]), e)
+            return _start_failed
+    if ("skiff-attach-start", "1") not in (attach.headers or []) and not _start(conn, cid_msg, bool(opts["rm"])):
+        return _start_failed  # a gateway that does not know options.start: as before
+    code, removed = _follow(conn, attach, cid)
     if code is None:  # the stream ended early: ask
         waited = pb_parse(conn.unary("WaitContainer", cid_msg + pb_int(2, 1)))
         error = bytes(_first(waited, 2)).decode()
@@ -1037,7 +1051,7 @@ def run(opts: dict[str, object], conn: Connection) -> int | None:
             _report(f"Error response from daemon: {error}")
             return 125
         code = _int32(_first(waited, 1, 0))
-    if opts["rm"]:
+    if opts["rm"] and not removed:
         try:
             conn.unary("WaitContainer", cid_msg + pb_int(2, 3))
         except RpcError as e:
@@ -1050,23 +1064,28 @@ _start_failed = 125
 
 
 def _start(conn: Connection, cid_msg: bytes, remove_on_failure: bool) -> bool:
-    global _start_failed
     try:
         conn.unary("StartContainer", cid_msg)
         return True
     except RpcError as e:
-        if remove_on_failure:
-            try:
-                conn.unary("RemoveContainer", cid_msg + pb_int(2, 1))
-            except (RpcError, Unreachable):
-                pass
-        _report(f"Error response from daemon: {e.message}")
-        _start_failed = {"COMMAND_NOT_FOUND": 127, "COMMAND_NOT_EXECUTABLE": 126}.get(e.reason, 125)
+        _start_error(conn, cid_msg, remove_on_failure, e)
         return False
 
 
-def _follow(conn: Connection, attach: Stream, cid: str) -> int | None:
-    """Copy the attach stream to stdout/stderr, forwarding our signals; the exit code."""
+def _start_error(conn: Connection, cid_msg: bytes, remove_on_failure: bool, e: RpcError) -> None:
+    global _start_failed
+    if remove_on_failure:
+        try:
+            conn.unary("RemoveContainer", cid_msg + pb_int(2, 1))
+        except (RpcError, Unreachable):
+            pass
+    _report(f"Error response from daemon: {e.message}")
+    _start_failed = {"COMMAND_NOT_FOUND": 127, "COMMAND_NOT_EXECUTABLE": 126}.get(e.reason, 125)
+
+
+def _follow(conn: Connection, attach: Stream, cid: str) -> tuple[int | None, bool]:
+    """Copy the attach stream to stdout/stderr, forwarding our signals; the exit code, and
+    whether the container was removed before it was sent."""
     names = {getattr(_signal, n): n for n in PROXIED}
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous = {}
@@ -1097,10 +1116,11 @@ def _follow(conn: Connection, attach: Stream, cid: str) -> int | None:
                     dest.write(bytes(_first(entry, 2)))
                     dest.flush()
                 elif 2 in m:
-                    return _int32(_first(pb_parse(bytes(_first(m, 2))), 1, 0))
+                    status = pb_parse(bytes(_first(m, 2)))
+                    return _int32(_first(status, 1, 0)), bool(_first(status, 3, 0))
             if attach.closed:
                 attach.status()
-                return None
+                return None, False
             conn._read_frame()
     finally:
         _signal.set_wakeup_fd(old_fd)

@@ -36,6 +36,7 @@ from skiff.apiserver.removal_backend import (
 )
 from skiff.common import errors, grpcerr
 from skiff.common.server import CALL_TIMEOUT
+from skiff.common.streams import EXIT_CODE_KEY, OOM_KILLED_KEY
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.net.v1 import net_pb2, net_pb2_grpc
@@ -173,6 +174,15 @@ class _Stream:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+    def exit_status(self) -> exec_pb2.WaitTaskResponse | None:
+        """Once a follow has ended: the task's exit, when execsvc sent it (trailing metadata)."""
+        try:
+            md = dict(self._call.trailing_metadata() or ())
+            return exec_pb2.WaitTaskResponse(exit_code=int(md[EXIT_CODE_KEY]),
+                                             oom_killed=md.get(OOM_KILLED_KEY) == "1")
+        except (KeyError, ValueError, grpc.RpcError):
+            return None
 
 
 class GraphClient(LifecycleGraphClient, RemovalGraphClient):

@@ -10,6 +10,9 @@ endpoint (netsvc). Ordering rules that matter:
   record, so the removal can be retried (never a task without a record);
 * auto-remove is driven from here (a watcher thread per running auto-remove
   container, and a sweep at start-up because the gateway may have restarted).
+  It deletes the record first (then the container is gone from ``ps -a`` and
+  its name is free: what ``run --rm`` waits for), then the exited task and the
+  endpoint; what a crash leaves of those (no record) the start-up sweep removes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any, TypeVar
 
 from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
@@ -36,6 +41,7 @@ from skiff.net.v1 import net_pb2
 from skiff.types.v1 import types_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Network modes this version supports; "" means the default, "bridge" (as Docker).
 NETWORK_MODES = ("bridge", "none", "host")
@@ -43,6 +49,9 @@ DEFAULT_NETWORK_MODE = "bridge"
 DEFAULT_STOP_TIMEOUT = 10
 STDIN_UNSUPPORTED = errors.STDIN_UNSUPPORTED
 INVALID_NETWORK_MODE = errors.INVALID_NETWORK_MODE
+#: How long an attach with await_removed waits for the auto-remove before it sends the exit
+#: status without ``removed`` (the client then asks WaitContainer(REMOVED) itself).
+REMOVAL_WAIT = 60.0
 #: Exit statuses of containers this gateway removed, for WaitContainer(REMOVED) callers
 #: that lose the race with the removal (bounded: only the most recent are kept).
 _EXITS_KEPT = 1024
@@ -92,6 +101,15 @@ class Containers:
         self._listed: dict[bool, tuple[object, api_pb2.ListContainersResponse]] = {}
         #: id -> (record, its bytes, task bytes, endpoint bytes, view) of the last such list
         self._views: dict[str, tuple[graph_pb2.Container, bytes, bytes, bytes, api_pb2.Container]] = {}
+        # Backend calls a start makes beside another one (its rootfs while the endpoint is made).
+        self._helpers = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="start-helper")
+        # The containers whose record this gateway's auto-remove has deleted (the most recent),
+        # and those being removed now (by their watcher, or by the attached run that saw the exit).
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._removing: set[str] = set()
+        # Clean-ups of auto-removed containers (task, endpoint) still running: close() waits for them.
+        self._cleaning = 0
+        self._cleaned = threading.Condition()
         #: restart policies (state in graphsvc, see restarts.py)
         self.restarts = Restarter(self, daemon_id, watch_interval=watch_interval)
 
@@ -226,20 +244,26 @@ class Containers:
             )
         return api_pb2.CreateContainerResponse(id=created.container.id)
 
-    def start(self, ref: str) -> None:
-        """A start by the user: a pending restart is done now, and the restart count starts again."""
-        record = self._graph.get_container(ref)
+    def start(self, ref: str, record: graph_pb2.Container | None = None) -> exec_pb2.Task | None:
+        """A start by the user: a pending restart is done now, and the restart count starts again.
+        The task as it was before (None: never started); ``record``: already read by the caller."""
+        if record is None:
+            record = self._graph.get_container(ref)
         with self.restarts.locked(record.id):
-            if is_live(self._task(record.id)):
-                return
+            task = self._task(record.id)
+            if is_live(task):
+                return task
             self.restarts.manual_start(record)
-            self._start_record(record)
+            self._start_record(record, (task,))
+            return task
 
-    def _start_record(self, record: graph_pb2.Container) -> None:
-        """Endpoint, then task; used by start and by the restart manager."""
+    def _start_record(self, record: graph_pb2.Container,
+                      known: tuple[exec_pb2.Task | None] | None = None) -> None:
+        """Endpoint, then task; used by start and by the restart manager. ``known``: the task
+        just read under the container's lock (else it is asked for)."""
         try:
             with self._net_lock(record.id):  # a release at the last exit never races this start
-                self._start(record)
+                self._start(record, known)
         except errors.FailedPrecondition as err:
             # A container that exited since the last release pass may hold the port or --ip.
             if err.reason not in ("PORT_ALREADY_ALLOCATED", "ADDRESS_IN_USE") or not self.release_exited():
@@ -247,23 +271,33 @@ class Containers:
             with self._net_lock(record.id):
                 self._start(record)
 
-    def _start(self, record: graph_pb2.Container) -> None:
-        if is_live(self._task(record.id)):
+    def _start(self, record: graph_pb2.Container, known: tuple[exec_pb2.Task | None] | None = None) -> None:
+        if is_live(known[0] if known is not None else self._task(record.id)):
             return
-        with trace.span("prepare rootfs"):
-            rootfs = self._graph.get_rootfs(record.id).rootfs
+
+        def rootfs_of() -> types_pb2.Mount:
+            with trace.span("prepare rootfs"):
+                return self._graph.get_rootfs(record.id).rootfs
+
+        pending = self._helpers.submit(self._traced(rootfs_of))  # independent of the endpoint: asked meanwhile
         mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
         config = record.config
         hostname = config.hostname or record.id[:12]
         hc = record.host_config
-        with trace.span("network"):
-            endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
-                hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
-                publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
-                dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
-                container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
-                mac_address=hc.mac_address,
-            ))
+        try:
+            with trace.span("network"):
+                endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
+                    hostname=hostname, port_bindings=hc.port_bindings, exposed_ports=config.exposed_ports,
+                    publish_all_ports=hc.publish_all_ports, dns=hc.dns, dns_search=hc.dns_search,
+                    dns_options=hc.dns_options, extra_hosts=hc.extra_hosts,
+                    container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
+                    mac_address=hc.mac_address,
+                ))
+        finally:
+            rootfs_done = pending.exception() is None  # waits; both calls are over from here on
+        if not rootfs_done:
+            self._best_effort(self._net.delete_endpoint, record.id)
+        rootfs = pending.result()  # raises the rootfs's error
         spec = exec_pb2.TaskSpec(
             id=record.id,
             args=[record.path, *record.args] if record.path else list(record.args),
@@ -305,6 +339,17 @@ class Containers:
         if record.host_config.auto_remove:
             self._watch(record.id)
         self.restarts.started(record)
+
+    @staticmethod
+    def _traced(fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn`` for a helper thread, in the caller's trace (if any)."""
+        traced = trace.current()
+
+        def run(*args: Any) -> T:
+            with trace.activate(traced):
+                return fn(*args)
+
+        return run
 
     def _net_lock(self, container_id: str) -> threading.Lock:
         return self._net_locks[hash(container_id) % len(self._net_locks)]
@@ -561,13 +606,15 @@ class Containers:
 
     def attach(
         self, requests: Iterator[api_pb2.AttachContainerRequest], call: Call,
-        attached: Callable[[], None] | None = None,
+        attached: Callable[[bool], None] | None = None,
     ) -> Iterator[api_pb2.AttachContainerResponse]:
         """Output (replayed with ``logs``, then live) and, last, the exit status.
 
-        ``attached`` is called once the stream is registered: from then on an auto-remove
+        ``attached(start)`` is called once the stream is registered: from then on an auto-remove
         waits for it, so a client may start the container (the gateway sends the stream's
-        initial metadata then, and the CLI waits for it before StartContainer).
+        initial metadata then, and the CLI waits for it before StartContainer). With
+        ``options.start`` the gateway starts it first (``start`` is then True): a failed start
+        ends the stream before its initial metadata, with the start's status.
         """
         first = next(requests, None)
         if first is None or first.WhichOneof("part") != "options":
@@ -577,17 +624,30 @@ class Containers:
         record = self._graph.get_container(options.container)
         with self._lock:
             self._attached[record.id] += 1
-        try:
-            if attached is not None:
-                attached()
-            yield from self._attached_stream(record.id, options, call,
-                                             self._input(record, options, requests, keys))
-        finally:
+        registered = [True]
+
+        def release() -> None:
+            """Once: an auto-remove need not wait for this stream any more."""
             with self._lock:
+                if not registered[0]:
+                    return
+                registered[0] = False
                 self._attached[record.id] -= 1
                 if self._attached[record.id] <= 0:
                     del self._attached[record.id]
                 self._detached.notify_all()
+
+        try:
+            if options.start:
+                with trace.span("start (attach)"):
+                    self.start(record.id, record)
+            if attached is not None:
+                attached(options.start)
+            yield from self._attached_stream(record.id, options, call,
+                                             self._input(record, options, requests, keys), release,
+                                             record.host_config.auto_remove, options.start)
+        finally:
+            release()
 
     def _input(self, record: graph_pb2.Container, options: api_pb2.AttachOptions,
                requests: Iterator[api_pb2.AttachContainerRequest], keys: bytes) -> stdio.Pump | None:
@@ -599,13 +659,16 @@ class Containers:
         return stdio.Pump(requests, target, keys, self._exec.attach_stdin, lambda: None, with_stdin=with_stdin)
 
     def _attached_stream(self, cid: str, options: api_pb2.AttachOptions, call: Call,
-                         pump: stdio.Pump | None = None) -> Iterator[api_pb2.AttachContainerResponse]:
+                         pump: stdio.Pump | None = None, release: Callable[[], None] | None = None,
+                         auto_remove: bool = False, started: bool = False,
+                         ) -> Iterator[api_pb2.AttachContainerResponse]:
         # Attached before start: wait for it (a task still "created" is being started). With
         # await_start (`run`, `start -a`) a container that is not running is waited for until
         # its next start, so a StartContainer racing this attach is never taken for the old exit.
-        task = self._task(cid)
+        # ``started``: the gateway has just started it (or found it running): no need to wait.
+        task = None if started else self._task(cid)
         before = task.state.started_at if options.await_start and task is not None and not is_live(task) else None
-        while True:
+        while not started:
             since = self._seen()
             task = self._task(cid)
             if (task is not None and task.state.status != Status.CONTAINER_STATUS_CREATED
@@ -628,8 +691,9 @@ class Containers:
             output = Call(call.remaining())
             call.on_cancel(output.cancel)
             pump.start(on_detach=output.cancel)
+        following = resume.ResumingLogs(self._exec, upstream, output)
         try:
-            for entry in _drain(resume.ResumingLogs(self._exec, upstream, output), output):
+            for entry in _drain(following, output):
                 yield api_pb2.AttachContainerResponse(output=entry)
         finally:
             if pump is not None:
@@ -639,16 +703,58 @@ class Containers:
             return
         if call.cancelled:
             return
-        result = self._wait_task(cid, call)
-        yield api_pb2.AttachContainerResponse(
-            exit=api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
-        )
+        result = following.exit_status()  # execsvc sends it at the end of the follow
+        if result is None:
+            result = self._wait_task(cid, call)
+        status = api_pb2.ExitStatus(exit_code=result.exit_code, oom_killed=result.oom_killed)
+        # `run --rm`: the only stream attached removes the container itself, at once (no hand-off
+        # to its watcher thread); the exit status goes out once the record is gone.
+        claimed = removing = options.await_removed and auto_remove and self._claim_removal(cid, alone=True)
+        if release is not None:  # output and status in hand: the removal may start while we send them
+            release()
+        try:
+            if removing:
+                try:
+                    self._delete_record(cid, api_pb2.WaitContainerResponse(exit_code=result.exit_code))
+                    status.removed = True
+                except errors.NotFound:
+                    removing, status.removed = False, True  # removed by a user first
+                except errors.SkiffError as err:
+                    removing = False
+                    log.warning("auto-remove of %s failed: %s", cid, err)
+            elif options.await_removed and auto_remove:
+                bounded = Call(call.remaining(REMOVAL_WAIT))
+                call.on_cancel(bounded.cancel)
+                status.removed = self._removed(cid, bounded)
+            yield api_pb2.AttachContainerResponse(exit=status)
+        finally:
+            if removing:  # after the exit status went out (or the client left)
+                self._clean_up(cid)
+            if claimed:
+                self._unclaim_removal(cid)
+
+    def _removed(self, container_id: str, call: Call) -> bool:
+        """Until the auto-remove has deleted the record (True), or the call is over (False)."""
+        while True:
+            since = self._seen()
+            with self._lock:
+                if container_id in self._gone:  # removed here: no need to ask graphsvc
+                    return True
+            try:
+                self._graph.get_container(container_id)
+            except errors.NotFound:
+                return True
+            if not self._tick(call, since):
+                return False
 
     # --- auto-remove ---------------------------------------------------------
 
     def sweep(self) -> None:
-        """Remove exited auto-remove containers and watch running ones (after a restart)."""
+        """Remove exited auto-remove containers and watch running ones (after a restart); remove
+        the tasks and endpoints left without a record (an auto-remove cut short by a crash)."""
+        # Tasks and endpoints first: one made after these lists has a record in the next one.
         tasks = {t.id: t for t in self._exec.list_tasks()}
+        endpoints = {e.container_id for e in self._net.list_endpoints()}
         records = self._graph.list_containers()
         for record in records:
             task = tasks.get(record.id)
@@ -659,6 +765,11 @@ class Containers:
             else:
                 self._auto_remove(record.id)
         self.restarts.sweep(records, tasks)
+        for orphan in sorted((set(tasks) | endpoints) - {r.id for r in records}):
+            if is_live(tasks.get(orphan)):
+                log.warning("container %s runs without a record: left alone", orphan)
+                continue
+            self._clean_up(orphan)
 
     def sweep_in_background(self, retry_for: float = 60.0) -> threading.Thread:
         """Sweep once the backends answer (they may start after us)."""
@@ -719,18 +830,87 @@ class Containers:
     def _auto_remove(self, container_id: str, attach_grace: float = 30.0) -> None:
         with self._lock:  # let attached clients read the output and the exit status first
             self._detached.wait_for(lambda: self._attached[container_id] <= 0, timeout=attach_grace)
-        if is_live(self._task(container_id)):
-            return  # started again meanwhile
+        if not self._claim_removal(container_id):
+            return  # the attached run is removing it
         try:
-            self._delete(container_id, remove_volumes=True)  # as Docker: --rm takes anonymous volumes
+            task = self._task(container_id)
+            if is_live(task):
+                return  # started again meanwhile
+            try:
+                self._delete_record(container_id, _exit_of(task) if task is not None else None)
+            except errors.NotFound:
+                return  # removed by a user first
             log.info("auto-removed container %s", container_id)
-        except errors.NotFound:
-            pass  # removed by a user first
+            self._clean_up(container_id)
+        finally:
+            self._unclaim_removal(container_id)
 
-    def close(self) -> None:
-        """Stop background work (watchers end within one watch interval)."""
+    def _claim_removal(self, container_id: str, alone: bool = False) -> bool:
+        """One auto-remove per container at a time; ``alone``: only if no other stream is attached."""
+        with self._lock:
+            if container_id in self._removing or (alone and self._attached[container_id] > 1):
+                return False
+            self._removing.add(container_id)
+            return True
+
+    def _unclaim_removal(self, container_id: str) -> None:
+        with self._lock:
+            self._removing.discard(container_id)
+
+    def _delete_record(self, container_id: str, exit_: api_pb2.WaitContainerResponse | None) -> None:
+        """The record first, with its anonymous volumes (as Docker, --rm takes them): from then on
+        the container is gone for every caller, and WaitContainer(REMOVED) returns. Its task and
+        endpoint, which nobody can reach without the record, are for :meth:`_clean_up`."""
+        if exit_ is not None:
+            with self._lock:
+                self._exits[container_id] = exit_
+                while len(self._exits) > _EXITS_KEPT:
+                    self._exits.popitem(last=False)
+        with trace.span("remove: record"):
+            self._graph.delete_container(container_id, remove_volumes=True)
+        with self._lock:
+            self._gone[container_id] = None
+            while len(self._gone) > _EXITS_KEPT:
+                self._gone.popitem(last=False)
+        self._changed()
+
+    def _clean_up(self, container_id: str) -> None:
+        """The exited task (bundle, cgroup, log) and the endpoint of a container without a record;
+        asked again while execsvc or netsvc restarts (up to a minute), else left to the next sweep.
+        Forced: a start that raced the removal of the record has made a task nobody can reach.
+        ``close()`` waits for the clean-ups in progress."""
+        with self._cleaned:
+            self._cleaning += 1
+        try:
+            self._clean_up_now(container_id)
+        finally:
+            with self._cleaned:
+                self._cleaning -= 1
+                self._cleaned.notify_all()
+
+    def _clean_up_now(self, container_id: str) -> None:
+        until = time.monotonic() + 60
+        steps: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("remove: task", lambda: self._exec.delete_task(container_id, force=True, remove_logs=True)),
+            ("remove: endpoint", lambda: self._net.delete_endpoint(container_id)),
+        )
+        for name, step in steps:
+            with trace.span(name):
+                try:
+                    resume.retrying(step, None, until)
+                except errors.NotFound:
+                    pass
+                except errors.SkiffError as err:
+                    log.warning("%s of %s failed (the next start-up sweep retries): %s", name, container_id, err)
+
+    def close(self, cleanup_grace: float = 10.0) -> None:
+        """Stop background work (watchers end within one watch interval); let the clean-ups of
+        auto-removed containers finish (up to ``cleanup_grace`` seconds)."""
         self._closed.set()
         self.restarts.close()
+        self._helpers.shutdown(wait=False)
+        with self._cleaned:
+            self._cleaned.wait_for(lambda: self._cleaning <= 0, timeout=cleanup_grace)
 
     @staticmethod
     def _best_effort(fn: Callable[..., object], *args: object) -> None:

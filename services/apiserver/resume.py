@@ -64,6 +64,7 @@ class ResumingLogs:
         self._exec, self._req, self._call = exec_, req, call
         self._stream: LogStream | None = None
         self._started = time.time_ns()
+        self._ended = False  # the last upstream stream ended by itself
         self._gen = self._entries()
 
     def __iter__(self) -> Iterator[types_pb2.LogEntry]:
@@ -75,6 +76,11 @@ class ResumingLogs:
     def cancel(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
+
+    def exit_status(self) -> exec_pb2.WaitTaskResponse | None:
+        """After a follow that ended by itself: the task's exit, if execsvc sent it along."""
+        status = getattr(self._stream, "exit_status", None) if self._ended else None
+        return status() if status is not None else None
 
     def _entries(self) -> Iterator[types_pb2.LogEntry]:
         req = self._req
@@ -97,6 +103,7 @@ class ResumingLogs:
                     same = same + 1 if k == last else 1
                     last = k
                     yield entry
+                self._ended = True
                 return
             except errors.SkiffError as e:
                 if not lost(e) or self._call.cancelled:

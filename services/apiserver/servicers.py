@@ -167,8 +167,9 @@ class ContainerServicer(LifecycleRPCs, api_pb2_grpc.ContainerServiceServicer):
     def AttachContainer(
         self, request_iterator: Iterator[api_pb2.AttachContainerRequest], context: grpc.ServicerContext
     ) -> Iterator[api_pb2.AttachContainerResponse]:
-        def attached() -> None:
-            context.send_initial_metadata((("skiff-attached", "1"),))
+        def attached(start: bool = False) -> None:
+            metadata = (("skiff-attached", "1"),)
+            context.send_initial_metadata(metadata + ((("skiff-attach-start", "1"),) if start else ()))
 
         return _stream(context, lambda: self._containers.attach(request_iterator, Call.from_context(context),
                                                                 attached))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
+#: Trailing metadata of a followed ReadLogs (exec.v1) that ended at the task's exit.
+EXIT_CODE_KEY = "skiff-exit-code"
+OOM_KILLED_KEY = "skiff-oom-killed"
+
 
 class ChunkReader(io.RawIOBase):
     """A read-only file over an iterator of byte chunks (a client-streaming upload).

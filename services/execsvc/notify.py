@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import select
+import threading
 from pathlib import Path
 
 IN_MODIFY = 0x002
@@ -22,6 +24,29 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
 _libc: ctypes.CDLL | None = None
+# Closing an inotify instance waits for the kernel's fsnotify grace period (SRCU; up to ~20 ms
+# here): it is handed to one background thread, so that a follower's stream ends at once.
+_to_close: queue.SimpleQueue[int] = queue.SimpleQueue()
+_closer: threading.Thread | None = None
+_closer_lock = threading.Lock()
+
+
+def _close_in_background(fd: int) -> None:
+    global _closer
+    with _closer_lock:
+        if _closer is None:
+            _closer = threading.Thread(target=_close_loop, name="inotify-closer", daemon=True)
+            _closer.start()
+    _to_close.put(fd)
+
+
+def _close_loop() -> None:
+    while True:
+        fd = _to_close.get()
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _lib() -> ctypes.CDLL:
@@ -75,5 +100,9 @@ class Waiter:
 
     def close(self) -> None:
         for fd in self._fds:
-            os.close(fd)
+            if fd == self._inotify:
+                _close_in_background(fd)
+            else:
+                os.close(fd)
         self._fds.clear()
+        self._inotify = -1

@@ -181,8 +181,9 @@ class Runtime:
                              durable=False)
         specmod.write_json_atomic(b / "config.json", cfg, durable=False)
 
-    def start(self, cid: str) -> int:
-        """Runs the container; returns the host pid of its PID 1 once the user's command is exec'd."""
+    def start(self, cid: str, created: bool = False) -> int:
+        """Runs the container; returns the host pid of its PID 1 once the user's command is exec'd.
+        ``created``: :meth:`create` has just made the cgroup and set its limits and devices."""
         b = self._existing(cid)
         st = self.state(cid)
         if st.status == "running":
@@ -192,11 +193,12 @@ class Runtime:
         cfg = self.config(cid)
         res = cfg["linux"]["resources"]
         with trace.span("cgroups"):
-            # Re-created when a restart follows an earlier clean-up; limits are rewritten either way.
-            mem = res.get("memory", {})
-            self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
-            self.cgroups.set_resources(cid, Resources.from_oci(res))
-            devices.apply(self.cgroups, cid, res.get("devices", []))
+            if not created:
+                # Re-created when a restart follows an earlier clean-up; limits are rewritten either way.
+                mem = res.get("memory", {})
+                self.cgroups.create(cid, mem.get("limit", 0), res.get("pids", {}).get("limit", 0), mem.get("swap", 0))
+                self.cgroups.set_resources(cid, Resources.from_oci(res))
+                devices.apply(self.cgroups, cid, res.get("devices", []))
         # The init reads this copy (marshal: no json/re imports at its start-up); config.json
         # stays the record. Rewritten at every start, so an update() of config.json is seen.
         (b / CONFIG_MARSHAL).write_bytes(marshal.dumps(cfg))

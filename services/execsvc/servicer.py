@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from skiff.common import errors, grpcerr, itemerr, trace
 from skiff.common.faults import crash_point
+from skiff.common.streams import EXIT_CODE_KEY, OOM_KILLED_KEY
 from skiff.exec.v1 import exec_pb2, exec_pb2_grpc
 from skiff.execsvc import health, lifecycle
 from skiff.execsvc import mounts as mountsmod
@@ -111,7 +112,7 @@ class Tasks:
             write_etc_files(spec, self.runtime.bundle(spec.id))  # bind-mounted by the init (config.json mounts)
             self.runtime.create(spec)
         try:
-            self.runtime.start(spec.id)
+            self.runtime.start(spec.id, created=True)  # create() has just made the cgroup
         except errors.SkiffError:
             self.runtime.delete(spec.id, force=True)
             raise
@@ -248,6 +249,14 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
                     continue
                 yield exec_pb2.ReadLogsResponse(entry=types_pb2.LogEntry(
                     stream=_STREAM.get(entry.stream, types_pb2.LOG_STREAM_UNSPECIFIED), data=entry.data, time=ts))
+            if request.follow and not stop.is_set():  # ended at the exit: say how (no WaitTask needed)
+                try:
+                    st = self.runtime.state(request.id)
+                except errors.NotFound:
+                    return
+                if st.status == "exited" and st.exit_code is not None:
+                    context.set_trailing_metadata(((EXIT_CODE_KEY, str(st.exit_code)),
+                                                   (OOM_KILLED_KEY, "1" if st.oom_killed else "0")))
 
     def GetRuntimeInfo(self, request: exec_pb2.GetRuntimeInfoRequest,
                        context: grpc.ServicerContext) -> exec_pb2.GetRuntimeInfoResponse:

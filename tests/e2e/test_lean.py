@@ -160,3 +160,27 @@ def test_rm_of_many_reports_each_failure(engine: Engine) -> None:
             assert "lean-rm-up" in left and not [n for n in names if n in left], which
     finally:
         engine.skiff("rm", "-f", *made, check=False)
+
+
+@pytest.mark.parametrize("cli", ["lean", "full"])
+def test_run_rm_returns_with_the_container_gone(engine: Engine, cli: str) -> None:
+    """When `run --rm` returns: all the output was written, the exit code is the container's,
+    `ps -a` no longer shows it and its name is free; its bundle, cgroup and log follow soon."""
+    env = dict(os.environ, SKIFF_HOST=engine.host)
+    argv = [str(LAUNCHER)] if cli == "lean" else [sys.executable, "-m", "skiff.cli.main"]
+    bundles = engine.exec_root / "containers"
+    before = set(os.listdir(bundles)) if bundles.is_dir() else set()
+    name = f"rm-once-{cli}"
+    script = "seq 1 3000; echo bye >&2; exit 7"
+    r = subprocess.run([*argv, "run", "--rm", "--name", name, "busybox", "sh", "-c", script],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 7, r.stderr
+    assert r.stdout.split() == [str(i) for i in range(1, 3001)] and r.stderr == "bye\n"
+    assert name not in engine.skiff("ps", "-a", check=True).stdout.split()
+    again = subprocess.run([*argv, "run", "--rm", "--name", name, "busybox", "true"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    deadline = time.monotonic() + 60
+    while set(os.listdir(bundles)) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(os.listdir(bundles)) - before

@@ -78,3 +78,20 @@ def test_running_task_is_killed_and_deleted(stub, make_rootfs) -> None:
     stub.KillTask(exec_pb2.KillTaskRequest(id=CID, signal=9), timeout=5)
     assert stub.WaitTask(exec_pb2.WaitTaskRequest(id=CID), timeout=30).exit_code == 137
     stub.DeleteTask(exec_pb2.DeleteTaskRequest(id=CID, remove_logs=True), timeout=10)
+
+
+def test_a_follow_ends_with_the_exit_status(stub, make_rootfs) -> None:
+    """A followed log ends at the exit, all of it read, and says how the task ended (trailing
+    metadata), so an attached client needs no WaitTask; a plain read says nothing of it."""
+    from skiff.common.streams import EXIT_CODE_KEY, OOM_KILLED_KEY
+
+    stub.StartTask(exec_pb2.StartTaskRequest(spec=spec(make_rootfs, "sh", "-c", "echo one; sleep 0.3; exit 6")),
+                   timeout=30)
+    try:
+        follow = stub.ReadLogs(exec_pb2.ReadLogsRequest(id=CID, follow=True, attach=True), timeout=60)
+        assert [r.entry.data for r in follow] == [b"one\n"]
+        assert dict(follow.trailing_metadata()) == {EXIT_CODE_KEY: "6", OOM_KILLED_KEY: "0"}
+        plain = stub.ReadLogs(exec_pb2.ReadLogsRequest(id=CID), timeout=10)
+        assert len(list(plain)) == 1 and EXIT_CODE_KEY not in dict(plain.trailing_metadata())
+    finally:
+        stub.DeleteTask(exec_pb2.DeleteTaskRequest(id=CID, force=True, remove_logs=True), timeout=30)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +202,19 @@ def test_start_failure_keeps_reason_and_leaves_nothing(env: Env) -> None:
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, errors.COMMAND_NOT_FOUND)
     assert cid not in env.net.endpoints and not env.exec.running(cid)
     assert cid in env.graph.containers  # the record stays, as Docker's does
+
+
+def test_start_without_its_rootfs_leaves_no_endpoint(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rootfs is asked for while the endpoint is made: when it fails, the endpoint goes."""
+    cid = env.create("sleep")
+
+    def gone(container_id: str) -> object:
+        raise errors.NotFound(f"No such container: {container_id}", reason=errors.CONTAINER_NOT_FOUND)
+
+    monkeypatch.setattr(env.graph, "get_rootfs", gone)
+    code, reason, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, errors.CONTAINER_NOT_FOUND)
+    assert cid not in env.net.endpoints and cid not in env.exec.tasks
 
 
 def test_start_failure_with_auto_remove_removes(env: Env) -> None:
@@ -419,15 +432,45 @@ def test_wait_removed_with_auto_remove(env: Env) -> None:
     cid = env.run("sleep", auto_remove=True)
     _later(0.2, env.exec.kill_task, cid, signal.SIGTERM)
     assert _wait(env, cid, Cond.WAIT_CONDITION_REMOVED).exit_code == 143
-    assert cid not in env.graph.containers and cid not in env.exec.tasks and cid not in env.net.endpoints
+    assert cid not in env.graph.containers  # gone for every caller, its name free
+    # The exited task and the endpoint follow, off the waiter's path.
+    _until(lambda: cid not in env.exec.tasks and cid not in env.net.endpoints)
+
+
+def _until(cond: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cond()
+
+
+def test_auto_remove_cut_short_is_finished_by_the_sweep(env: Env) -> None:
+    """The record goes first; a task and an endpoint left without one (execsvc failed, or the gateway
+    died meanwhile) are removed by the start-up sweep, which leaves everything else alone."""
+    keep = env.run("exit", "0")
+    running = env.run("sleep")
+    env.exec.fail_delete = errors.Internal("execsvc broke")
+    cid = env.run("sleep", auto_remove=True)
+    _later(0.2, env.exec.kill_task, cid, signal.SIGTERM)
+    assert _wait(env, cid, Cond.WAIT_CONDITION_REMOVED).exit_code == 143
+    assert cid not in env.graph.containers
+    _until(lambda: cid not in env.net.endpoints)
+    assert cid in env.exec.tasks  # its deletion failed
+    env.exec.fail_delete = None
+    env.containers.sweep()
+    assert cid not in env.exec.tasks and cid not in env.net.endpoints
+    assert {keep, running} <= set(env.graph.containers) and {keep, running} <= set(env.exec.tasks)
+    assert running in env.net.endpoints
+    env.exec.kill_task(running, signal.SIGKILL)
 
 
 def test_wait_removed_before_start(env: Env) -> None:
     """`run --rm` may ask for REMOVED before it starts the container: the code is still the exit's."""
     cid = env.create("exit", "7", auto_remove=True)
-    _later(0.2, env.api.StartContainer, api_pb2.StartContainerRequest(container=cid))
+    starter = _later(0.2, env.api.StartContainer, api_pb2.StartContainerRequest(container=cid))
     assert _wait(env, cid, Cond.WAIT_CONDITION_REMOVED).exit_code == 7
     assert cid not in env.graph.containers
+    starter.join(10)  # the removal may be done before StartContainer has answered
 
 
 def test_sweep_removes_exited_auto_remove_containers(env: Env) -> None:
@@ -507,6 +550,81 @@ def test_attach_to_start_again_waits_for_the_next_run(env: Env) -> None:
     _later(0.6, env.exec.kill_task, cid, signal.SIGTERM)
     responses = list(stream)
     assert responses[-1].exit.exit_code == 143
+
+
+def test_attach_with_start_starts_it_and_says_so(env: Env) -> None:
+    """`run` in one call: the gateway starts the container once the stream is registered."""
+    cid = env.create("echo", "hello")
+    opts = api_pb2.AttachOptions(container=cid, stdout=True, stderr=True, logs=True, await_start=True, start=True)
+    stream = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=5)
+    assert ("skiff-attach-start", "1") in stream.initial_metadata()
+    responses = list(stream)
+    assert [r.WhichOneof("part") for r in responses] == ["output", "exit"]
+    assert responses[0].output.data == b"hello\n" and responses[-1].exit.exit_code == 0
+    assert not responses[-1].exit.removed  # not an auto-remove container: it stays
+    assert cid in env.graph.containers
+
+
+def test_attach_with_start_again_follows_the_new_run(env: Env) -> None:
+    """Of an exited container (`start -a`): the new run's output and exit, not the last one's."""
+    cid = env.run("sleep")
+    env.exec.kill_task(cid, signal.SIGKILL)
+    opts = api_pb2.AttachOptions(container=cid, await_start=True, start=True)
+    stream = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=5)
+    stream.initial_metadata()
+    _later(0.3, env.exec.kill_task, cid, signal.SIGTERM)
+    assert list(stream)[-1].exit.exit_code == 143
+
+
+def test_attach_with_start_failure_ends_before_the_metadata(env: Env) -> None:
+    """A failed start is the stream's status, as StartContainer's; --rm removes the container."""
+    cid = env.create("missing", auto_remove=True)
+    opts = api_pb2.AttachOptions(container=cid, await_start=True, start=True, await_removed=True)
+    stream = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=5)
+    code, reason, _ = failure(lambda: list(stream))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "COMMAND_NOT_FOUND")
+    assert ("skiff-attach-start", "1") not in (stream.initial_metadata() or ())
+    assert cid not in env.graph.containers
+
+
+def test_attach_await_removed_sends_the_exit_once_removed(env: Env) -> None:
+    """`run --rm` without WaitContainer(REMOVED): when the exit status arrives, the container is
+    gone and its name is free; the output came first, and the exit code is the container's."""
+    config = types_pb2.ContainerConfig(image="busybox", cmd=types_pb2.StringList(values=["sleep"]))
+    create = api_pb2.CreateContainerRequest(name="once", config=config,
+                                            host_config=types_pb2.HostConfig(auto_remove=True))
+    cid = env.api.CreateContainer(create, timeout=5).id
+    opts = api_pb2.AttachOptions(container=cid, stdout=True, stderr=True, logs=True, await_start=True, start=True,
+                                 await_removed=True)
+    stream = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=10)
+    stream.initial_metadata()
+    _later(0.2, env.exec.emit, cid, b"out\n")
+    _later(0.4, env.exec.kill_task, cid, signal.SIGTERM)
+    responses = list(stream)
+    assert [r.WhichOneof("part") for r in responses] == ["output", "exit"]
+    assert responses[0].output.data == b"out\n"
+    assert responses[-1].exit.exit_code == 143 and responses[-1].exit.removed
+    assert cid not in env.graph.containers
+    create.host_config.auto_remove = False
+    assert env.api.CreateContainer(create, timeout=5).id  # the name is free at once
+
+
+def test_two_attached_runs_both_get_the_exit_once_removed(env: Env) -> None:
+    """With two streams attached, neither removes the container under the other: the last one
+    out lets the watcher remove it, and both exit statuses say it is gone."""
+    cid = env.create("sleep", auto_remove=True)
+    opts = api_pb2.AttachOptions(container=cid, await_start=True, await_removed=True)
+    watcher = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=10)
+    watcher.initial_metadata()
+    opts.start = True
+    runner = env.api.AttachContainer(iter([api_pb2.AttachContainerRequest(options=opts)]), timeout=10)
+    runner.initial_metadata()
+    _later(0.3, env.exec.kill_task, cid, signal.SIGKILL)
+    for stream in (runner, watcher):
+        last = list(stream)[-1]
+        assert last.exit.exit_code == 137 and last.exit.removed
+    assert cid not in env.graph.containers
+    _until(lambda: cid not in env.exec.tasks)
 
 
 def test_attach_cancelled_by_the_client_releases_the_stream(env: Env) -> None:

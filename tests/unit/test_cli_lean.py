@@ -223,6 +223,80 @@ def test_attached_run_streams_output_and_exit(gateway: tuple[str, FakeExec, grpc
     assert out == b"out\n" + b"x" * 100_000 + b"\n" and err == b"err\n"
 
 
+@pytest.mark.parametrize("rm", [True, False])
+def test_attach_request_matches_the_generated_code(rm: bool) -> None:
+    from skiff.cli import attach
+
+    cid = "c" * 64
+    full = next(attach.attach_options(cid, await_start=True, start=True, await_removed=rm))
+    assert lean.attach_request(cid, rm) == full.SerializeToString()
+
+
+def _run(sock: str, argv: list[str]) -> int | None:
+    """lean.run, bounded: a client waiting for a start that never comes has its connection cut
+    after 30 s (and fails the test)."""
+    import socket
+    import threading
+
+    conn = lean.Connection(sock)
+    watchdog = threading.Timer(30, lambda: conn.sock.shutdown(socket.SHUT_RDWR))
+    watchdog.start()
+    try:
+        opts = lean.parse(argv, {})
+        assert opts is not None
+        return lean.run(opts, conn)
+    finally:
+        watchdog.cancel()
+        conn.close()
+
+
+def test_run_rm_is_two_calls_and_gone_when_it_returns(gateway: tuple[str, FakeExec, grpc.Channel],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    sock, _, ch = gateway
+    seen: list[str] = []
+    real = lean.Connection.call
+
+    def call(self: lean.Connection, method: str, *args: object, **kwargs: object) -> lean.Stream:
+        seen.append(method)
+        return real(self, method, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lean.Connection, "call", call)
+    assert _run(sock, ["run", "--rm", "--name", "twice", "busybox", "exit", "5"]) == 5
+    assert seen == ["CreateContainer", "AttachContainer"]
+    listed = api_pb2_grpc.ContainerServiceStub(ch).ListContainers(api_pb2.ListContainersRequest(all=True), timeout=5)
+    assert not listed.containers  # gone, and its name free:
+    assert _run(sock, ["run", "--rm", "--name", "twice", "busybox", "exit", "0"]) == 0
+
+
+def test_run_rm_on_a_gateway_without_attach_start(gateway: tuple[str, FakeExec, grpc.Channel],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway that does not know options.start/await_removed: the client starts the container
+    and waits for its removal itself, as before."""
+    sock, _, ch = gateway
+    real = Containers.attach
+
+    def old_attach(self: Containers, requests: Iterator[api_pb2.AttachContainerRequest], *args: object
+                   ) -> Iterator[api_pb2.AttachContainerResponse]:
+        first = next(requests)
+        first.options.ClearField("start")
+        first.options.ClearField("await_removed")
+        return real(self, iter([first, *requests]), *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Containers, "attach", old_attach)
+    assert _run(sock, ["run", "--rm", "busybox", "exit", "4"]) == 4
+    listed = api_pb2_grpc.ContainerServiceStub(ch).ListContainers(api_pb2.ListContainersRequest(all=True), timeout=5)
+    assert not listed.containers
+
+
+def test_run_whose_start_fails(gateway: tuple[str, FakeExec, grpc.Channel],
+                               capfd: pytest.CaptureFixture[str]) -> None:
+    sock, _, ch = gateway
+    assert _run(sock, ["run", "--rm", "busybox", "missing"]) == 127
+    assert "executable file not found" in capfd.readouterr().err
+    listed = api_pb2_grpc.ContainerServiceStub(ch).ListContainers(api_pb2.ListContainersRequest(all=True), timeout=5)
+    assert not listed.containers  # --rm: removed
+
+
 def test_nothing_listening_means_the_full_cli_explains() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         assert lean.main(["-H", f"unix://{os.path.join(tmp, 'none.sock')}", "run", "busybox"], {}) is None

@@ -46,6 +46,9 @@ class FakeExec:
 
             def cancel(self) -> None:
                 pass
+
+            def exit_status(self) -> exec_pb2.WaitTaskResponse:
+                return exec_pb2.WaitTaskResponse(exit_code=len(entries))
         return S()
 
     def attach_exec(self, task_id: str, exec_id: str, call: Any) -> Iterator[exec_pb2.AttachExecResponse]:
@@ -86,3 +89,18 @@ def test_retrying_gives_up_at_the_deadline() -> None:
         raise errors.Unavailable("down")
     with pytest.raises(errors.DeadlineExceeded):
         resume.retrying(down, None, time.monotonic() + 0.3)
+
+
+@pytest.mark.parametrize("cuts", [[], [2]])
+def test_the_exit_status_comes_from_the_stream_that_ended(cuts: list[int]) -> None:
+    """After a follow that ran to its end (resumed or not): the last stream's exit status; before
+    the end, none (the caller asks WaitTask)."""
+    resumed = bool(cuts)  # the fake pops its cuts
+    logs = resume.ResumingLogs(FakeExec(cuts), exec_pb2.ReadLogsRequest(id="c", follow=True), Call(5))
+    next(logs)
+    assert logs.exit_status() is None
+    rest = list(logs)
+    assert len(rest) == len(LOG) - 1
+    status = logs.exit_status()
+    # the fake's status: how many entries its stream had (the resumed one starts at "b")
+    assert status is not None and status.exit_code == (len(LOG) - 1 if resumed else len(LOG))
