@@ -523,12 +523,23 @@ static void ci_write_file(const char *path, const char *value, const char *what)
         ci_fail("%s: %s", what, strerror(errno));
 }
 
+/* The cgroup.procs files, opened before pivot_root (written later, see cinit_run). */
+static int *ci_cgroup_fds;
+
+static void ci_open_cgroups(void)
+{
+    ci_cgroup_fds = ci_alloc(NULL, sizeof(int) * (size_t)(C.procs.n + 1));
+    for (int i = 0; i < C.procs.n; i++)
+        if ((ci_cgroup_fds[i] = open(C.procs.v[i], O_WRONLY | O_CLOEXEC)) < 0)
+            ci_fail("join cgroup %s: %s", C.procs.v[i], strerror(errno));
+}
+
 static void ci_join_cgroups(void)
 {
-    char what[PATH_MAX + 32];
     for (int i = 0; i < C.procs.n; i++) {
-        snprintf(what, sizeof what, "join cgroup %s", C.procs.v[i]);
-        ci_write_file(C.procs.v[i], "0", what);
+        if (write(ci_cgroup_fds[i], "0", 1) != 1)
+            ci_fail("join cgroup %s: %s", C.procs.v[i], strerror(errno));
+        close(ci_cgroup_fds[i]);
     }
 }
 
@@ -876,9 +887,12 @@ void cinit_run(const char *bundle)
     fcntl(CI_SYNC_FD, F_SETFD, FD_CLOEXEC);
     /* Early: nothing in the container may ptrace us or read our memory while we set up. */
     prctl(PR_SET_DUMPABLE, 0L, 0L, 0L, 0L);
-    ci_join_cgroups();
-    if (C.cgroupns && unshare(CLONE_NEWCGROUP) != 0)
-        ci_fail("unshare(CLONE_NEWCGROUP): %s", strerror(errno));
+    /* The monitor moves this process into the container's cgroups right after the clone; on
+     * cgroup v1 the first move waits for an RCU grace period (~8 ms here), so the set-up runs
+     * meanwhile and the process joins them itself (a no-op by then, or it reports why it
+     * cannot) before anything of the user's runs: init.py joins first, but it has an
+     * interpreter's start-up to hide the wait behind. */
+    ci_open_cgroups();
     mode_t old_umask = umask(0);
     /* Nothing mounted from here on may propagate back to the host. */
     ci_mount(NULL, "/", NULL, MS_REC | (C.propagation ? C.propagation : MS_PRIVATE), NULL, NULL);
@@ -911,6 +925,9 @@ void cinit_run(const char *bundle)
     ci_makedirs(cwd); /* as root, like Docker's WORKDIR */
     if (C.readonly_root) /* last of the mounts: binds on top keep their own flags */
         ci_mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL, NULL);
+    ci_join_cgroups(); /* still root with every capability */
+    if (C.cgroupns && unshare(CLONE_NEWCGROUP) != 0) /* after the join: rooted at the container's cgroup */
+        ci_fail("unshare(CLONE_NEWCGROUP): %s", strerror(errno));
     int seccomp_pending = C.seccomp_len > 0;
     if (uid == 0) /* root stays root: switch groups while CAP_SETGID is still there */
         ci_switch_user(uid, gid, groups, ngroups);
