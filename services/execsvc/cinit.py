@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import resource
 import struct
+import threading
+from pathlib import Path
 from typing import Any
 
 from skiff.execsvc.init import CAP_NAMES, MS_BIND, MS_PRIVATE, MS_SLAVE, parse_options
@@ -133,3 +135,33 @@ def conf(cfg: dict[str, Any]) -> str | None:
     except (ValueError, KeyError, TypeError, UnicodeEncodeError):
         return None  # init.py reads what this cannot write (and reports what is wrong with it)
     return text
+
+
+def _noop_migration(mounts: dict[str, Path]) -> None:
+    tid = threading.get_native_id()
+    try:
+        with open(f"/proc/self/task/{tid}/cgroup") as f:
+            lines = f.read().splitlines()
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            for c in controllers.split(","):
+                if c in mounts:
+                    with open(mounts[c] / path.lstrip("/") / "tasks", "w") as t:
+                        t.write(str(tid))
+                    return
+    except OSError:
+        pass  # only an optimisation
+
+
+def prefetch_cgroup_sync(cgroups: object) -> threading.Thread | None:
+    """cgroup v1: start the RCU grace period that the first move of a process into a cgroup
+    waits for (~8 ms) now, so it passes while execsvc writes the bundle and the shim starts.
+    A thread moves itself into the cgroup it is in (``tasks``, one hierarchy): nothing changes but
+    the kernel's cgroup_threadgroup_rwsem, which then lets the monitor's move of the container's
+    init (and the init's own join) through without a grace period of their own."""
+    mounts = getattr(cgroups, "mounts", None)
+    if getattr(cgroups, "version", 0) != 1 or not mounts:
+        return None
+    t = threading.Thread(target=_noop_migration, args=(mounts,), daemon=True, name="cgroup-prefetch")
+    t.start()
+    return t

@@ -180,6 +180,9 @@ class Runtime:
                 self.cgroups.remove(spec.id)
                 shutil.rmtree(b, ignore_errors=True)
             raise
+        if not self.force_python_init and cinitmod.unsupported(cfg) is None:
+            # After the cgroup directories exist (mkdir would wait for the same grace period).
+            cinitmod.prefetch_cgroup_sync(self.cgroups)
         # Run-time state (the exec root): atomic, not fsynced.
         specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id), procs),
                              durable=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from skiff.common import errors
-from skiff.execsvc import logs
+from skiff.execsvc import cinit, logs
 from skiff.execsvc.options import Options
 from skiff.execsvc.runtime import Runtime
 from skiff.execsvc.spec import ContainerSpec, write_etc_files
@@ -156,3 +156,15 @@ def test_init_rlimits_and_signals(runtime: Runtime, make_rootfs: MakeRootfs) -> 
     assert runtime.wait("sig", timeout=20) == 0
     out = b"".join(e.data for e in runtime.logs("sig")).decode()
     assert out.splitlines() == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], out
+
+
+def test_cgroup_prefetch_changes_no_cgroup(runtime: Runtime) -> None:
+    before = Path("/proc/self/cgroup").read_text()
+    t = cinit.prefetch_cgroup_sync(runtime.cgroups)
+    if runtime.cgroups.version == 1:
+        assert t is not None
+        t.join(timeout=30)
+        assert not t.is_alive()
+    else:
+        assert t is None
+    assert Path("/proc/self/cgroup").read_text() == before
