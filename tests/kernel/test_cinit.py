@@ -14,6 +14,7 @@ import pytest
 
 from skiff.common import errors
 from skiff.execsvc import cinit, logs
+from skiff.execsvc.nsmodes import NsModes
 from skiff.execsvc.options import Options
 from skiff.execsvc.runtime import Runtime
 from skiff.execsvc.spec import ContainerSpec, write_etc_files
@@ -168,3 +169,13 @@ def test_cgroup_prefetch_changes_no_cgroup(runtime: Runtime) -> None:
     else:
         assert t is None
     assert Path("/proc/self/cgroup").read_text() == before
+
+
+def test_private_cgroup_namespace_is_rooted_at_the_containers_cgroup(runtime: Runtime, make_rootfs: MakeRootfs) -> None:
+    code, out, err = run(runtime, make_rootfs, "cat /proc/self/cgroup", cid="cgns", ns=NsModes(cgroupns="private"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines and all(ln.endswith(":/") for ln in lines), out  # every hierarchy, v1 and v2
+    code, out, err = run(runtime, make_rootfs, "cat /proc/self/cgroup", cid="cghost", ns=NsModes(cgroupns="host"))
+    assert code == 0, err
+    assert any(ln.endswith("/cghost") for ln in out.splitlines()), out  # the host's view: the full path
