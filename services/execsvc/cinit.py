@@ -137,20 +137,27 @@ def conf(cfg: dict[str, Any]) -> str | None:
     return text
 
 
+#: the v1 ``tasks`` file of the cgroup execsvc's threads are in (found once)
+_tasks_file: list[str] = []
+
+
 def _noop_migration(mounts: dict[str, Path]) -> None:
-    tid = threading.get_native_id()
+    tid = str(threading.get_native_id())
     try:
-        with open(f"/proc/self/task/{tid}/cgroup") as f:
-            lines = f.read().splitlines()
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
-            for c in controllers.split(","):
-                if c in mounts:
-                    with open(mounts[c] / path.lstrip("/") / "tasks", "w") as t:
-                        t.write(str(tid))
-                    return
+        if not _tasks_file:
+            with open(f"/proc/self/task/{tid}/cgroup") as f:
+                lines = f.read().splitlines()
+            for line in lines:
+                _, controllers, path = line.split(":", 2)
+                found = [c for c in controllers.split(",") if c in mounts]
+                if found:
+                    _tasks_file.append(str(mounts[found[0]] / path.lstrip("/") / "tasks"))
+                    break
+        if _tasks_file:
+            with open(_tasks_file[0], "w") as t:
+                t.write(tid)
     except OSError:
-        pass  # only an optimisation
+        _tasks_file.clear()  # only an optimisation: found again next time
 
 
 def prefetch_cgroup_sync(cgroups: object) -> threading.Thread | None:
