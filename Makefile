@@ -56,8 +56,8 @@ protos: build/gen/.stamp
 check-protos: protos
 	$(PY) protos/generate.py check build/gen
 
-$(SHIM): services/execsvc/shim/shim.c
-	gcc -O2 -Wall -Wextra -o $@ $<
+$(SHIM): services/execsvc/shim/shim.c services/execsvc/shim/cinit.c services/execsvc/shim/cinit.h
+	gcc -O2 -Wall -Wextra -o $@ services/execsvc/shim/shim.c services/execsvc/shim/cinit.c
 
 $(INIT): services/execsvc/shim/skiff-init.c
 	gcc -static -O2 -Wall -Wextra -o $@ $<

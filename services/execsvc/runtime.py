@@ -7,6 +7,7 @@ execsvc restart sees exactly what the old one saw:
     config.json        OCI-shaped spec (written by create)
     shim.conf          the shim's few settings (written by create)
     config.marshal     config.json as marshal data, for the init's fast start (written by start)
+    init.conf          the C init's config (cinit.py), when the container needs nothing only init.py has
     rootfs/            empty mount point; the overlay exists only in the container's mount ns
     shim.pid init.pid  written by the monitor as soon as the container exists
     start.json         pids, their /proc start times (pid reuse check), started_at
@@ -38,6 +39,7 @@ from typing import Any
 from skiff.common import errors, trace
 from skiff.common.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, NotFound
 
+from . import cinit as cinitmod
 from . import devices, logs, notify, nsmodes, userns
 from . import spec as specmod
 from .cgroups import Cgroups, Resources, detect
@@ -117,6 +119,8 @@ class Runtime:
         self.userns: userns.IdMap | None = None
         (self.exec_root / "containers").mkdir(parents=True, exist_ok=True)
         self._init_stamp: tuple[int, int] | None = None
+        #: $SKIFF_INIT=python: every container is set up by init.py (no init.conf for the C init)
+        self.force_python_init = os.environ.get("SKIFF_INIT", "") == "python"
 
     def _init_code(self) -> str:
         """init.py compiled once into the exec root (python runs a .pyc given as the script),
@@ -176,6 +180,9 @@ class Runtime:
                 self.cgroups.remove(spec.id)
                 shutil.rmtree(b, ignore_errors=True)
             raise
+        if not self.force_python_init and cinitmod.unsupported(cfg) is None:
+            # After the cgroup directories exist (mkdir would wait for the same grace period).
+            cinitmod.prefetch_cgroup_sync(self.cgroups)
         # Run-time state (the exec root): atomic, not fsynced.
         specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id), procs),
                              durable=False)
@@ -202,6 +209,12 @@ class Runtime:
         # The init reads this copy (marshal: no json/re imports at its start-up); config.json
         # stays the record. Rewritten at every start, so an update() of config.json is seen.
         (b / CONFIG_MARSHAL).write_bytes(marshal.dumps(cfg))
+        # The common case is set up by the shim in C (cinit.c) from init.conf; else init.py runs.
+        conf = None if self.force_python_init else cinitmod.conf(cfg)
+        if conf is None:
+            (b / cinitmod.INIT_CONF).unlink(missing_ok=True)
+        else:
+            specmod.write_atomic(b / cinitmod.INIT_CONF, conf, durable=False)
         cmd = [
             str(self.shim_path),
             str(b.resolve()),

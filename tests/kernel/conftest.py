@@ -96,10 +96,13 @@ def _cgroup_dirs(cg: CgroupV1 | CgroupV2) -> list[Path]:
     return [r / CGROUP_PARENT for r in roots if (r / CGROUP_PARENT).exists()]
 
 
-@pytest.fixture
-def runtime(shim: Path, tmp_path: Path) -> Iterator[Runtime]:
+@pytest.fixture(params=["c-init", "python-init"])
+def runtime(request: pytest.FixtureRequest, shim: Path, tmp_path: Path) -> Iterator[Runtime]:
+    """Each test runs twice: with the shim's init in C where the container allows it (the
+    default), and with init.py forced (``$SKIFF_INIT=python``), so neither falls behind."""
     cg = detect(CGROUP_PARENT)
     rt = Runtime(tmp_path / "exec", shim, cgroups=cg)
+    rt.force_python_init = request.param == "python-init"
     before = set(_children())  # e.g. a session-wide skiffd of the e2e tier
     yield rt
     for cid in Runtime(tmp_path / "exec", shim, cgroups=cg).list():

@@ -64,6 +64,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cinit.h"
+
 #define LINE_CAP 16384 /* like Docker: longer lines are split into partial entries */
 #define OUT_CAP (LINE_CAP * 6 + 512)
 #define SYNC_FD 3
@@ -837,7 +839,7 @@ static void move_fd(int from, int to)
         dup2(from, to);
 }
 
-/* Runs in the new namespaces; becomes the Python init (PID 1). */
+/* Runs in the new namespaces; becomes the init (PID 1): cinit.c's or the Python one. */
 static void child(char **init_argv, int netns_fd, int out_w, int err_w, int sync_w)
 {
     sigset_t none;
@@ -852,6 +854,7 @@ static void child(char **init_argv, int netns_fd, int out_w, int err_w, int sync
     move_fd(err_w, 2);
     move_fd(sync_w, SYNC_FD);
     syscall(SYS_close_range, io_child_fds(), ~0U, 0);
+    cinit_run(bundle); /* the set-up in C when execsvc wrote init.conf (never returns then) */
     execv(init_argv[0], init_argv);
     dprintf(SYNC_FD, "other\nexecve(%s): %s", init_argv[0], strerror(errno));
     _exit(1);
