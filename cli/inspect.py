@@ -132,6 +132,7 @@ def container_json(c: api_pb2.Container) -> dict[str, Any]:
             "Links": links or None,
             "Binds": list(c.host_config.binds) or None,
             "VolumesFrom": list(c.host_config.volumes_from) or None,
+            "GroupAdd": list(c.host_config.group_add) or None,
             **driver_host_json(c.host_config),
             **_more_host_config(c.host_config),
         },

@@ -36,6 +36,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="suppress the pull output")
     p.add_argument("--platform", default="", help="set platform if server is multi-platform capable")
     p.add_argument("-w", "--workdir", default="", help="working directory inside the container")
+    p.add_argument("--group-add", action="append", default=[], help="add additional groups to join")
     p.add_argument("-u", "--user", default="", help="username or UID (format: <name|uid>[:<group|gid>])")
     p.add_argument("-h", "--hostname", default="", help="container host name")
     p.add_argument("--entrypoint", default=None, help="overwrite the default ENTRYPOINT of the image")
@@ -226,6 +227,7 @@ def build_request(args: argparse.Namespace, environ: Mapping[str, str]) -> api_p
                        for ip, hp, cp, proto in published],
         publish_all_ports=args.publish_all,
         dns=args.dns,
+        group_add=getattr(args, "group_add", []),
         dns_search=args.dns_search,
         dns_options=args.dns_option,
         extra_hosts=args.add_host,

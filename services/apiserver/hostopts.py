@@ -145,6 +145,7 @@ def fill_task_spec(spec: exec_pb2.TaskSpec, hc: types_pb2.HostConfig) -> None:
     spec.shm_size = hc.shm_size
     spec.init = hc.init
     spec.ulimits.extend(hc.ulimits)
+    spec.group_add.extend(hc.group_add)
     for k, v in hc.sysctls.items():
         spec.sysctls[k] = v
     logopts.fill_task_spec(spec, hc.log_config)

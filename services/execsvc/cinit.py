@@ -41,6 +41,8 @@ def unsupported(cfg: dict[str, Any]) -> str | None:
             return f"{ns['type']} namespace joined by path"
     if skiff.get("userMounts"):
         return "user mounts"
+    if proc.get("user", {}).get("additionalGroups"):
+        return "--group-add by name"
     if linux.get("devices"):
         return "devices"
     if skiff.get("privileged"):

@@ -836,6 +836,11 @@ def resolve_user(u):
     if gid is None:
         gid = 0
     extra = list(u.get("additionalGids", []))
+    for gname in u.get("additionalGroups", []):  # --group-add by name
+        g = next((g for g in group if len(g) > 2 and g[0] == gname and g[2].isdigit()), None)
+        if g is None:
+            raise StartError("other", f"unable to find group {gname}: no matching entries in group file")
+        extra.append(int(g[2]))
     if name:
         extra += [int(g[2]) for g in group if len(g) > 3 and name in g[3].split(",") and g[2].isdigit()]
     return uid, gid, sorted(set(extra) - {gid})

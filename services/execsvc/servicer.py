@@ -74,6 +74,7 @@ class Tasks:
             mode, netns = "none", None
         return ContainerSpec(
             id=ts.id, args=tuple(ts.args), env=tuple(ts.env), cwd=ts.working_dir or "/", user=ts.user,
+            group_add=tuple(ts.group_add),
             hostname=ts.hostname, network_mode=mode, netns_path=netns,
             rootfs=RootfsMount(type=ts.rootfs.type, source=ts.rootfs.source, options=tuple(ts.rootfs.options)),
             memory_limit=ts.memory_bytes, pids_limit=ts.pids_limit, log_path=str(self.log_path(ts.id)),

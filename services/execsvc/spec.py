@@ -40,6 +40,7 @@ INIT_TARGET = "/sbin/skiff-init"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _USER_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _USER = re.compile(rf"^{_USER_PART}(:{_USER_PART})?$")
+_GROUP = re.compile(rf"^{_USER_PART}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
 _ENV_KEY = re.compile(r"^[^=\0]+$")
 
@@ -63,6 +64,8 @@ class ContainerSpec:
     env: tuple[str, ...] = ()
     cwd: str = "/"
     user: str = ""
+    #: ``--group-add``: supplementary groups, gids or names (resolved by the init in the container's /etc/group)
+    group_add: tuple[str, ...] = ()
     hostname: str = ""
     network_mode: str = "none"
     netns_path: str | None = None
@@ -115,6 +118,9 @@ class ContainerSpec:
             raise InvalidArgument(f"working directory {self.cwd!r} is not absolute")
         if self.user and not _USER.match(self.user):
             raise InvalidArgument(f"invalid user {self.user!r}: want name, uid, name:group or uid:gid")
+        for group in self.group_add:
+            if not _GROUP.match(group):
+                raise InvalidArgument(f"invalid group {group!r} in --group-add: want a gid or a group name")
         if self.hostname and (len(self.hostname) > 64 or not _HOSTNAME.match(self.hostname)):
             raise InvalidArgument(f"invalid hostname {self.hostname!r}")
         if self.rootfs.type not in ("overlay", "bind"):
@@ -227,8 +233,21 @@ def write_etc_files(spec: ContainerSpec, bundle: Path) -> None:
             os.replace(tmp, bundle / name)
 
 
-def _user(user: str) -> dict[str, Any]:
-    """Numeric users go in as numbers; names are resolved by init in the container's /etc/passwd."""
+def _user(user: str, group_add: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Numeric users go in as numbers; names are resolved by init in the container's /etc/passwd.
+    ``--group-add`` gids are ``additionalGids``; group names (``additionalGroups``, init.py only)
+    are looked up in the container's /etc/group."""
+    out = _user_ids(user)
+    gids = [int(g) for g in group_add if g.isdigit()]
+    names = [g for g in group_add if not g.isdigit()]
+    if gids:
+        out["additionalGids"] = gids
+    if names:
+        out["additionalGroups"] = names
+    return out
+
+
+def _user_ids(user: str) -> dict[str, Any]:
     name, _, group = user.partition(":")
     if not user:
         return {"uid": 0, "gid": 0}
@@ -273,7 +292,7 @@ def build_config(
         "process": {
             "terminal": spec.terminal,
             "consoleSize": {"height": spec.console_size[0], "width": spec.console_size[1]},
-            "user": _user(spec.user),
+            "user": _user(spec.user, spec.group_add),
             "args": list(spec.args),
             "env": env,
             "cwd": spec.cwd,

@@ -200,3 +200,16 @@ def test_env_file_label_file_and_cidfile(skiff, tmp_path: Path) -> None:
         assert missing.returncode == 125 and "nope" in missing.stderr
     finally:
         skiff("rm", "-f", cid)
+
+
+def test_group_add(skiff) -> None:
+    """--group-add by gid and by name (the image's /etc/group), seen by `id -G` in the container."""
+    r = skiff("run", "--rm", "--group-add", "777", "--group-add", "nogroup", "busybox", "id", "-G")
+    assert r.returncode == 0 and r.stdout.split() == ["0", "777", "65534"], r.stderr
+    r = skiff("run", "--rm", "--group-add", "nosuch", "busybox", "true")
+    assert r.returncode != 0 and "unable to find group nosuch" in r.stderr, r.stderr
+    cid = skiff("create", "--group-add", "777", "busybox", "true", check=True).stdout.strip()
+    try:
+        assert skiff("inspect", "-f", "{{json .HostConfig.GroupAdd}}", cid).stdout.strip() == '["777"]'
+    finally:
+        skiff("rm", cid)

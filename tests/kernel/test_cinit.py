@@ -104,6 +104,32 @@ def test_users_groups_and_supplementary_groups(runtime: Runtime, make_rootfs: Ma
         runtime.delete("bad")
 
 
+def test_group_add_by_gid_and_by_name(runtime: Runtime, make_rootfs: MakeRootfs) -> None:
+    """`--group-add`: gids on both inits; names looked up in the container's /etc/group (init.py)."""
+    rootfs, upper = make_rootfs()
+    (upper / "etc").mkdir()
+    (upper / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home:/bin/sh\n")
+    (upper / "etc" / "group").write_text("root:x:0:\nalice:x:1000:\nstaff:x:50:alice\nvideo:x:44:\n")
+    # `id -G`: the primary group first, then the others
+    cases = [("alice", ("777",), "1000 1000 1000 50 777", True), ("", ("video", "777"), "0 0 0 44 777", False),
+             ("alice", ("staff",), "1000 1000 1000 50", False)]
+    for i, (user, extra, want, c_path) in enumerate(cases):
+        runtime.create(ContainerSpec(id=f"g{i}", args=("sh", "-c", "echo $(id -u) $(id -g) $(id -G)"),
+                                     rootfs=rootfs, user=user, group_add=extra))
+        runtime.start(f"g{i}")
+        assert (runtime.bundle(f"g{i}") / "init.conf").exists() == (c_path and _c_init(runtime))
+        assert runtime.wait(f"g{i}", timeout=20) == 0
+        got = b"".join(e.data for e in runtime.logs(f"g{i}")).decode().split()
+        assert got[:2] == want.split()[:2] and sorted(got[2:], key=int) == sorted(want.split()[2:], key=int), got
+        runtime.delete(f"g{i}")
+    runtime.create(ContainerSpec(id="bad", args=("true",), rootfs=rootfs, group_add=("nosuchgroup",)))
+    with pytest.raises(errors.Internal, match="unable to find group nosuchgroup: no matching entries in group file"):
+        runtime.start("bad")
+    runtime.delete("bad")
+    with pytest.raises(errors.InvalidArgument, match="--group-add"):
+        ContainerSpec(id="x", args=("true",), rootfs=rootfs, group_add=("a:b",)).validate()
+
+
 @pytest.mark.parametrize(("cwd", "user", "args", "exc", "message"), [
     ("/etc/passwd", "", ("true",), errors.Internal, "init: FileExistsError: [Errno 17] File exists: '/etc/passwd'"),
     ("/root", "nobody", ("true",), errors.Internal, "chdir to cwd '/root': Permission denied"),
