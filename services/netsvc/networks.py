@@ -43,7 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, SkiffError
 from skiff.common.files import write_json_atomic
-from skiff.netsvc.bridge import BridgeDriver, _in_netns, mac_for
+from skiff.netsvc.bridge import BridgeDriver, Release, _in_netns, mac_for
 from skiff.netsvc.dns import DnsServer
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
 from skiff.netsvc.iptables import Isolation, Rules
@@ -206,6 +206,7 @@ class UserBridgeDriver(BridgeDriver):
         if record.internal:
             self.rules = InternalRules(record.bridge, f"SK-{record.id[:12]}", self.isolation)
         self.v6net = IPv6Network(record.ipv6_subnet) if record.ipv6_subnet else None
+        self.has_inside_config = self.v6net is not None
 
     # --- IPv6 (``--ipv6``): each container's IPv6 address is the subnet's address with the same
     # host part as its IPv4 address, so it needs no pool of its own and is unique as that one is.
@@ -274,7 +275,7 @@ class UserBridgeDriver(BridgeDriver):
         self._ensure_bridge()
         assert self.ipam.subnet is not None
         prefixlen = self.ipam.subnet.prefixlen
-        ip = self._allocate(container_id, opts)
+        ip = self._allocate_address(container_id, opts)
         veth = "veth" + secrets.token_hex(4)[:7]
         mac = mac_for(ip)
         try:
@@ -326,10 +327,10 @@ class UserBridgeDriver(BridgeDriver):
             return None
         return found or None
 
-    def delete_endpoint(self, endpoint: Endpoint) -> None:
+    def begin_delete(self, endpoint: Endpoint) -> Release:
         if self.dns is not None:
-            self.dns.detach(endpoint.container_id)
-        super().delete_endpoint(endpoint)
+            self.dns.detach(endpoint.container_id)  # its socket holds the namespace
+        return super().begin_delete(endpoint)
 
     def restore(self, endpoints: list[Endpoint]) -> None:
         super().restore(endpoints)
@@ -341,6 +342,7 @@ class UserBridgeDriver(BridgeDriver):
 
     def remove(self) -> None:
         """Remove the bridge, its chains and its address file (no endpoint is left)."""
+        self.settle()
         self._teardown()
         self.ipam_path.unlink(missing_ok=True)
 

@@ -22,17 +22,27 @@ class EndpointStore:
     def __init__(self, path: Path):
         self.path = path
 
-    def load(self) -> dict[str, Endpoint]:
+    def _read(self) -> dict:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
-            return {}
+            return {"version": VERSION, "endpoints": []}
         if data.get("version") != VERSION:
             raise RuntimeError(f"{self.path}: unsupported version {data.get('version')!r}")
-        return {e["container_id"]: _endpoint(e) for e in data["endpoints"]}
+        return dict(data)
 
-    def save(self, endpoints: dict[str, Endpoint]) -> None:
-        data = {"version": VERSION, "endpoints": [asdict(e) for _, e in sorted(endpoints.items())]}
+    def load(self) -> dict[str, Endpoint]:
+        return {e["container_id"]: _endpoint(e) for e in self._read()["endpoints"]}
+
+    def load_cleanup(self) -> list[str]:
+        """The host-side veths of deleted endpoints that were still to be deleted (the journal)."""
+        return [str(v) for v in self._read().get("cleanup", [])]
+
+    def save(self, endpoints: dict[str, Endpoint], cleanup: list[str] | None = None) -> None:
+        """The records, and ``cleanup``: veths of deleted endpoints not yet deleted (finished at start-up)."""
+        data: dict = {"version": VERSION, "endpoints": [asdict(e) for _, e in sorted(endpoints.items())]}
+        if cleanup:
+            data["cleanup"] = sorted(cleanup)
         write_json_atomic(self.path, data)
 
 
