@@ -66,6 +66,7 @@ def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
 
 def umount(target: str, flags: int = MNT_DETACH) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount2({target!r})")
+    _mount_points_made.discard(target)
 
 
 def _unescape(field: str) -> str:
@@ -109,12 +110,19 @@ def ensure_mount_point(directory: Path) -> None:
     is not kept alive by a stale copy. Making it private first gives it a new peer
     group, so our nsfs mounts do not propagate back into the parent mount.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     d = str(directory)
+    if d in _mount_points_made:  # known (saves reading mountinfo on every create)
+        return
+    directory.mkdir(parents=True, exist_ok=True)
     if not is_mounted(directory):
         mount(d, d, None, MS_BIND | MS_REC)
         mount("none", d, None, MS_PRIVATE)
         mount("none", d, None, MS_SHARED)
+    _mount_points_made.add(d)
+
+
+#: Directories :func:`ensure_mount_point` has seen mounted (forgotten by :func:`umount`).
+_mount_points_made: set[str] = set()
 
 
 def _in_new_netns(path: str, result: list[BaseException | socket.socket | None], keep_socket: bool) -> None:
