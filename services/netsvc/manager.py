@@ -203,6 +203,8 @@ class EndpointManager:
                 entry = self._cleanup[0]
             driver, item = entry
             try:
+                with self._lock:  # the delete that queued it has written its journal entry
+                    pass
                 driver.finish_kernel(item)
                 with self._lock:
                     driver.complete(item)
