@@ -510,9 +510,8 @@ class Networks:
             request = self.requests.pop(key, None) or {"network": key[1]}
             if keep:
                 self.pending.setdefault(container_id, []).append(request)
-        if not keep:
-            self.pending.pop(container_id, None)
-        if keys or not keep:
+        dropped = not keep and self.pending.pop(container_id, None) is not None
+        if keys or dropped:  # (a rewrite on every delete would cost every `run --rm` ~0.5 ms)
             self._save_attachments()
 
     def live_attachments(self, live: set[str]) -> dict[str, list[Endpoint]]:
