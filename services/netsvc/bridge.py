@@ -4,13 +4,17 @@ Per endpoint, in order (undone in reverse on failure)::
 
     host port checks      nothing changed yet: a refused port leaves no trace
     address (Ipam)        persisted before any kernel object that uses it
-    namespace             as the ``none`` driver makes it (lo up)
+    namespace             as the ``none`` driver makes it (lo up); its thread hands
+                          back a socket that belongs to it
     veth pair             host end veth<hex> on the bridge, up; the peer is created
                           directly inside the namespace as eth0 with a MAC derived
-                          from the address (02:42:<ip>, as Docker)
-    inside the namespace  address, eth0 up, default route via the gateway — from a
-                          short-lived thread that setns()es (netsvc never forks)
-    iptables              skiff's chains rewritten from the records (iptables.py)
+                          from the address (02:42:<ip>, as Docker) — one RTM_NEWLINK
+    inside the namespace  address, eth0 up, default route via the gateway — ioctls
+                          on that socket (rtnl.py; netsvc never forks)
+    iptables              skiff's chains rewritten from the records (iptables.py),
+                          only when the endpoint publishes ports
+
+A delete is done in two halves (see :meth:`BridgeDriver.begin_delete`).
 
 The bridge itself is made on first use: the subnet is ``--bip`` or the first
 free one of the pool (ipam.py), the gateway its first address.
