@@ -120,8 +120,6 @@ class Release:
     """A deleted endpoint whose veth pair and address the driver has not yet given back."""
 
     endpoint: Endpoint
-    #: The driver's rules generation at the delete (-1: it published no port).
-    rules_gen: int
     kernel_done: bool = False
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -145,8 +143,6 @@ class BridgeDriver:
         self.endpoints: dict[str, Endpoint] = {}
         #: Deleted endpoints whose veth or address is not yet given back (see begin_delete).
         self.releasing: list[Release] = []
-        #: Bumped at every rewrite of the rules.
-        self._rules_gen = 0
         self._ready = False
 
     # --- the bridge -------------------------------------------------------------
@@ -299,7 +295,6 @@ class BridgeDriver:
     def _sync_rules(self, nat_only: bool = False) -> None:
         assert self.ipam.subnet is not None
         self.rules.sync(str(self.ipam.subnet), self.endpoints.values(), nat_only=nat_only)
-        self._rules_gen += 1
 
     def _allocate_address(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
         """An address; if none is free (or ``--ip``'s is still held by a deleted endpoint's interface),
@@ -331,7 +326,8 @@ class BridgeDriver:
     # --- deleting: the fast part now, the kernel's slow part in the background -------------
     #
     # Deleting a veth waits for the kernel to let go of it (synchronize_net, ~10-30 ms). What the
-    # caller needs at once is that the container's id, host ports and namespace file are free;
+    # caller needs at once is that the container's id, host ports (their DNAT rules go at once:
+    # one iptables-restore) and namespace file are free;
     # the interface can go later, as long as its address is not handed out while the old
     # interface still holds it. So begin_delete() takes the endpoint off the books and unmounts
     # its namespace, and the address stays allocated (to no container) until complete() has
@@ -343,7 +339,9 @@ class BridgeDriver:
         """Take the endpoint off the books and unmount its namespace. Idempotent."""
         self.endpoints.pop(endpoint.container_id, None)
         netns.remove(self.path(endpoint.container_id))
-        item = Release(endpoint, self._rules_gen if endpoint.ports else -1)
+        if endpoint.ports and self._ready and self.ipam.subnet is not None:
+            self._sync_rules(nat_only=True)  # its published ports stop at once, as Docker's
+        item = Release(endpoint)
         if endpoint.ip_address and self.ipam.allocated.get(endpoint.ip_address) == endpoint.container_id:
             self.ipam.allocated[endpoint.ip_address] = ""  # held, by no container (saved with the next change)
         self.releasing.append(item)
@@ -360,14 +358,12 @@ class BridgeDriver:
             item.kernel_done = True
 
     def complete(self, item: Release) -> None:
-        """Finish a deletion: the veth, the published ports' rules, then the address. Idempotent;
-        the caller holds the manager's lock."""
+        """Finish a deletion: the veth, then the address. Idempotent; the caller holds the
+        manager's lock."""
         if item.finished:
             return
         self.finish_kernel(item)
         e = item.endpoint
-        if item.rules_gen == self._rules_gen and self._ready and self.ipam.subnet is not None:
-            self._sync_rules(nat_only=True)  # no change of rules since: its DNATs are still there
         if e.ip_address and self.ipam.allocated.get(e.ip_address) in ("", e.container_id):
             self.ipam.release(e.ip_address)
         item.finished = True

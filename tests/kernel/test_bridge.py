@@ -139,8 +139,7 @@ def test_published_ports_and_refusals(roots: tuple[Path, Path]) -> None:
     with pytest.raises(FailedPrecondition, match="already allocated"):
         m.create_endpoint("c2", "bridge", EndpointOptions(port_bindings=(PortBinding("", port, 80),)))
     m.delete_endpoint("c1")
-    m.drain()
-    assert not any("-j DNAT" in r for r in rules())
+    assert not any("-j DNAT" in r for r in rules())  # at once, as Docker's (the veth goes later)
 
 
 def test_published_port_reaches_the_container_on_127_0_0_1(roots: tuple[Path, Path]) -> None:

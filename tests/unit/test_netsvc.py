@@ -135,7 +135,7 @@ class SlowDeleteDriver(FakeDriver):
 
     def begin_delete(self, endpoint: Endpoint) -> Release:
         self.live.discard(endpoint.container_id)
-        return Release(endpoint, -1)
+        return Release(endpoint)
 
     def finish_kernel(self, item: Release) -> None:
         with item.lock:
