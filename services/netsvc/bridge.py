@@ -360,13 +360,12 @@ class BridgeDriver:
     def complete(self, item: Release) -> None:
         """Finish a deletion: the veth, then the address. Idempotent; the caller holds the
         manager's lock."""
-        if item.finished:
-            return
-        self.finish_kernel(item)
-        e = item.endpoint
-        if e.ip_address and self.ipam.allocated.get(e.ip_address) in ("", e.container_id):
-            self.ipam.release(e.ip_address)
-        item.finished = True
+        if not item.finished:  # (finished by a failure: the address stays held until a restart)
+            self.finish_kernel(item)
+            e = item.endpoint
+            if e.ip_address and self.ipam.allocated.get(e.ip_address) in ("", e.container_id):
+                self.ipam.release(e.ip_address)
+            item.finished = True
         if item in self.releasing:
             self.releasing.remove(item)
 
