@@ -57,7 +57,8 @@ def mac_for(ip: IPv4Address) -> str:
 
 
 #: Fault injection for the robustness tests: netsvc SIGKILLs itself at this step of a bridge
-#: endpoint's creation (allocated, netns, veth, configured, rules). Unset in normal use.
+#: endpoint's creation (allocated, netns, veth, configured, rules), or in the cleanup thread before
+#: it deletes a deleted endpoint's veth (cleanup). Unset in normal use.
 CRASH_AT = os.environ.get("SKIFF_NETSVC_CRASH_AT", "")
 
 
@@ -341,9 +342,13 @@ class BridgeDriver:
         netns.remove(self.path(endpoint.container_id))
         if endpoint.ports and self._ready and self.ipam.subnet is not None:
             self._sync_rules(nat_only=True)  # its published ports stop at once, as Docker's
+        return self._hold(endpoint)
+
+    def _hold(self, endpoint: Endpoint) -> Release:
+        """The endpoint's address stays allocated, to no container, until :meth:`complete`."""
         item = Release(endpoint)
         if endpoint.ip_address and self.ipam.allocated.get(endpoint.ip_address) == endpoint.container_id:
-            self.ipam.allocated[endpoint.ip_address] = ""  # held, by no container (saved with the next change)
+            self.ipam.allocated[endpoint.ip_address] = ""  # (saved with the next change)
         self.releasing.append(item)
         return item
 

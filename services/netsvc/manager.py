@@ -162,23 +162,27 @@ class EndpointManager:
                 return
             # Kernel first, record second: a crash in between leaves a record whose
             # namespace is gone, which reconcile() drops at the next start.
-            if self.networks is not None:
-                self.networks.detach_all(container_id, keep=release)
             driver = self._driver(endpoint.network_mode)
             begin = getattr(driver, "begin_delete", None)
+            if self.networks is not None:  # connected interfaces: in the background too, when the namespace goes
+                self.networks.detach_all(container_id, keep=release,
+                                         defer=self._defer if begin is not None else None)
             if begin is None:
                 driver.delete_endpoint(endpoint)
             else:  # the namespace goes now; the veth and the address in the background
-                item = begin(endpoint)
-                with self._cleanup_cv:
-                    self._cleanup.append((driver, item))
-                    if self._reaper is None:
-                        self._reaper = threading.Thread(target=self._reap, name="netsvc-cleanup", daemon=True)
-                        self._reaper.start()
-                    self._cleanup_cv.notify()
+                self._defer(driver, begin(endpoint))
             del self._endpoints[container_id]
             self._save()
             log.info("deleted endpoint of %s", container_id)
+
+    def _defer(self, driver: Any, item: Any) -> None:
+        """Queue the second half of a deletion for the cleanup thread (the caller holds the lock)."""
+        with self._cleanup_cv:
+            self._cleanup.append((driver, item))
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="netsvc-cleanup", daemon=True)
+                self._reaper.start()
+            self._cleanup_cv.notify()
 
     def _journal(self) -> list[str]:
         """Veths of deleted endpoints not yet deleted."""

@@ -314,6 +314,12 @@ class UserBridgeDriver(BridgeDriver):
         self._del_link(endpoint.veth)
         self.ipam.release(endpoint.ip_address)
 
+    def begin_detach(self, endpoint: Endpoint) -> Release:
+        """The first half of :meth:`detach` when the container's namespace goes too: the veth and
+        the address are given back by :meth:`complete` (see BridgeDriver.begin_delete)."""
+        self.endpoints.pop(endpoint.container_id, None)
+        return self._hold(endpoint)
+
     def lookup(self, name: str) -> list[str] | None:
         """The addresses of ``name`` on this network (None: not one of its names)."""
         name = name.rstrip(".").lower()
@@ -496,16 +502,21 @@ class Networks:
             self.requests.pop((container_id, name), None)
             self._save_attachments()
 
-    def detach_all(self, container_id: str, keep: bool = False) -> None:
+    def detach_all(self, container_id: str, keep: bool = False,
+                   defer: Callable[[UserBridgeDriver, Release], None] | None = None) -> None:
         """The container's endpoint is going: its connected interfaces go with it.
 
         ``keep`` (the container stopped): remember what they asked for, for :meth:`reattach`.
+        ``defer``: take each interface's deletion in two halves and hand the second to it.
         """
         keys = [k for k in self.attachments if k[0] == container_id]
         for key in keys:
             driver = self.manager.drivers.get(key[1])
             if isinstance(driver, UserBridgeDriver):
-                driver.detach(self.attachments[key][1])
+                if defer is not None:
+                    defer(driver, driver.begin_detach(self.attachments[key][1]))
+                else:
+                    driver.detach(self.attachments[key][1])
             del self.attachments[key]
             request = self.requests.pop(key, None) or {"network": key[1]}
             if keep:

@@ -276,6 +276,8 @@ def test_release_keeps_connections_for_the_next_start_and_delete_forgets_them(
     extra = m.networks.connect("two", cid, EndpointOptions(container_name="alpha", aliases=("al",)))
     m.delete_endpoint(cid, release=True)
     assert not Path(a.netns_path).exists()  # at once; the veth and address once the deletion is done
+    journal = json.loads((data / "network" / "endpoints.json").read_text())["cleanup"]
+    assert journal == sorted([a.veth, extra.veth])  # the connected interface too
     m.drain()
     assert a.veth not in links() and extra.veth not in links()
     assert a.ip_address not in m.drivers["one"].ipam.allocated  # type: ignore[attr-defined]
