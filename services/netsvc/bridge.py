@@ -4,13 +4,17 @@ Per endpoint, in order (undone in reverse on failure)::
 
     host port checks      nothing changed yet: a refused port leaves no trace
     address (Ipam)        persisted before any kernel object that uses it
-    namespace             as the ``none`` driver makes it (lo up)
+    namespace             as the ``none`` driver makes it (lo up); its thread hands
+                          back a socket that belongs to it
     veth pair             host end veth<hex> on the bridge, up; the peer is created
                           directly inside the namespace as eth0 with a MAC derived
-                          from the address (02:42:<ip>, as Docker)
-    inside the namespace  address, eth0 up, default route via the gateway — from a
-                          short-lived thread that setns()es (netsvc never forks)
-    iptables              skiff's chains rewritten from the records (iptables.py)
+                          from the address (02:42:<ip>, as Docker) — one RTM_NEWLINK
+    inside the namespace  address, eth0 up, default route via the gateway — ioctls
+                          on that socket (rtnl.py; netsvc never forks)
+    iptables              skiff's chains rewritten from the records (iptables.py),
+                          only when the endpoint publishes ports
+
+A delete is done in two halves (see :meth:`BridgeDriver.begin_delete`).
 
 The bridge itself is made on first use: the subnet is ``--bip`` or the first
 free one of the pool (ipam.py), the gateway its first address.
@@ -27,6 +31,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -34,7 +39,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff.common.errors import FailedPrecondition, Internal, InvalidArgument
-from skiff.netsvc import netns
+from skiff.netsvc import netns, rtnl
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
 from skiff.netsvc.iptables import Isolation, Rules
 from skiff.netsvc.model import MODE_BRIDGE, Endpoint, EndpointOptions, PortBinding, parse_mac
@@ -52,7 +57,8 @@ def mac_for(ip: IPv4Address) -> str:
 
 
 #: Fault injection for the robustness tests: netsvc SIGKILLs itself at this step of a bridge
-#: endpoint's creation (allocated, netns, veth, configured, rules). Unset in normal use.
+#: endpoint's creation (allocated, netns, veth, configured, rules), or in the cleanup thread before
+#: it deletes a deleted endpoint's veth (cleanup). Unset in normal use.
 CRASH_AT = os.environ.get("SKIFF_NETSVC_CRASH_AT", "")
 
 
@@ -110,6 +116,16 @@ def _bind_test(ip: str, port: int, proto: str) -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(eq=False)
+class Release:
+    """A deleted endpoint whose veth pair and address the driver has not yet given back."""
+
+    endpoint: Endpoint
+    kernel_done: bool = False
+    finished: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class BridgeDriver:
     mode = MODE_BRIDGE
     #: No default route in the containers (user networks' ``--internal``).
@@ -126,6 +142,8 @@ class BridgeDriver:
         self.isolation = isolation if isolation is not None else Isolation(chain_prefix)
         self.rules = Rules(bridge, chain_prefix, self.isolation)
         self.endpoints: dict[str, Endpoint] = {}
+        #: Deleted endpoints whose veth or address is not yet given back (see begin_delete).
+        self.releasing: list[Release] = []
         self._ready = False
 
     # --- the bridge -------------------------------------------------------------
@@ -152,7 +170,7 @@ class BridgeDriver:
             ipr.link("set", index=idx, state="up")
         _write("/proc/sys/net/ipv4/ip_forward", "1")
         _write(f"/proc/sys/net/ipv4/conf/{self.bridge}/route_localnet", "1")
-        self.rules.sync(str(subnet), self.endpoints.values())
+        self._sync_rules()
         self._ready = True
         log.info("bridge %s up on %s", self.bridge, subnet)
 
@@ -218,41 +236,34 @@ class BridgeDriver:
         subnet, gateway = self.ipam.subnet, self.ipam.gateway
         undo: list[Callable[[], None]] = []
         try:
-            ip = self._allocate(container_id, opts)
+            ip = self._allocate_address(container_id, opts)
             undo.append(lambda: self.ipam.release(str(ip)))
             crash_point("allocated")
             netns.ensure_mount_point(self.netns_dir)
             path = self.path(container_id)
-            netns.create(path)
+            sock = netns.create(path, keep_socket=True)
+            assert sock is not None
             undo.append(lambda: netns.remove(path))
-            crash_point("netns")
-            veth = "veth" + secrets.token_hex(4)[:7]
-            mac = wanted_mac or mac_for(ip)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                with IPRoute() as ipr:
-                    found = ipr.link_lookup(ifname=self.bridge)
-                    if not found:  # removed behind our back: make it (and its rules) again
-                        self._ready = False
-                        self._ensure_bridge()
-                        found = ipr.link_lookup(ifname=self.bridge)
-                    undo.append(lambda: self._del_link(veth))
-                    # On the bridge and up in the same request (no lookup, no second call).
-                    ipr.link("add", ifname=veth, kind="veth", master=found[0], state="up",
-                             peer={"ifname": "eth0", "net_ns_fd": fd, "address": mac})
-            finally:
-                os.close(fd)
+            with sock:
+                crash_point("netns")
+                veth = "veth" + secrets.token_hex(4)[:7]
+                mac = wanted_mac or mac_for(ip)
+                undo.append(lambda: self._del_link(veth))
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    # One request: the pair, the host end on the bridge, both ends up, eth0 in the namespace.
+                    rtnl.add_veth(veth, self._bridge_index(), "eth0", fd, mac)
+                finally:
+                    os.close(fd)
+                crash_point("veth")
+                # Address, netmask and default route: ioctls on a socket of the namespace.
+                rtnl.configure(sock, "eth0", ip, subnet.prefixlen, None if self.internal else gateway)
+            if self.has_inside_config:
+                def inside(ipr: IPRoute) -> None:
+                    self._configure_inside(ipr, ipr.link_lookup(ifname="eth0")[0], ip,
+                                           default_route=not self.internal)
 
-            def inside(ipr: IPRoute) -> None:
-                eth0 = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=eth0, address=str(ip), prefixlen=subnet.prefixlen)
-                ipr.link("set", index=eth0, state="up")
-                if not self.internal:
-                    ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
-                self._configure_inside(ipr, eth0, ip, default_route=not self.internal)
-
-            crash_point("veth")
-            _in_netns(str(path), inside)
+                _in_netns(str(path), inside)
             crash_point("configured")
             endpoint = Endpoint(container_id, self.mode, str(path), ip_address=str(ip),
                                 prefix_length=subnet.prefixlen, gateway=str(gateway), mac_address=mac,
@@ -260,7 +271,7 @@ class BridgeDriver:
             self.endpoints[container_id] = endpoint
             undo.append(lambda: self._forget(container_id))
             if ports:
-                self.rules.sync(str(subnet), self.endpoints.values(), nat_only=True)
+                self._sync_rules(nat_only=True)
             crash_point("rules")
             return endpoint
         except BaseException as err:
@@ -273,8 +284,35 @@ class BridgeDriver:
                 raise Internal(f"cannot create bridge endpoint for {container_id}: {err}") from err
             raise
 
+    def _bridge_index(self) -> int:
+        """The bridge's interface index (made again, with its rules, if it was removed behind our back)."""
+        try:
+            return socket.if_nametoindex(self.bridge)
+        except OSError:
+            self._ready = False
+            self._ensure_bridge()
+            return socket.if_nametoindex(self.bridge)
+
+    def _sync_rules(self, nat_only: bool = False) -> None:
+        assert self.ipam.subnet is not None
+        self.rules.sync(str(self.ipam.subnet), self.endpoints.values(), nat_only=nat_only)
+
+    def _allocate_address(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
+        """An address; if none is free (or ``--ip``'s is still held by a deleted endpoint's interface),
+        first finish the deletions in progress."""
+        try:
+            return self._allocate(container_id, opts)
+        except FailedPrecondition:
+            if not self.releasing:
+                raise
+            self.settle()
+            return self._allocate(container_id, opts)
+
     def _allocate(self, container_id: str, opts: EndpointOptions) -> IPv4Address:
         return self.ipam.allocate(container_id)
+
+    #: Whether :meth:`_configure_inside` does anything (it needs a thread in the namespace).
+    has_inside_config = False
 
     def _configure_inside(self, ipr: IPRoute, index: int, ip: IPv4Address, default_route: bool) -> None:
         """More set-up of the container's interface, inside its namespace (user networks: IPv6)."""
@@ -284,20 +322,66 @@ class BridgeDriver:
 
     @staticmethod
     def _del_link(name: str) -> None:
-        with IPRoute() as ipr:
-            for idx in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=idx)
+        rtnl.del_link(name)
+
+    # --- deleting: the fast part now, the kernel's slow part in the background -------------
+    #
+    # Deleting a veth waits for the kernel to let go of it (synchronize_net, ~10-30 ms). What the
+    # caller needs at once is that the container's id, host ports (their DNAT rules go at once:
+    # one iptables-restore) and namespace file are free;
+    # the interface can go later, as long as its address is not handed out while the old
+    # interface still holds it. So begin_delete() takes the endpoint off the books and unmounts
+    # its namespace, and the address stays allocated (to no container) until complete() has
+    # deleted the veth; the manager runs that in a thread of its own, journals the veths still
+    # to delete in its record file (finished at start-up after a crash) and waits for them at
+    # shutdown. An allocation that finds no address free first finishes the deletions.
+
+    def begin_delete(self, endpoint: Endpoint) -> Release:
+        """Take the endpoint off the books and unmount its namespace. Idempotent."""
+        self.endpoints.pop(endpoint.container_id, None)
+        netns.remove(self.path(endpoint.container_id))
+        if endpoint.ports and self._ready and self.ipam.subnet is not None:
+            self._sync_rules(nat_only=True)  # its published ports stop at once, as Docker's
+        return self._hold(endpoint)
+
+    def _hold(self, endpoint: Endpoint) -> Release:
+        """The endpoint's address stays allocated, to no container, until :meth:`complete`."""
+        item = Release(endpoint)
+        if endpoint.ip_address and self.ipam.allocated.get(endpoint.ip_address) == endpoint.container_id:
+            self.ipam.allocated[endpoint.ip_address] = ""  # (saved with the next change)
+        self.releasing.append(item)
+        return item
+
+    def finish_kernel(self, item: Release) -> None:
+        """Delete the veth pair (slow; needs no lock). Idempotent."""
+        with item.lock:
+            if item.kernel_done:
+                return
+            if item.endpoint.veth:
+                crash_point("cleanup")
+                self._del_link(item.endpoint.veth)
+            item.kernel_done = True
+
+    def complete(self, item: Release) -> None:
+        """Finish a deletion: the veth, then the address. Idempotent; the caller holds the
+        manager's lock."""
+        if not item.finished:  # (finished by a failure: the address stays held until a restart)
+            self.finish_kernel(item)
+            e = item.endpoint
+            if e.ip_address and self.ipam.allocated.get(e.ip_address) in ("", e.container_id):
+                self.ipam.release(e.ip_address)
+            item.finished = True
+        if item in self.releasing:
+            self.releasing.remove(item)
+
+    def settle(self) -> None:
+        """Finish every deletion in progress (the caller holds the manager's lock)."""
+        for item in list(self.releasing):
+            self.complete(item)
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
-        had_ports = bool(endpoint.ports)
-        self.endpoints.pop(endpoint.container_id, None)
-        if had_ports and self._ready and self.ipam.subnet is not None:
-            self.rules.sync(str(self.ipam.subnet), self.endpoints.values(), nat_only=True)
-        if endpoint.veth:
-            self._del_link(endpoint.veth)
-        netns.remove(self.path(endpoint.container_id))
-        if endpoint.ip_address:
-            self.ipam.release(endpoint.ip_address)
+        """Everything at once (undo of a failed create, start-up reconciliation)."""
+        self.complete(self.begin_delete(endpoint))
 
     def is_alive(self, endpoint: Endpoint) -> bool:
         if not netns.is_mounted(self.path(endpoint.container_id)):
@@ -332,5 +416,6 @@ class BridgeDriver:
 
     def close(self) -> None:
         """At shutdown with no bridge endpoint left: remove the bridge and skiff's chains."""
+        self.settle()
         if not self.endpoints:
             self._teardown()

@@ -6,13 +6,14 @@ import dataclasses
 import ipaddress
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from skiff.common import itemerr
 from skiff.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SkiffError
 from skiff.common.faults import crash_point
-from skiff.netsvc import etcfiles
+from skiff.netsvc import etcfiles, rtnl
 from skiff.netsvc.drivers import NetworkDriver
 from skiff.netsvc.model import MODE_HOST, Endpoint, EndpointOptions, validate_container_id
 from skiff.netsvc.store import EndpointStore
@@ -63,6 +64,12 @@ class EndpointManager:
         self.host_hosts = host_hosts
         self._lock = threading.Lock()
         self._endpoints = store.load()
+        #: Deletions whose slow kernel part is still to do: (driver, its Release), oldest first;
+        #: done by one thread (_reap), journaled in the record file (see _save).
+        self._cleanup: deque[tuple[Any, Any]] = deque()
+        self._cleanup_cv = threading.Condition()
+        self._reaper: threading.Thread | None = None
+        self._closing = False
         #: User-defined networks (networks.py); set by the server when enabled.
         self.networks: Networks | None = None
 
@@ -122,7 +129,7 @@ class EndpointManager:
             try:
                 endpoint = self.etc_files(endpoint, opts)
                 self._endpoints[container_id] = endpoint
-                self.store.save(self._endpoints)
+                self._save()
             except BaseException:
                 self._endpoints.pop(container_id, None)
                 driver.delete_endpoint(endpoint)
@@ -143,7 +150,7 @@ class EndpointManager:
                             prefix_length=target.prefix_length, gateway=target.gateway,
                             mac_address=target.mac_address, hosts=target.hosts, resolv_conf=target.resolv_conf)
         self._endpoints[container_id] = endpoint
-        self.store.save(self._endpoints)
+        self._save()
         return endpoint
 
     def get_endpoint(self, container_id: str) -> Endpoint:
@@ -167,11 +174,17 @@ class EndpointManager:
                 return
             # Kernel first, record second: a crash in between leaves a record whose
             # namespace is gone, which reconcile() drops at the next start.
-            if self.networks is not None:
-                self.networks.detach_all(container_id, keep=release)
-            self._driver(endpoint.network_mode).delete_endpoint(endpoint)
+            driver = self._driver(endpoint.network_mode)
+            begin = getattr(driver, "begin_delete", None)
+            if self.networks is not None:  # connected interfaces: in the background too, when the namespace goes
+                self.networks.detach_all(container_id, keep=release,
+                                         defer=self._defer if begin is not None else None)
+            if begin is None:
+                driver.delete_endpoint(endpoint)
+            else:  # the namespace goes now; the veth and the address in the background
+                self._defer(driver, begin(endpoint))
             del self._endpoints[container_id]
-            self.store.save(self._endpoints)
+            self._save()
             log.info("deleted endpoint of %s", container_id)
 
     def delete_endpoints(self, container_ids: list[str]) -> dict[str, SkiffError]:
@@ -190,20 +203,96 @@ class EndpointManager:
                         if self.networks is not None:
                             self.networks.forget(cid)
                         continue
+                    # As delete_endpoint: the namespace now, the veth and the address in the background.
+                    driver = self._driver(endpoint.network_mode)
+                    begin = getattr(driver, "begin_delete", None)
                     if self.networks is not None:
-                        self.networks.detach_all(cid)
-                    self._driver(endpoint.network_mode).delete_endpoint(endpoint)
+                        self.networks.detach_all(cid, defer=self._defer if begin is not None else None)
+                    if begin is None:
+                        driver.delete_endpoint(endpoint)
+                    else:
+                        self._defer(driver, begin(endpoint))
                     del self._endpoints[cid]
                     changed = True
                     log.info("deleted endpoint of %s", cid)
                 except Exception as e:  # that endpoint's own error
                     failed[cid] = itemerr.of_exception(e)
             if changed:
-                self.store.save(self._endpoints)
+                self._save()
         return failed
 
+    def _defer(self, driver: Any, item: Any) -> None:
+        """Queue the second half of a deletion for the cleanup thread (the caller holds the lock)."""
+        with self._cleanup_cv:
+            self._cleanup.append((driver, item))
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="netsvc-cleanup", daemon=True)
+                self._reaper.start()
+            self._cleanup_cv.notify()
+
+    def _journal(self) -> list[str]:
+        """Veths of deleted endpoints not yet deleted."""
+        return [item.endpoint.veth for _, item in list(self._cleanup) if not item.finished and item.endpoint.veth]
+
+    def _save(self) -> None:
+        """The records, with the journal of unfinished deletions (the caller holds the lock)."""
+        journal = self._journal()
+        if journal:
+            self.store.save(self._endpoints, journal)
+        else:
+            self.store.save(self._endpoints)
+
+    def _reap(self) -> None:
+        """The cleanup thread: the kernel part of each deletion without the lock, the rest with it."""
+        while True:
+            with self._cleanup_cv:
+                while not self._cleanup and not self._closing:
+                    self._cleanup_cv.wait()
+                if not self._cleanup:
+                    return
+                entry = self._cleanup[0]
+            driver, item = entry
+            try:
+                with self._lock:  # the delete that queued it has written its journal entry
+                    pass
+                driver.finish_kernel(item)
+                with self._lock:
+                    driver.complete(item)
+            except Exception as err:  # left to the start-up clean-up (the journal, orphan veths)
+                log.warning("cleaning up the endpoint of %s: %s", item.endpoint.container_id, err)
+                item.finished = True
+            with self._cleanup_cv:
+                if entry in self._cleanup:
+                    self._cleanup.remove(entry)
+                self._cleanup_cv.notify_all()
+
+    def drain(self) -> None:
+        """Finish every deletion in progress: its veth deleted, its address given back."""
+        with self._lock:
+            pending = list(self._cleanup)
+            for driver, item in pending:
+                try:
+                    driver.complete(item)
+                except Exception as err:
+                    log.warning("cleaning up the endpoint of %s: %s", item.endpoint.container_id, err)
+                    item.finished = True
+            with self._cleanup_cv:
+                for entry in pending:
+                    if entry in self._cleanup:
+                        self._cleanup.remove(entry)
+                self._cleanup_cv.notify_all()
+            if pending:
+                self._save()
+
     def close(self) -> None:
-        """Let each driver give back what it holds only for itself (never a live endpoint)."""
+        """Finish the deletions in progress, then let each driver give back what it holds only for
+        itself (never a live endpoint)."""
+        self.drain()
+        with self._cleanup_cv:
+            self._closing = True
+            self._cleanup_cv.notify_all()
+        if self._reaper is not None:
+            self._reaper.join(timeout=60)
         for driver in self.drivers.values():
             driver.close()
 
@@ -215,7 +304,17 @@ class EndpointManager:
         kernel object with no record is removed.
         """
         with self._lock:
-            changed = False
+            # Deletions interrupted by a crash: their veths go before any address is handed out.
+            journal = self.store.load_cleanup() if hasattr(self.store, "load_cleanup") else []
+            owned = {e.veth for e in self._endpoints.values()}
+            for veth in journal:
+                if veth not in owned:
+                    try:
+                        if rtnl.del_link(veth):
+                            log.warning("removed veth %s of an endpoint deleted before a crash", veth)
+                    except OSError as err:
+                        log.warning("cannot remove veth %s: %s", veth, err)
+            changed = bool(journal)
             for cid, endpoint in list(self._endpoints.items()):
                 mode = endpoint.network_mode
                 driver = self.drivers.get("container" if mode.startswith(MODE_CONTAINER_PREFIX) else mode)
@@ -235,4 +334,4 @@ class EndpointManager:
                     log.warning("removing orphaned %s endpoint %s (no record)", driver.mode, name)
                     driver.remove_orphan(name)
             if changed:
-                self.store.save(self._endpoints)
+                self._save()

@@ -66,6 +66,7 @@ def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
 
 def umount(target: str, flags: int = MNT_DETACH) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount2({target!r})")
+    _mount_points_made.discard(target)
 
 
 def _unescape(field: str) -> str:
@@ -109,23 +110,56 @@ def ensure_mount_point(directory: Path) -> None:
     is not kept alive by a stale copy. Making it private first gives it a new peer
     group, so our nsfs mounts do not propagate back into the parent mount.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     d = str(directory)
+    if d in _mount_points_made:  # known (saves reading mountinfo on every create)
+        return
+    directory.mkdir(parents=True, exist_ok=True)
     if not is_mounted(directory):
         mount(d, d, None, MS_BIND | MS_REC)
         mount("none", d, None, MS_PRIVATE)
         mount("none", d, None, MS_SHARED)
+    _mount_points_made.add(d)
 
 
-def _in_new_netns(path: str, result: list[BaseException | None]) -> None:
+#: Directories :func:`ensure_mount_point` has seen mounted (forgotten by :func:`umount`).
+_mount_points_made: set[str] = set()
+
+
+def _in_new_netns(path: str, result: list[BaseException | socket.socket | None], keep_socket: bool) -> None:
     """Thread body: the thread's own namespace becomes the new one, then the thread ends."""
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         mount("/proc/thread-self/ns/net", path, None, MS_BIND)
         _set_lo_up()
-        result.append(None)
+        result.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) if keep_socket
+                      else None)
     except BaseException as err:
         result.append(err)
+
+
+def socket_in(path: Path) -> socket.socket:
+    """A UDP socket (unbound) that belongs to the namespace at ``path``, from a throwaway thread
+    that ``setns()``es: interface ioctls on it act in that namespace."""
+    result: list[BaseException | socket.socket] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _check(_libc.setns(fd, CLONE_NEWNET), f"setns({path})")
+            finally:
+                os.close(fd)
+            result.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
+        except BaseException as err:
+            result.append(err)
+
+    thread = threading.Thread(target=body, name="netns-socket")
+    thread.start()
+    thread.join()
+    got = result[0] if result else RuntimeError("netns thread died")
+    if isinstance(got, BaseException):
+        raise got
+    return got
 
 
 SIOCGIFFLAGS = 0x8913
@@ -141,27 +175,30 @@ def _set_lo_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | IFF_UP))
 
 
-def create(path: Path) -> None:
+def create(path: Path, keep_socket: bool = False) -> socket.socket | None:
     """Create a persistent network namespace at ``path`` with ``lo`` up.
 
     ``path.parent`` must already be a mount point (:func:`ensure_mount_point`).
     Raises :class:`Internal` if the kernel refuses; leaves nothing behind then.
+    ``keep_socket``: also return a UDP socket that belongs to the new namespace (made by
+    the same thread), for interface ioctls there; the caller closes it.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     except FileExistsError:
-        if is_mounted(path):
-            return  # already a namespace (an earlier call got this far)
+        if is_mounted(path):  # already a namespace (an earlier call got this far)
+            return socket_in(path) if keep_socket else None
     else:
         os.close(fd)
-    result: list[BaseException | None] = []
-    thread = threading.Thread(target=_in_new_netns, args=(str(path), result), name="netns-create")
+    result: list[BaseException | socket.socket | None] = []
+    thread = threading.Thread(target=_in_new_netns, args=(str(path), result, keep_socket), name="netns-create")
     thread.start()
     thread.join()
-    err = result[0] if result else RuntimeError("netns thread died")
-    if err is not None:
+    got = result[0] if result else RuntimeError("netns thread died")
+    if isinstance(got, BaseException):
         remove(path)
-        raise Internal(f"cannot create network namespace {path}: {err}") from err
+        raise Internal(f"cannot create network namespace {path}: {got}") from got
+    return got
 
 
 def remove(path: Path) -> None:

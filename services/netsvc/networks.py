@@ -43,7 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, SkiffError
 from skiff.common.files import write_json_atomic
-from skiff.netsvc.bridge import BridgeDriver, _in_netns, mac_for
+from skiff.netsvc.bridge import BridgeDriver, Release, _in_netns, mac_for
 from skiff.netsvc.dns import DNS_PORT, DnsServer
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
 from skiff.netsvc.iptables import Isolation, Rules
@@ -206,6 +206,7 @@ class UserBridgeDriver(BridgeDriver):
         if record.internal:
             self.rules = InternalRules(record.bridge, f"SK-{record.id[:12]}", self.isolation)
         self.v6net = IPv6Network(record.ipv6_subnet) if record.ipv6_subnet else None
+        self.has_inside_config = self.v6net is not None
 
     # --- IPv6 (``--ipv6``): each container's IPv6 address is the subnet's address with the same
     # host part as its IPv4 address, so it needs no pool of its own and is unique as that one is.
@@ -276,7 +277,7 @@ class UserBridgeDriver(BridgeDriver):
         self._ensure_bridge()
         assert self.ipam.subnet is not None
         prefixlen = self.ipam.subnet.prefixlen
-        ip = self._allocate(container_id, opts)
+        ip = self._allocate_address(container_id, opts)
         veth = "veth" + secrets.token_hex(4)[:7]
         mac = mac_for(ip)
         try:
@@ -315,6 +316,12 @@ class UserBridgeDriver(BridgeDriver):
         self._del_link(endpoint.veth)
         self.ipam.release(endpoint.ip_address)
 
+    def begin_detach(self, endpoint: Endpoint) -> Release:
+        """The first half of :meth:`detach` when the container's namespace goes too: the veth and
+        the address are given back by :meth:`complete` (see BridgeDriver.begin_delete)."""
+        self.endpoints.pop(endpoint.container_id, None)
+        return self._hold(endpoint)
+
     def lookup(self, name: str) -> list[str] | None:
         """The addresses of ``name`` on this network, IPv4 and IPv6 (None: not one of its names)."""
         name = name.rstrip(".").lower()
@@ -329,10 +336,10 @@ class UserBridgeDriver(BridgeDriver):
             return None
         return found or None
 
-    def delete_endpoint(self, endpoint: Endpoint) -> None:
+    def begin_delete(self, endpoint: Endpoint) -> Release:
         if self.dns is not None:
-            self.dns.detach(endpoint.container_id)
-        super().delete_endpoint(endpoint)
+            self.dns.detach(endpoint.container_id)  # its socket holds the namespace
+        return super().begin_delete(endpoint)
 
     def restore(self, endpoints: list[Endpoint]) -> None:
         super().restore(endpoints)
@@ -344,6 +351,7 @@ class UserBridgeDriver(BridgeDriver):
 
     def remove(self) -> None:
         """Remove the bridge, its chains and its address file (no endpoint is left)."""
+        self.settle()
         self._teardown()
         self.ipam_path.unlink(missing_ok=True)
 
@@ -497,23 +505,27 @@ class Networks:
             self.requests.pop((container_id, name), None)
             self._save_attachments()
 
-    def detach_all(self, container_id: str, keep: bool = False) -> None:
+    def detach_all(self, container_id: str, keep: bool = False,
+                   defer: Callable[[UserBridgeDriver, Release], None] | None = None) -> None:
         """The container's endpoint is going: its connected interfaces go with it.
 
         ``keep`` (the container stopped): remember what they asked for, for :meth:`reattach`.
+        ``defer``: take each interface's deletion in two halves and hand the second to it.
         """
         keys = [k for k in self.attachments if k[0] == container_id]
         for key in keys:
             driver = self.manager.drivers.get(key[1])
             if isinstance(driver, UserBridgeDriver):
-                driver.detach(self.attachments[key][1])
+                if defer is not None:
+                    defer(driver, driver.begin_detach(self.attachments[key][1]))
+                else:
+                    driver.detach(self.attachments[key][1])
             del self.attachments[key]
             request = self.requests.pop(key, None) or {"network": key[1]}
             if keep:
                 self.pending.setdefault(container_id, []).append(request)
-        if not keep:
-            self.pending.pop(container_id, None)
-        if keys or not keep:
+        dropped = not keep and self.pending.pop(container_id, None) is not None
+        if keys or dropped:  # (a rewrite on every delete would cost every `run --rm` ~0.5 ms)
             self._save_attachments()
 
     def live_attachments(self, live: set[str]) -> dict[str, list[Endpoint]]:

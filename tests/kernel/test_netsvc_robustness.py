@@ -138,7 +138,10 @@ def test_create_delete_cycles_leave_nothing_behind(tmp_path: Path, roots: tuple[
             if i % 4 < 2:
                 m.delete_endpoint(gone, release=True)  # a stop
             m.delete_endpoint(gone)
-            assert old.veth not in veths() and not Path(old.netns_path).exists()
+            assert not Path(old.netns_path).exists()  # at once; the veth goes in the background
+            if i % 5 == 0:
+                m.drain()
+                assert old.veth not in veths()
     for cid in live:
         m.delete_endpoint(cid)
     assert m.list_endpoints() == [] and len(seen) == CYCLES
@@ -268,3 +271,53 @@ def test_sigkill_mid_create_then_restart_cleans_up(tmp_path: Path, roots: tuple[
         rc = svc.stop(signal.SIGTERM)
     assert rc == 0, (tmp_path / "netsvc.log").read_text()[-2000:]
     assert_nothing_left(tmp_path, data, run, before)
+
+
+def test_sigkill_during_the_background_cleanup_is_finished_at_restart(
+        tmp_path: Path, roots: tuple[Path, Path, set[str]]) -> None:
+    """DeleteEndpoint returns before the veth is deleted; netsvc dies (SIGKILL, injected) before
+    its cleanup thread deletes it. A process still in the namespace keeps the veth alive (the
+    kernel would otherwise take it with the namespace): the restart deletes it, from the journal,
+    before it hands out any address."""
+    data, run, before = roots
+    svc = Netsvc(tmp_path, data, run, crash_at="cleanup")
+    holder = None
+    try:
+        e = svc.create("held", ports=True)
+        veth = _veth_of(data, "held")
+        holder = subprocess.Popen(["nsenter", f"--net={e.netns_path}", "sleep", "120"])
+        ours = os.readlink("/proc/self/ns/net")
+        end = time.monotonic() + 10
+        while time.monotonic() < end and _netns_of(holder.pid) in ("", ours):
+            time.sleep(0.02)
+        assert _netns_of(holder.pid) not in ("", ours)
+        try:  # the cleanup thread may kill netsvc before the answer is sent
+            svc.stub.DeleteEndpoint(net_pb2.DeleteEndpointRequest(container_id="held"), timeout=10)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+        assert svc.proc.wait(30) == -signal.SIGKILL
+        svc.stop(signal.SIGKILL)
+        assert veth in veths()  # the cleanup did not happen
+        assert json.loads((data / "network" / "endpoints.json").read_text()).get("cleanup") == [veth]
+        svc = Netsvc(tmp_path, data, run)
+        assert f" {veth}@" not in links()  # on the bridge or not
+        assert list(svc.stub.ListEndpoints(net_pb2.ListEndpointsRequest(), timeout=10).endpoints) == []
+        assert allocated(data) == {} and not any("-j DNAT" in r for r in rules())
+        again = svc.create("again", ports=True)
+        assert again.ports[0].host_port == PORT
+        svc.stub.DeleteEndpoint(net_pb2.DeleteEndpointRequest(container_id="again"), timeout=10)
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(10)
+        rc = svc.stop(signal.SIGTERM)
+    assert rc == 0, (tmp_path / "netsvc.log").read_text()[-2000:]
+    assert veths() - before == set()  # a stop waits for the cleanup: no grace period needed
+    assert_nothing_left(tmp_path, data, run, before)
+
+
+def _netns_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""

@@ -84,6 +84,8 @@ def env(tmp_path: Path) -> Iterator[tuple[Path, Path, DnsServer, FakeUpstream]]:
     upstream = FakeUpstream()
     dns = DnsServer(lambda: [upstream.addr])
     yield data, run, dns, upstream
+    while MADE:  # the test's managers: their deletions in progress finish first (as at a netsvc stop)
+        MADE.pop().drain()
     m = make(data, run, dns)
     for e in m.list_endpoints():
         m.delete_endpoint(e.container_id)
@@ -101,8 +103,14 @@ def env(tmp_path: Path) -> Iterator[tuple[Path, Path, DnsServer, FakeUpstream]]:
     assert rules([PREFIX, *[f"SK-{i}" for i in ids]]) == []
 
 
+#: Every manager a test made (drained by the fixture).
+MADE: list[EndpointManager] = []
+
+
 def make(data: Path, run: Path, dns: DnsServer) -> EndpointManager:
-    return build_manager(data, run, bridge=BRIDGE, chain_prefix=PREFIX, dns=dns)
+    m = build_manager(data, run, bridge=BRIDGE, chain_prefix=PREFIX, dns=dns)
+    MADE.append(m)
+    return m
 
 
 def test_network_lifecycle_dns_and_validation(env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
@@ -296,7 +304,11 @@ def test_release_keeps_connections_for_the_next_start_and_delete_forgets_them(
     a = m.create_endpoint(cid, "one", EndpointOptions(container_name="alpha"))
     extra = m.networks.connect("two", cid, EndpointOptions(container_name="alpha", aliases=("al",)))
     m.delete_endpoint(cid, release=True)
-    assert a.veth not in links() and extra.veth not in links() and not Path(a.netns_path).exists()
+    assert not Path(a.netns_path).exists()  # at once; the veth and address once the deletion is done
+    journal = json.loads((data / "network" / "endpoints.json").read_text())["cleanup"]
+    assert journal == sorted([a.veth, extra.veth])  # the connected interface too
+    m.drain()
+    assert a.veth not in links() and extra.veth not in links()
     assert a.ip_address not in m.drivers["one"].ipam.allocated  # type: ignore[attr-defined]
     assert extra.ip_address not in m.drivers["two"].ipam.allocated  # type: ignore[attr-defined]
     m = make(data, run, dns)  # the kept connections survive a netsvc restart
@@ -356,3 +368,30 @@ def test_ipv6_network_addresses_route_and_the_host_reaches_the_container(
         m.delete_endpoint(e.container_id)
     m.networks.remove("v6")
     assert "fd00:5:7::" not in subprocess.run(["ip", "-6", "route"], capture_output=True, text=True).stdout
+
+
+def test_a_full_pool_or_a_wanted_address_waits_for_the_deletion_in_progress(
+        env: tuple[Path, Path, DnsServer, FakeUpstream]) -> None:
+    """An address is given again only once the deleted endpoint's interface is gone: with every
+    address of a small pool taken, or ``--ip`` asking for the address just freed, a create right
+    after a delete finishes that deletion first, then works."""
+    data, run, dns, _ = env
+    m = make(data, run, dns)
+    assert m.networks is not None
+    base = f"10.{200 + os.getpid() % 50}.{os.getpid() // 50 % 250}"
+    m.networks.create("tiny", subnet=f"{base}.0/24", ip_range=f"{base}.0/29")  # .1 gateway: .2-.6
+    made = [m.create_endpoint(f"{i:x}" * 64, "tiny", EndpointOptions(container_name=f"c{i}")) for i in range(2, 7)]
+    assert sorted(e.ip_address for e in made) == [f"{base}.{i}" for i in range(2, 7)]
+    m.delete_endpoint(made[0].container_id)
+    again = m.create_endpoint("b" * 64, "tiny", EndpointOptions(container_name="again"))
+    assert again.ip_address == made[0].ip_address and made[0].veth not in links()
+    m.delete_endpoint(made[1].container_id)
+    wanted = m.create_endpoint("c" * 64, "tiny", EndpointOptions(container_name="wanted",
+                                                                   ip_address=made[1].ip_address))
+    assert wanted.ip_address == made[1].ip_address and made[1].veth not in links()
+    for e in (again, wanted):
+        ping = ns_run(e.netns_path, "busybox", "ping", "-c1", "-W2", made[2].ip_address)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    for e in m.list_endpoints():
+        m.delete_endpoint(e.container_id)
+    m.networks.remove("tiny")

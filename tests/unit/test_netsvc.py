@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -9,6 +11,7 @@ import pytest
 
 from skiff.common import errors
 from skiff.common.server import Service
+from skiff.netsvc.bridge import Release
 from skiff.netsvc.client import NetworkClient
 from skiff.netsvc.drivers import HostDriver
 from skiff.netsvc.fake import FakeDriver
@@ -116,3 +119,68 @@ def test_servicer_and_client_map_errors(tmp_path: Path, driver: FakeDriver) -> N
     finally:
         service.stop(grace=0)
     assert not sock.exists()
+
+
+class SlowDeleteDriver(FakeDriver):
+    """A driver that deletes in two halves, as the bridge driver: its kernel half waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__("bridge")
+        self.release = threading.Event()
+        self.completed: list[str] = []
+
+    def create_endpoint(self, container_id: str, opts: object = None) -> Endpoint:  # type: ignore[override]
+        self.live.add(container_id)
+        return Endpoint(container_id, self.mode, f"/fake/{container_id}", veth=f"veth{container_id}")
+
+    def begin_delete(self, endpoint: Endpoint) -> Release:
+        self.live.discard(endpoint.container_id)
+        return Release(endpoint)
+
+    def finish_kernel(self, item: Release) -> None:
+        with item.lock:
+            assert self.release.wait(30)
+            item.kernel_done = True
+
+    def complete(self, item: Release) -> None:
+        if not item.finished:
+            self.finish_kernel(item)
+            self.completed.append(item.endpoint.container_id)
+            item.finished = True
+
+
+def test_delete_returns_before_the_kernel_half_and_close_waits_for_it(tmp_path: Path) -> None:
+    d = SlowDeleteDriver()
+    m = EndpointManager([d], EndpointStore(tmp_path / "endpoints.json"))
+    m.create_endpoint("c1", "bridge")
+    m.create_endpoint("c2", "bridge")
+    m.delete_endpoint("c1")  # returns although the kernel half is blocked
+    assert [e.container_id for e in m.list_endpoints()] == ["c2"] and d.completed == []
+    assert EndpointStore(tmp_path / "endpoints.json").load_cleanup() == ["vethc1"]  # journaled
+    m.delete_endpoint("c2")
+    assert EndpointStore(tmp_path / "endpoints.json").load_cleanup() == ["vethc1", "vethc2"]
+    threading.Timer(0.2, d.release.set).start()
+    m.close()  # waits for both
+    assert sorted(d.completed) == ["c1", "c2"]
+    assert EndpointStore(tmp_path / "endpoints.json").load_cleanup() == []
+
+
+def test_the_cleanup_thread_completes_deletions_on_its_own(tmp_path: Path) -> None:
+    d = SlowDeleteDriver()
+    d.release.set()
+    m = EndpointManager([d], EndpointStore(tmp_path / "endpoints.json"))
+    for i in range(5):
+        m.create_endpoint(f"c{i}", "bridge")
+        m.delete_endpoint(f"c{i}")
+    deadline = time.monotonic() + 30
+    while len(d.completed) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(d.completed) == [f"c{i}" for i in range(5)]
+    m.close()
+
+
+def test_a_torn_record_file_is_read_as_empty(tmp_path: Path) -> None:
+    """Written without fsync: after a power cut (which took every namespace) it may be torn."""
+    path = tmp_path / "endpoints.json"
+    path.write_text('{"version": 1, "endpoi')
+    assert EndpointStore(path).load() == {} and EndpointStore(path).load_cleanup() == []
