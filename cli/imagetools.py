@@ -231,14 +231,19 @@ def cmd_prune(client: Client, args: argparse.Namespace) -> int:
             return 0
     with client.translated():
         resp = _stub(client).PruneImages(api_pb2.PruneImagesRequest(all=args.all), timeout=600)
+    print_pruned_images(resp)
+    print(f"Total reclaimed space: {fmt.human_size(resp.space_reclaimed)}")
+    return 0
+
+
+def print_pruned_images(resp: Any) -> None:
+    """Docker's ``Deleted Images:`` section of a prune."""
     if resp.items:
         print("Deleted Images:")
         for item in resp.items:
             kind = item.WhichOneof("item")
             print(f"untagged: {item.untagged}" if kind == "untagged" else f"deleted: {item.deleted}")
         print()
-    print(f"Total reclaimed space: {fmt.human_size(resp.space_reclaimed)}")
-    return 0
 
 
 def _server_key(server: str) -> str:

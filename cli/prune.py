@@ -191,15 +191,12 @@ def cmd_system_prune(client: Client, args: argparse.Namespace) -> int:
             print("Deleted Volumes:")
             print("".join(f"{n}\n" for n in vols.names))
         space += vols.space_reclaimed
+    from skiff.cli.imagetools import print_pruned_images
+
     with client.translated():
         imgs = api_pb2_grpc.ImageToolServiceStub(client.channel).PruneImages(
             api_pb2.PruneImagesRequest(all=args.all), timeout=600)
-    if imgs.items:
-        print("Deleted Images:")
-        for item in imgs.items:
-            kind = item.WhichOneof("item")
-            print(f"untagged: {item.untagged}" if kind == "untagged" else f"deleted: {item.deleted}")
-        print()
+    print_pruned_images(imgs)
     space += imgs.space_reclaimed
     print(f"Total reclaimed space: {fmt.human_size(space)}")
     return 0

@@ -23,14 +23,13 @@ UDP only (a later version may add TCP for large answers).
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import selectors
 import socket
 import struct
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from skiff.netsvc import netns
 
@@ -45,7 +44,6 @@ RCODE_SERVFAIL = 2
 RCODE_NXDOMAIN = 3
 FORWARD_TIMEOUT = 2.0
 MAX_FORWARDS = 16
-_libc = ctypes.CDLL(None, use_errno=True)
 
 #: A name's addresses (None: not a name of this network: forward the query).
 Resolver = Callable[[str], "list[str] | None"]
@@ -116,35 +114,15 @@ def host_upstreams(resolv_text: str) -> list[tuple[str, int]]:
 
 
 def socket_in_netns(path: str, address: str = DNS_ADDRESS, port: int = DNS_PORT) -> socket.socket:
-    """A UDP socket bound to ``address:port`` inside the namespace at ``path`` (from a throwaway thread)."""
-    result: list[socket.socket | BaseException] = []
-
-    def body() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, netns.CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({path}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                s.bind((address, port))
-            except BaseException:
-                s.close()
-                raise
-            result.append(s)
-        except BaseException as err:
-            result.append(err)
-
-    t = threading.Thread(target=body, name="dns-socket")
-    t.start()
-    t.join()
-    got = result[0] if result else RuntimeError("dns socket thread died")
-    if isinstance(got, BaseException):
-        raise got
-    return got
+    """A UDP socket bound to ``address:port`` inside the namespace at ``path`` (made by a throwaway
+    thread that ``setns()``es: a socket belongs to the namespace it was made in)."""
+    s = netns.socket_in(Path(path))
+    try:
+        s.bind((address, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 class DnsServer:

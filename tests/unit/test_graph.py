@@ -9,9 +9,7 @@ import pytest
 from skiff.common import errors
 from skiff.graphsvc import changes
 from skiff.graphsvc.graph import Graph, merge_image_defaults
-from skiff.graphsvc.graphdb import GraphDB
-from skiff.graphsvc.images import DEFAULT_ENV, ImageStore, build_config
-from skiff.graphsvc.layers import VfsDriver
+from skiff.graphsvc.images import DEFAULT_ENV, build_config
 from skiff.types.v1 import types_pb2
 
 IMAGE = {"config": {"Cmd": ["sh"], "Entrypoint": None, "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/w",
@@ -110,16 +108,6 @@ def test_expose_change_and_the_merge_of_exposed_ports() -> None:
     user = types_pb2.ContainerConfig(image="x", exposed_ports=["8080/tcp", "80/tcp"])
     merged, _ = merge_image_defaults(user, image)
     assert list(merged.exposed_ports) == ["80/tcp", "53/udp", "8080/tcp"]
-
-
-@pytest.fixture
-def graph(tmp_path: Path, busybox_tar: Path) -> Graph:
-    db = GraphDB(":memory:")
-    layers = VfsDriver(tmp_path)
-    images = ImageStore(tmp_path, layers, db)
-    with open(busybox_tar, "rb") as f:
-        images.import_archive(f, "busybox")
-    return Graph(db, images, layers, "vfs", tmp_path)
 
 
 def test_create_stores_the_record_and_the_rootfs(graph: Graph) -> None:

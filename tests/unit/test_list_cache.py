@@ -12,25 +12,12 @@ import pytest
 from skiff.apiserver.containers import Containers
 from skiff.graph.v1 import graph_pb2
 from skiff.graphsvc.graph import Graph
-from skiff.graphsvc.graphdb import GraphDB
-from skiff.graphsvc.images import ImageStore
-from skiff.graphsvc.layers import VfsDriver
 from skiff.graphsvc.servicer import ContainerGraphServicer
 from skiff.types.v1 import types_pb2
 
 from .test_apiserver_fakes import FakeExec, FakeGraph, FakeNet
 
 Status = types_pb2.ContainerStatus
-
-
-@pytest.fixture
-def graph(tmp_path: Path, busybox_tar: Path) -> Graph:
-    db = GraphDB(":memory:")
-    layers = VfsDriver(tmp_path)
-    images = ImageStore(tmp_path, layers, db)
-    with open(busybox_tar, "rb") as f:
-        images.import_archive(f, "busybox")
-    return Graph(db, images, layers, "vfs", tmp_path)
 
 
 def cfg() -> types_pb2.ContainerConfig:
