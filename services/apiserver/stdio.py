@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 64
 #: How long a lost upstream stream is asked for again (skiffd restarts execsvc within seconds).
 RESUME_SECONDS = 120.0
+#: At a detach, how long the bytes typed before the keys may take to reach the process.
+DRAIN_SECONDS = 2.0
 
 
 class StdinSink(Protocol):
@@ -152,6 +154,7 @@ class Pump:
                     if data and not self._put(exec_pb2.AttachStdinRequest(data=data)):
                         return
                     if detached:
+                        self._drain(DRAIN_SECONDS)  # what came before the keys reaches the process
                         self.detached.set()
                         self.stop()
                         self._on_detach()
@@ -165,6 +168,16 @@ class Pump:
         except Exception as err:  # the call ended (the client left, the output ended)
             log.debug("stdin pump: %s", err)
             self.stop()
+
+    def _drain(self, timeout: float) -> None:
+        """Wait (bounded) until the upstream stream has sent every queued item."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._items and not self._stopped.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def stop(self) -> None:
         """Cancel the upstream stream: no EOF reaches the process (its stdin stays open)."""
