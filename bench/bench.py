@@ -22,8 +22,9 @@ skiff, ...) so that drift on a shared machine hits every engine alike:
   6. `ps -a` with 1000 created containers, and removing them all (one `rm` command).
 
 Before each timed sample the benchmark waits (at most 2 s) until the CPUs have been
-mostly idle for 100 ms (`settle`), so that one engine's leftover background work
-(a shim exiting, a daemon's clean-up) is not billed to the next engine's sample.
+mostly idle and no disk write has completed for 100 ms (`settle`), so that one engine's
+leftover background work (a shim exiting, a daemon's clean-up and its fsyncs) is not
+billed to the next engine's sample.
 
 Results: a markdown table (median, min-max, ratio skiff/peer) and a PNG chart in
 bench/results/, with the machine. If bench/phases.py exists, its per-phase breakdown of
@@ -625,15 +626,31 @@ def cpu_busy_idle() -> tuple[int, int]:
     return sum(fields[:8]) - idle, idle
 
 
+def disk_writes() -> int:
+    """Writes completed on the machine's disks (whole devices), from /proc/diskstats."""
+    total = 0
+    with open("/proc/diskstats") as f:
+        for line in f:
+            parts = line.split()
+            name = parts[2]
+            if name.startswith(("loop", "ram", "dm-")) or (name[-1].isdigit() and not name.startswith("nvme")):
+                continue  # partitions and virtual devices: their writes are counted on the disk
+            total += int(parts[7])
+    return total
+
+
 def settle(quiet: float = 0.8, window: float = 0.1, limit: float = 2.0) -> None:
-    """Wait until a ``window`` passes with the CPUs at least ``quiet`` idle (at most ``limit`` s)."""
+    """Wait until a ``window`` passes with the CPUs at least ``quiet`` idle and no disk write
+    completing (at most ``limit`` s): one engine's background clean-up (a daemon's fsyncs after
+    a container's exit) is not billed to the next engine's sample."""
     end = time.monotonic() + limit
     while time.monotonic() < end:
         b0, i0 = cpu_busy_idle()
+        w0 = disk_writes()
         time.sleep(window)
         b1, i1 = cpu_busy_idle()
         total = (b1 - b0) + (i1 - i0)
-        if total and (i1 - i0) / total >= quiet:
+        if total and (i1 - i0) / total >= quiet and disk_writes() == w0:
             return
 
 
@@ -1053,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}.",
         "",
         f"{'Quick run (--quick); ' if q else ''}n = repetitions per engine, engines interleaved, "
-        "each sample taken once the CPUs are idle (at most 2 s wait); median (min-max). "
+        "each sample taken once the CPUs and disks are idle (at most 2 s wait); median (min-max). "
         f"Whole run: {elapsed / 60:.1f} min ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); "
         f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
         f"(anything else running on the machine shows up as noise).",
