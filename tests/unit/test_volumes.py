@@ -11,20 +11,9 @@ from skiff.common import errors
 from skiff.graphsvc import changes
 from skiff.graphsvc.graph import Graph
 from skiff.graphsvc.graphdb import GraphDB
-from skiff.graphsvc.images import DEFAULT_ENV, ImageStore
-from skiff.graphsvc.layers import VfsDriver
+from skiff.graphsvc.images import DEFAULT_ENV
 from skiff.graphsvc.volumes import VOLUME_IN_USE, VolumeStore, disk_usage
 from skiff.types.v1 import types_pb2
-
-
-@pytest.fixture
-def graph(tmp_path: Path, busybox_tar: Path) -> Graph:
-    db = GraphDB(":memory:")
-    layers = VfsDriver(tmp_path)
-    images = ImageStore(tmp_path, layers, db)
-    with open(busybox_tar, "rb") as f:
-        images.import_archive(f, "busybox")
-    return Graph(db, images, layers, "vfs", tmp_path, VolumeStore(db, tmp_path / "volumes"))
 
 
 def run(graph: Graph, name: str, binds: list[str] = (), mounts: list[types_pb2.MountPoint] = ()):  # type: ignore[assignment]
