@@ -4,6 +4,7 @@ namespaces, cgroup and security through `skiff-shim exec` and exec_init.py."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +75,18 @@ def test_exec_cgroup_user_env_and_cwd(running: Execs, runtime: Runtime) -> None:
     code, out, _ = run(running, "cat", "/proc/self/cgroup", eid="e2")
     assert code == 0
     assert out == Path(f"/proc/{runtime.state('c1').pid}/cgroup").read_text()
+
+
+def test_exec_ignores_no_signal(running: Execs) -> None:
+    """No signal disposition of the engine's parent reaches an exec'd process, glibc's own 32 and
+    33 included (GNU make, say, ignores those: the suite under `make test` checks it)."""
+    old = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        code, out, err = run(running, "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status", eid="sig")
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert code == 0, err
+    assert out.splitlines() == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], out
 
 
 def test_exec_command_not_found_and_not_executable(running: Execs) -> None:

@@ -839,12 +839,28 @@ static void move_fd(int from, int to)
         dup2(from, to);
 }
 
+/* glibc's sigaction() refuses 32 and 33 (its own), so the inits cannot reset them; a parent
+ * that ignores them (GNU make does) would hand that on through execve into the container.
+ * The raw system call takes them (struct as the kernel's: handler, flags, restorer, mask). */
+static void reset_libc_signals(void)
+{
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        unsigned long mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    for (int sig = 32; sig <= 33; sig++)
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
+}
+
 /* Runs in the new namespaces; becomes the init (PID 1): cinit.c's or the Python one. */
 static void child(char **init_argv, int netns_fd, int out_w, int err_w, int sync_w)
 {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    reset_libc_signals();
     if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0) {
         dprintf(sync_w, "other\nsetns(%s): %s", conf_netns, strerror(errno));
         _exit(1);
@@ -1128,6 +1144,7 @@ static void exec_monitor(int report_fd, char **helper_argv)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        reset_libc_signals();
         move_fd(po[1], 1);
         move_fd(pe[1], 2);
         move_fd(ps[1], SYNC_FD);
