@@ -52,8 +52,13 @@ def _pids_cgroup(cid: str) -> Path:
 def test_a_fork_bomb_stops_at_its_pids_limit(skiff) -> None:
     """The bomb fills its pids limit and no more; the host and a neighbour stay responsive; rm -f ends it."""
     other = skiff("run", "-d", "busybox", "sleep", "300", check=True).stdout.strip()
+    # A background subshell forks long-lived processes as fast as it can until a fork fails. PID 1
+    # forks only that subshell, before the limit (ash exits when a fork fails, and the container
+    # would end with it), then execs sleep, which reaps nothing: every pid stays counted. (The
+    # classic `f | f &` bomb is made of short-lived processes: reaped as they go, it can die out
+    # below the limit, which made this test depend on timing.)
     bomb = skiff("run", "-d", "--pids-limit", "40", "busybox", "sh", "-c",
-                 "f() { f | f & }; f; exec sleep 300", check=True).stdout.strip()
+                 "(while :; do sleep 300 & done) 2>/dev/null & exec sleep 300", check=True).stdout.strip()
     try:
         cg = _pids_cgroup(bomb)
         current = cg / "pids.current"
