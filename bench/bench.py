@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -352,7 +353,12 @@ class Engine:
     def container_overhead_pids(self) -> list[int]:
         raise NotImplementedError
 
-    def api_run_true(self) -> None:
+    def api_run_true(self) -> str:
+        """Create + start + wait of ``true`` through the API; the container's id (removed untimed,
+        by :meth:`api_remove`)."""
+        raise NotImplementedError
+
+    def api_remove(self, cid: str) -> None:
         raise NotImplementedError
 
     def create_many(self, count: int) -> list[str]:
@@ -418,12 +424,15 @@ class Skiff(Engine):
         return str(self._stub.CreateContainer(self._pb.CreateContainerRequest(
             config=config, host_config=self._types.HostConfig(network_mode="none")), timeout=120).id)
 
-    def api_run_true(self) -> None:
+    def api_run_true(self) -> str:
         pb = self._pb
         cid = self._create(["true"])
         self._stub.StartContainer(pb.StartContainerRequest(container=cid), timeout=60)
         self._stub.WaitContainer(pb.WaitContainerRequest(container=cid), timeout=60)
-        self._stub.RemoveContainer(pb.RemoveContainerRequest(container=cid, force=True), timeout=60)
+        return cid
+
+    def api_remove(self, cid: str) -> None:
+        self._stub.RemoveContainer(self._pb.RemoveContainerRequest(container=cid, force=True), timeout=60)
 
     def create_many(self, count: int) -> list[str]:
         with ThreadPoolExecutor(4) as pool:
@@ -482,11 +491,14 @@ class Docker(Engine):
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         return http_call(self.base / "docker.sock", method, path, body)
 
-    def api_run_true(self) -> None:
-        cid = self._call("POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"],
-                                                        "HostConfig": {"NetworkMode": "none"}})["Id"]
+    def api_run_true(self) -> str:
+        cid = str(self._call("POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"],
+                                                            "HostConfig": {"NetworkMode": "none"}})["Id"])
         self._call("POST", f"/containers/{cid}/start")
         self._call("POST", f"/containers/{cid}/wait")
+        return cid
+
+    def api_remove(self, cid: str) -> None:
         self._call("DELETE", f"/containers/{cid}?force=1")
 
     def create_many(self, count: int) -> list[str]:
@@ -542,7 +554,7 @@ class Podman(Engine):
     def engine_pids(self) -> list[int]:
         return []  # daemonless
 
-    def api_run_true(self) -> None:
+    def api_run_true(self) -> str:
         raise NotImplementedError("podman has no daemon")
 
     def create_many(self, count: int) -> list[str]:
@@ -654,22 +666,27 @@ def settle(quiet: float = 0.8, window: float = 0.1, limit: float = 2.0) -> None:
             return
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """Wall time of ``fn()`` in ms, and what it returned."""
     start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
+    result = fn()
+    return (time.perf_counter() - start) * 1000, result
 
 
-def interleaved(engines: list[Engine], runs: int, fn: Callable[[Engine], object], deadline: Deadline,
+def interleaved(engines: list[Engine], runs: int, fn: Callable[[Engine], Any], deadline: Deadline,
                 minimum: int = 3, warmup: bool = True,
-                before: Callable[[Engine], object] | None = None) -> dict[str, list[float]]:
-    """``runs`` rounds of A B C, A B C, ...; ``before`` is untimed set-up for each sample."""
+                before: Callable[[Engine], object] | None = None,
+                after: Callable[[Engine, Any], object] | None = None) -> dict[str, list[float]]:
+    """``runs`` rounds of A B C, A B C, ...; ``before`` is untimed set-up for each sample,
+    ``after(engine, what fn returned)`` untimed clean-up."""
     samples: dict[str, list[float]] = {e.name: [] for e in engines}
     if warmup:
         for e in engines:
             if before:
                 before(e)
-            fn(e)
+            result = fn(e)
+            if after:
+                after(e, result)
     for i in range(runs):
         if i >= minimum and deadline.passed():
             break
@@ -677,7 +694,10 @@ def interleaved(engines: list[Engine], runs: int, fn: Callable[[Engine], object]
             if before:
                 before(e)
             settle()
-            samples[e.name].append(timed(lambda e=e: fn(e)))  # type: ignore[misc]
+            ms, result = timed(lambda e=e: fn(e))  # type: ignore[misc]
+            samples[e.name].append(ms)
+            if after:
+                after(e, result)
     return samples
 
 
@@ -987,7 +1007,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             add("2", "2. create+start+wait `true` via the API (network none)",
                 interleaved([e for e in engines if e.name != "podman"], runs, lambda e: e.api_run_true(),
-                            budget.slice("2")), short="API create+start+wait true")
+                            budget.slice("2"), after=lambda e, cid: e.api_remove(cid)),
+                short="API create+start+wait true")
         if "3" in only:
             print(f"bench: scenario 3 ({(time.monotonic() - t_start) / 60:.1f} min in)", file=sys.stderr,
                   flush=True)
