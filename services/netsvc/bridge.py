@@ -73,6 +73,15 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
+def _set_sysctl(path: str, value: str) -> bool:
+    """Write ``value`` to a /proc/sys file unless it holds it already; whether it changed."""
+    with open(path) as f:
+        if f.read().strip() == value:
+            return False
+    _write(path, value)
+    return True
+
+
 def _in_netns(path: str, fn: Callable[[IPRoute], None]) -> None:
     """Run ``fn`` with a netlink socket inside the namespace at ``path``, from a throwaway thread."""
     result: list[BaseException | None] = []
@@ -130,6 +139,8 @@ class BridgeDriver:
     mode = MODE_BRIDGE
     #: No default route in the containers (user networks' ``--internal``).
     internal = False
+    #: Namespaces made ahead of time (netns.Pool), shared with the ``none`` driver; None: off.
+    pool: netns.Pool | None = None
 
     def __init__(self, netns_dir: Path, state_dir: Path, bridge: str = DEFAULT_BRIDGE,
                  bip: IPv4Network | None = None, chain_prefix: str = "SKIFF",
@@ -168,7 +179,8 @@ class BridgeDriver:
             if (str(self.ipam.gateway), subnet.prefixlen) not in have:
                 ipr.addr("add", index=idx, address=str(self.ipam.gateway), prefixlen=subnet.prefixlen)
             ipr.link("set", index=idx, state="up")
-        _write("/proc/sys/net/ipv4/ip_forward", "1")
+        if _set_sysctl("/proc/sys/net/ipv4/ip_forward", "1") and self.pool is not None:
+            self.pool.invalidate()  # a new namespace copies the host's ip_forward when it is made
         _write(f"/proc/sys/net/ipv4/conf/{self.bridge}/route_localnet", "1")
         self._sync_rules()
         self._ready = True
@@ -241,7 +253,7 @@ class BridgeDriver:
             crash_point("allocated")
             netns.ensure_mount_point(self.netns_dir)
             path = self.path(container_id)
-            sock = netns.create(path, keep_socket=True)
+            sock = netns.create(path, keep_socket=True, pool=self.pool)
             assert sock is not None
             undo.append(lambda: netns.remove(path))
             with sock:

@@ -49,8 +49,10 @@ class NoneDriver:
 
     mode = MODE_NONE
 
-    def __init__(self, netns_dir: Path):
+    def __init__(self, netns_dir: Path, pool: netns.Pool | None = None):
         self.netns_dir = netns_dir
+        #: Namespaces made ahead of time (netns.Pool), shared with the bridge drivers; None: off.
+        self.pool = pool
 
     def path(self, container_id: str) -> Path:
         return self.netns_dir / container_id
@@ -58,7 +60,7 @@ class NoneDriver:
     def create_endpoint(self, container_id: str, opts: EndpointOptions | None = None) -> Endpoint:
         netns.ensure_mount_point(self.netns_dir)  # made when first needed, released by close()
         path = self.path(container_id)
-        netns.create(path)
+        netns.create(path, pool=self.pool)
         return Endpoint(container_id, self.mode, str(path))
 
     def close(self) -> None:

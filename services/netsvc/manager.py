@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from skiff.common import itemerr
 from skiff.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SkiffError
 from skiff.common.faults import crash_point
-from skiff.netsvc import etcfiles, rtnl
+from skiff.netsvc import etcfiles, netns, rtnl
 from skiff.netsvc.drivers import NetworkDriver
 from skiff.netsvc.model import MODE_HOST, Endpoint, EndpointOptions, validate_container_id
 from skiff.netsvc.store import EndpointStore
@@ -72,6 +72,8 @@ class EndpointManager:
         self._closing = False
         #: User-defined networks (networks.py); set by the server when enabled.
         self.networks: Networks | None = None
+        #: Namespaces made ahead of time (netns.Pool) the drivers take from; emptied by close().
+        self.pool: netns.Pool | None = None
 
     def _driver(self, mode: str) -> NetworkDriver:
         if mode.startswith(MODE_CONTAINER_PREFIX):
@@ -293,6 +295,8 @@ class EndpointManager:
             self._cleanup_cv.notify_all()
         if self._reaper is not None:
             self._reaper.join(timeout=60)
+        if self.pool is not None:
+            self.pool.close()
         for driver in self.drivers.values():
             driver.close()
 

@@ -405,6 +405,8 @@ class Networks:
         isolation = default.isolation if isinstance(default, BridgeDriver) else None
         driver = UserBridgeDriver(self.netns_dir, self.state_dir, rec, self.dns, isolation)
         driver.resolver_for = self._resolver_for
+        if isinstance(default, BridgeDriver):
+            driver.pool = default.pool  # the namespaces made ahead of time, shared
         return driver
 
     def _resolver_for(self, container_id: str) -> Callable[[str], list[str] | None]:

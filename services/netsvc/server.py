@@ -18,6 +18,7 @@ from pathlib import Path
 from skiff.common.server import Service, add_common_arguments, setup_logging
 from skiff.common.tls import TLSFiles
 from skiff.net.v1 import net_pb2_grpc
+from skiff.netsvc import netns
 from skiff.netsvc.bridge import DEFAULT_BRIDGE, BridgeDriver
 from skiff.netsvc.dns import DnsServer, host_upstreams
 from skiff.netsvc.drivers import HostDriver, JoinDriver, NoneDriver
@@ -35,16 +36,39 @@ SERVICE_NAME = "skiff.net.v1.NetworkService"
 
 def build_manager(data_root: Path, exec_root: Path, bip: IPv4Network | None = None,
                   bridge: str = DEFAULT_BRIDGE, chain_prefix: str = "SKIFF",
-                  dns: DnsServer | None = None) -> EndpointManager:
-    """The manager with every driver (user networks' too), reconciled with the kernel."""
+                  dns: DnsServer | None = None, netns_pool: int = 0) -> EndpointManager:
+    """The manager with every driver (user networks' too), reconciled with the kernel.
+
+    ``netns_pool``: how many namespaces to keep made ahead of time (0: none); the pool
+    starts filling once the manager is reconciled, and ``manager.close()`` empties it.
+    """
+    pool = netns.Pool(netns_pool)
+    default_bridge = BridgeDriver(exec_root / "netns", data_root / "network", bridge, bip, chain_prefix)
+    default_bridge.pool = pool
     manager = EndpointManager(
-        [NoneDriver(exec_root / "netns"), HostDriver(), JoinDriver(),
-         BridgeDriver(exec_root / "netns", data_root / "network", bridge, bip, chain_prefix)],
+        [NoneDriver(exec_root / "netns", pool), HostDriver(), JoinDriver(), default_bridge],
         EndpointStore(data_root / "network" / "endpoints.json"),
     )
+    manager.pool = pool
     manager.networks = Networks(manager, exec_root / "netns", data_root / "network", dns)
     manager.reconcile()
+    pool.start()  # after reconcile(): the bridge's sysctls are set by then
     return manager
+
+
+#: The default of ``--netns-pool``: a few, for the starts of a burst or a script (each is ~100 KB
+#: of kernel memory and two descriptors; a start that finds the pool empty makes a fresh one).
+DEFAULT_NETNS_POOL = 4
+
+
+def pool_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid pool size {text!r}: want a whole number, 0 for none") from None
+    if not 0 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"invalid pool size {n}: want 0-256")
+    return n
 
 
 def upstream_resolvers() -> list[tuple[str, int]]:
@@ -80,11 +104,16 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="NAME",
                         help="the bridge's name (default: $SKIFF_BRIDGE or skiff0; its chains are then "
                              "SKIFF-<NAME>*, so that two engines on one host do not share rules)")
+    parser.add_argument("--netns-pool", type=pool_size, metavar="N",
+                        default=os.environ.get("SKIFF_NETNS_POOL") or str(DEFAULT_NETNS_POOL),
+                        help="network namespaces kept made ahead of time, for faster container starts "
+                             f"(default: $SKIFF_NETNS_POOL or {DEFAULT_NETNS_POOL}; 0: none)")
     args = parser.parse_args(argv)
     setup_logging("netsvc", args.log_level, args.debug)
     listen = args.listen or [f"unix://{args.exec_root}/netsvc.sock"]
     dns = DnsServer(upstream_resolvers)
-    manager = build_manager(args.data_root, args.exec_root, args.bip, args.bridge, chain_prefix(args.bridge), dns)
+    manager = build_manager(args.data_root, args.exec_root, args.bip, args.bridge, chain_prefix(args.bridge), dns,
+                            args.netns_pool)
     build_service(listen, manager, TLSFiles(args.tlscacert, args.tlscert, args.tlskey)).run_until_signal()
     manager.close()
     dns.close()
