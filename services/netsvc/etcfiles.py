@@ -6,7 +6,9 @@ readers at the bottom are the only ones that touch the host's files.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,6 +89,16 @@ def resolv_conf(host_text: str, dns: Sequence[str] = (), dns_search: Sequence[st
                 dns_options: Sequence[str] = ()) -> str:
     """The host's resolv.conf minus nameservers a container cannot reach; flags override each part.
 
+    Remembered for the last few arguments (the same for most containers of a host).
+    """
+    return _resolv_conf(host_text, tuple(dns), tuple(dns_search), tuple(dns_options))
+
+
+@functools.lru_cache(maxsize=32)
+def _resolv_conf(host_text: str, dns: tuple[str, ...], dns_search: tuple[str, ...],
+                 dns_options: tuple[str, ...]) -> str:
+    """:func:`resolv_conf`, computed.
+
     Loopback nameservers (a local stub) and IPv6 ones (the bridge is IPv4 only) are
     dropped; with none left, Docker's fallback (Google's public DNS) is written.
     """
@@ -109,15 +121,32 @@ def resolv_conf(host_text: str, dns: Sequence[str] = (), dns_search: Sequence[st
     return "".join(out)
 
 
+#: Host files read before, by path: (what stat said, the text). Every endpoint reads them.
+_read_cache: dict[Path, tuple[tuple[int, ...], str]] = {}
+
+
+def _read(path: Path) -> str:
+    """``path.read_text()``, from memory while a stat says the file is unchanged (one stat
+    instead of an open and a read on every endpoint's create). OSError as the read."""
+    st = os.stat(path)
+    sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _read_cache.get(path)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    text = path.read_text()
+    _read_cache[path] = (sig, text)
+    return text
+
+
 def read_host_resolv(path: Path = Path("/etc/resolv.conf"), systemd: Path = SYSTEMD_RESOLV_CONF) -> str:
     """The host's resolv.conf; behind systemd-resolved's stub, the upstream one it lists."""
     try:
-        text = path.read_text()
+        text = _read(path)
     except OSError:
         return ""
     if SYSTEMD_RESOLVED_STUB in parse_resolv(text)[0]:
         try:
-            return systemd.read_text()
+            return _read(systemd)
         except OSError:
             pass
     return text
@@ -125,7 +154,7 @@ def read_host_resolv(path: Path = Path("/etc/resolv.conf"), systemd: Path = SYST
 
 def read_host_hosts(path: Path = Path("/etc/hosts")) -> str:
     try:
-        return path.read_text()
+        return _read(path)
     except OSError:
         return _LOCALHOST
 

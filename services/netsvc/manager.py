@@ -299,6 +299,10 @@ class EndpointManager:
             self.pool.close()
         for driver in self.drivers.values():
             driver.close()
+        close = getattr(self.store, "close", None)
+        if close is not None:  # the records in one file again (the log of changes folded in)
+            with self._lock:
+                close(self._endpoints, self._journal())
 
     def reconcile(self) -> None:
         """Make records and kernel agree after a restart (or a crash).

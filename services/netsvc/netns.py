@@ -41,6 +41,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,9 @@ def make_pooled() -> Pooled:
 POOL_NICE = 19
 #: After a failure to make one, the pool thread waits this long (doubled up to 30 s) before trying again.
 POOL_RETRY = 0.5
+#: The pool thread makes the next namespace only once no namespace was taken for this long (seconds):
+#: not while the request that took one is still answering (the GIL), nor during a burst of them.
+POOL_QUIET = 0.003
 
 
 class Pool:
@@ -308,6 +312,7 @@ class Pool:
         self._generation = 0
         self.taken = 0
         self.missed = 0
+        self._last_take = 0.0
 
     def start(self) -> None:
         """Begin filling (in the background). A size of 0: the pool stays off."""
@@ -326,6 +331,7 @@ class Pool:
                     self.missed += 1
                 return None
             self.taken += 1
+            self._last_take = time.monotonic()
             self._cv.notify_all()
             return self._items.popleft()
 
@@ -366,6 +372,8 @@ class Pool:
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._closed or len(self._items) < self.size)
+                while not self._closed and (quiet := self._last_take + POOL_QUIET - time.monotonic()) > 0:
+                    self._cv.wait(quiet)
                 if self._closed:
                     return
                 generation = self._generation

@@ -22,6 +22,7 @@ from skiff.netsvc import netns
 from skiff.netsvc.manager import EndpointManager
 from skiff.netsvc.model import EndpointOptions, PortBinding
 from skiff.netsvc.server import build_manager
+from skiff.netsvc.store import EndpointStore
 
 pytestmark = [
     pytest.mark.kernel,
@@ -209,7 +210,7 @@ def test_the_background_cleanup_finishes_on_its_own(roots: tuple[Path, Path]) ->
     m.delete_endpoint("c1")
     assert not Path(e.netns_path).exists() and m.list_endpoints() == []
     # Journaled with the record's removal, in the same write (finished at start-up after a crash).
-    assert json.loads((data / "network" / "endpoints.json").read_text())["cleanup"] == [e.veth]
+    assert EndpointStore(data / "network" / "endpoints.json").load_cleanup() == [e.veth]
     ipam = m.drivers["bridge"].ipam  # type: ignore[attr-defined]
     deadline = time.monotonic() + 30
     while (e.veth in links() or e.ip_address in ipam.allocated) and time.monotonic() < deadline:

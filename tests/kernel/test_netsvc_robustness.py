@@ -25,6 +25,7 @@ from skiff.net.v1 import net_pb2, net_pb2_grpc
 from skiff.netsvc import netns
 from skiff.netsvc.model import EndpointOptions, PortBinding
 from skiff.netsvc.server import build_manager, chain_prefix
+from skiff.netsvc.store import EndpointStore
 
 pytestmark = [
     pytest.mark.kernel,
@@ -186,8 +187,7 @@ def test_sigkill_at_each_step_of_a_create_leaves_nothing(tmp_path: Path, roots: 
 
 
 def _veth_of(data: Path, cid: str) -> str:
-    records = json.loads((data / "network" / "endpoints.json").read_text())["endpoints"]
-    return str(next(e["veth"] for e in records if e["container_id"] == cid))
+    return EndpointStore(data / "network" / "endpoints.json").load()[cid].veth
 
 
 PORT = 19000 + os.getpid() % 1000
@@ -298,7 +298,7 @@ def test_sigkill_during_the_background_cleanup_is_finished_at_restart(
         assert svc.proc.wait(30) == -signal.SIGKILL
         svc.stop(signal.SIGKILL)
         assert veth in veths()  # the cleanup did not happen
-        assert json.loads((data / "network" / "endpoints.json").read_text()).get("cleanup") == [veth]
+        assert EndpointStore(data / "network" / "endpoints.json").load_cleanup() == [veth]
         svc = Netsvc(tmp_path, data, run)
         assert f" {veth}@" not in links()  # on the bridge or not
         assert list(svc.stub.ListEndpoints(net_pb2.ListEndpointsRequest(), timeout=10).endpoints) == []

@@ -24,6 +24,7 @@ from skiff.netsvc.dns import DnsServer, parse_query, response
 from skiff.netsvc.manager import EndpointManager
 from skiff.netsvc.model import EndpointOptions
 from skiff.netsvc.server import build_manager
+from skiff.netsvc.store import EndpointStore
 
 pytestmark = [
     pytest.mark.kernel,
@@ -305,7 +306,7 @@ def test_release_keeps_connections_for_the_next_start_and_delete_forgets_them(
     extra = m.networks.connect("two", cid, EndpointOptions(container_name="alpha", aliases=("al",)))
     m.delete_endpoint(cid, release=True)
     assert not Path(a.netns_path).exists()  # at once; the veth and address once the deletion is done
-    journal = json.loads((data / "network" / "endpoints.json").read_text())["cleanup"]
+    journal = EndpointStore(data / "network" / "endpoints.json").load_cleanup()
     assert journal == sorted([a.veth, extra.veth])  # the connected interface too
     m.drain()
     assert a.veth not in links() and extra.veth not in links()
