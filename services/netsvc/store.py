@@ -23,6 +23,7 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from skiff.common.files import write_json_atomic
 from skiff.netsvc.model import Endpoint, PortBinding
@@ -102,7 +103,7 @@ class EndpointStore:
             self._compact(endpoints, cleanup)
             return
         saved = self._saved
-        changes = [{"del": cid} for cid in sorted(saved.keys() - endpoints.keys())]
+        changes: list[dict[str, Any]] = [{"del": cid} for cid in sorted(saved.keys() - endpoints.keys())]
         changes += [{"put": asdict(e)} for cid, e in sorted(endpoints.items())
                     if (old := saved.get(cid)) is not e and old != e]
         if cleanup != self._saved_cleanup:
