@@ -230,3 +230,24 @@ def test_close_waits_for_the_cleanup(roots: tuple[Path, Path]) -> None:
     out = links()
     assert not any(e.veth in out for e in made) and f" {BRIDGE}:" not in out and rules() == []
     assert json.loads((data / "network" / "ipam.json").read_text())["allocated"] == {}
+
+
+def test_a_bridge_endpoint_takes_a_pooled_namespace_and_reaches_its_gateway(roots: tuple[Path, Path]) -> None:
+    data, run = roots
+    m = build_manager(data, run, bridge=BRIDGE, chain_prefix=PREFIX, netns_pool=1)
+    MADE.append(m)
+    try:
+        assert m.pool is not None
+        m.create_endpoint("warm", "bridge")  # the bridge is made (ip_forward on), the pool refilled after
+        assert m.pool.wait_full(30)
+        taken = m.pool.taken
+        e = m.create_endpoint("c1", "bridge")
+        assert m.pool.taken == taken + 1
+        out = ns_run(e.netns_path, "ip", "-o", "addr").stdout
+        assert f"inet {e.ip_address}/" in out and "inet 127.0.0.1/8" in out
+        ping = ns_run(e.netns_path, "busybox", "ping", "-c1", "-W5", e.gateway)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        for cid in ("warm", "c1"):
+            m.delete_endpoint(cid)
+    finally:
+        m.close()
