@@ -320,7 +320,8 @@ class Pool:
             self._thread = threading.Thread(target=self._fill, name="netns-pool", daemon=True)
             self._thread.start()
 
-    def __len__(self) -> int:
+    def ready(self) -> int:
+        """How many namespaces the pool holds now."""
         with self._cv:
             return len(self._items)
 

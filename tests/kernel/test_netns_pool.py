@@ -100,7 +100,7 @@ def test_a_none_endpoint_gets_a_pooled_namespace_set_up_as_a_fresh_one(roots: tu
                                capture_output=True, text=True, check=True).stdout.splitlines()
         assert len(links) == 1 and ": lo:" in links[0] and ",UP" in links[0]
         # The pool is refilled in the background; the taken one is no longer held by the pool.
-        wait_for(lambda: len(m.pool or []) == 2, "the pool to be refilled")
+        wait_for(lambda: m.pool is not None and m.pool.ready() == 2, "the pool to be refilled")
         m.delete_endpoint("c1")
     finally:
         m.close()
