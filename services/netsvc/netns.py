@@ -319,6 +319,7 @@ class Pool:
         if self.size and self._thread is None and not self._closed:
             self._thread = threading.Thread(target=self._fill, name="netns-pool", daemon=True)
             self._thread.start()
+            log.info("keeping %d network namespaces made ahead of time", self.size)
 
     def ready(self) -> int:
         """How many namespaces the pool holds now."""
