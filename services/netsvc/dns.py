@@ -21,8 +21,8 @@ a selector loop:
 TCP as well, as Docker's: beside the UDP socket, a TCP listener on the same
 ``127.0.0.11:53`` (made by the same ``setns()`` thread). A UDP answer larger
 than the client can take (512 bytes, or its EDNS0 payload size) is truncated
-with the TC bit set (whole records only; a relayed one keeps just its
-question), so the client asks again over TCP. The selector thread only accepts
+with the TC bit set (to whole records that fit), so the client asks again
+over TCP. The selector thread only accepts
 TCP connections; each is then served by a thread of its own (at most
 ``MAX_TCP_CONNECTIONS`` at a time, more are closed at once; ``TCP_IDLE_TIMEOUT``
 per read, ``TCP_MAX_QUERIES`` per connection), which answers known names
@@ -147,11 +147,55 @@ def response(data: bytes, q: Query, addresses: Sequence[str] = (), rcode: int = 
     return header + question + b"".join(answers)
 
 
+def _skip_name(msg: bytes, pos: int) -> int:
+    """The offset after a (possibly compressed) name at ``pos``; ValueError if it runs off the end."""
+    for _ in range(128):
+        if pos >= len(msg):
+            raise ValueError("name past the end")
+        n = msg[pos]
+        if n & 0xC0 == 0xC0:
+            return pos + 2  # a pointer ends the name
+        pos += 1 + n
+        if n == 0:
+            return pos
+    raise ValueError("name too long")
+
+
+def _record_ends(msg: bytes) -> tuple[int, list[int]]:
+    """(where the question section ends, where each record after it ends, in order)."""
+    qd, an, ns, ar = struct.unpack("!HHHH", msg[4:12])
+    pos = 12
+    for _ in range(qd):
+        pos = _skip_name(msg, pos) + 4
+    start, ends = pos, []
+    for _ in range(an + ns + ar):
+        pos = _skip_name(msg, pos)
+        if pos + 10 > len(msg):
+            raise ValueError("record past the end")
+        pos += 10 + struct.unpack("!H", msg[pos + 8:pos + 10])[0]
+        if pos > len(msg):
+            raise ValueError("record past the end")
+        ends.append(pos)
+    return start, ends
+
+
 def truncated(reply: bytes, data: bytes, q: Query) -> bytes:
-    """A relayed ``reply`` too large for UDP, cut to its header and question (``data``'s) with
-    the TC bit set and no records (RFC 2181 9: the client asks again over TCP)."""
+    """A relayed ``reply`` too large for the client's UDP size, with the TC bit set: as many of
+    its records as fit, whole (a prefix of the message, so its compression pointers stay
+    valid), else just its question (``data``'s); the client asks again over TCP."""
     ident, flags = struct.unpack("!HH", reply[:4])
-    return struct.pack("!HHHHHH", ident, flags | FLAG_TC, 1, 0, 0, 0) + data[12:q.end]
+    try:
+        start, ends = _record_ends(reply)
+        if start > q.udp_size:
+            raise ValueError("question too large")
+        kept = sum(1 for end in ends if end <= q.udp_size)  # ends grow: a prefix of the records
+        an, ns, _ = struct.unpack("!HHH", reply[6:12])
+        counts = (min(kept, an), min(max(kept - an, 0), ns), max(kept - an - ns, 0))
+        body = reply[12:ends[kept - 1] if kept else start]
+        qd = struct.unpack("!H", reply[4:6])[0]
+        return struct.pack("!HHHHHH", ident, flags | FLAG_TC, qd, *counts) + body
+    except (ValueError, struct.error):
+        return struct.pack("!HHHHHH", ident, flags | FLAG_TC, 1, 0, 0, 0) + data[12:q.end]
 
 
 def udp_reply(reply: bytes, data: bytes, q: Query) -> bytes:

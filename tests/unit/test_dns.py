@@ -190,10 +190,16 @@ def test_udp_answers_over_512_bytes_are_truncated_with_tc() -> None:
     assert not flags & FLAG_TC and n == 60
     huge = parse_query(with_edns(data, 65000))
     assert huge is not None and huge.udp_size == 4096
-    # A relayed reply too large keeps only its question, with TC.
+    # A relayed reply too large keeps the whole records that fit (a prefix of it), with TC.
     t = udp_reply(full, data, q)
-    assert counts(t) == (counts(full)[0] | FLAG_TC, 0) and t == t[:12] + data[12:] and len(t) == len(data)
+    flags, n = counts(t)
+    assert flags == counts(full)[0] | FLAG_TC and n == (512 - len(data)) // 16 and len(t) <= 512
+    assert t[12:] == full[12:len(t)] and struct.unpack("!HH", t[8:12]) == (0, 0)
     assert udp_reply(full, big, qb) == full
+    # one that cannot be walked (cut short) keeps only its question
+    broken = full[:6] + struct.pack("!H", 99) + full[8:]
+    t = udp_reply(broken, data, q)
+    assert counts(t) == (counts(full)[0] | FLAG_TC, 0) and t[12:] == data[12:]
 
 
 class TcpUpstream:
