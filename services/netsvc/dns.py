@@ -25,7 +25,7 @@ with the TC bit set (to whole records that fit), so the client asks again
 over TCP. The selector thread only accepts
 TCP connections; each is then served by a thread of its own (at most
 ``MAX_TCP_CONNECTIONS`` at a time, more are closed at once; ``TCP_IDLE_TIMEOUT``
-per read, ``TCP_MAX_QUERIES`` per connection), which answers known names
+per read, ``TCP_MAX_QUERIES`` and ``TCP_MAX_LIFETIME`` per connection), which answers known names
 itself and relays the rest to the upstreams over TCP. A slow or silent TCP
 client therefore never holds up the UDP path.
 """
@@ -38,6 +38,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -63,6 +64,8 @@ FLAG_TC = 0x0200
 MAX_TCP_CONNECTIONS = 32
 TCP_IDLE_TIMEOUT = 10.0
 TCP_MAX_QUERIES = 64
+#: The longest a TCP connection is served, however busy (RFC 7766 lets the server close it).
+TCP_MAX_LIFETIME = 60.0
 
 #: A name's addresses (None: not a name of this network: forward the query).
 Resolver = Callable[[str], "list[str] | None"]
@@ -430,9 +433,14 @@ class DnsServer:
 
     def _serve_tcp(self, conn: socket.socket, peer: tuple[str, int], resolve: Resolver, key: str) -> None:
         """Answer the queries of one TCP connection in turn until the client closes it, is idle
-        for ``TCP_IDLE_TIMEOUT`` or has asked ``TCP_MAX_QUERIES``."""
+        for ``TCP_IDLE_TIMEOUT``, has asked ``TCP_MAX_QUERIES`` or ``TCP_MAX_LIFETIME`` is over."""
+        deadline = time.monotonic() + TCP_MAX_LIFETIME
         try:
             for _ in range(TCP_MAX_QUERIES):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                conn.settimeout(min(TCP_IDLE_TIMEOUT, left))
                 data = recv_message(conn)
                 if data is None or self._stop:
                     return

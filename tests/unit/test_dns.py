@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -299,4 +300,31 @@ def test_slow_tcp_clients_do_not_block_udp(monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         for s in idle:
             s.close()
+        server.close()
+
+
+def test_a_busy_tcp_client_is_closed_after_the_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dns, "TCP_MAX_LIFETIME", 0.3)
+    monkeypatch.setattr(dns, "TCP_MAX_QUERIES", 10_000)  # only the lifetime ends it
+    server = DnsServer(lambda: [])
+    udp, tcp = listeners()
+    server.attach_socket("c1", udp, lambda n: ["172.30.0.2"] if n == "web" else None, tcp=tcp)
+    try:
+        with socket.create_connection(tcp.getsockname(), timeout=10) as s:
+            answered = 0
+            for i in range(200):  # bounded: well past the lifetime
+                packet = query("web", ident=i)
+                try:
+                    s.sendall(struct.pack("!H", len(packet)) + packet)
+                    got = recv_message(s)
+                except OSError:
+                    got = None
+                if got is None:
+                    break
+                answered += 1
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the connection was never closed")
+            assert answered >= 1
+    finally:
         server.close()
