@@ -96,8 +96,15 @@ class ImageTools:
 
     def prune(self, all_: bool, filters: Sequence[types_pb2.Filter] = ()) -> api_pb2.PruneImagesResponse:
         """Docker's ``image prune``: untagged images, or with ``all`` every image no container uses;
-        only those ``filters`` keep (``until``: created before; ``label``/``label!``: the config's labels)."""
-        keep = prunefilter.parse((f.key, f.value) for f in filters)
+        only those ``filters`` keep (``until``: created before; ``label``/``label!``: the config's labels;
+        ``dangling=false``: as ``all``)."""
+        for f in filters:
+            if f.key == "dangling":
+                if f.value.lower() not in ("true", "false", "1", "0"):
+                    raise errors.InvalidArgument(f"invalid filter 'dangling={f.value}'",
+                                                 reason=errors.UNSUPPORTED_FILTER)
+                all_ = all_ or f.value.lower() in ("false", "0")
+        keep = prunefilter.parse((f.key, f.value) for f in filters if f.key != "dangling")
         used = {c.image_id for c in self._graph.list_containers()}
         items: list[types_pb2.ImageDeleteItem] = []
         reclaimed = 0

@@ -136,6 +136,13 @@ def test_prune_filters_for_images_networks_volumes_and_system(tmp_path_factory, 
         for cmd in (["image", "prune", "-f"], ["network", "prune", "-f"], ["volume", "prune", "-f"]):
             bad = sk(*cmd, "--filter", "colour=red")
             assert bad.returncode != 0 and "invalid filter 'colour'" in bad.stderr, (cmd, bad.stderr)
+        src = ok(sk("create", "busybox", "true")).strip()
+        image("dang:1", "dang=t")
+        ok(sk("rm", src))
+        out = ok(sk("image", "prune", "-f", "--filter", "dangling=false", "--filter", "label=dang=t"))
+        assert "untagged: dang:1" in out and "kept:1" not in out, out  # dangling=false: as -a
+        bad = sk("image", "prune", "-f", "--filter", "dangling=maybe")
+        assert bad.returncode != 0 and "invalid filter 'dangling=maybe'" in bad.stderr
         bad = sk("image", "prune", "-f", "--filter", "until=someday")
         assert bad.returncode != 0 and "failed to parse value as time or duration" in bad.stderr
         bad = sk("volume", "prune", "-f", "--filter", "until=1h")
