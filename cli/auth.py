@@ -71,6 +71,22 @@ def lookup(registry: str) -> tuple[str, str] | None:
     return user, password
 
 
+def for_mirrors(name: str) -> list[types_pb2.RegistryAuth]:
+    """For a Docker Hub reference: the stored credentials of the other registries, for the
+    engine's hub mirrors (it sends each mirror only its own host's); none for other references."""
+    from skiff.types.v1 import types_pb2
+
+    if registry_of(name) != HUB_KEY:
+        return []
+    out = []
+    for key, entry in sorted((load().get("auths") or {}).items()):
+        if key == HUB_KEY or not isinstance(entry, dict) or not entry.get("auth"):
+            continue
+        user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        out.append(types_pb2.RegistryAuth(username=user, password=password, server_address=key))
+    return out
+
+
 def for_reference(name: str) -> types_pb2.RegistryAuth:
     from skiff.types.v1 import types_pb2
 

@@ -236,6 +236,12 @@ def _auth(name: str) -> types_pb2.RegistryAuth:
     return auth.for_reference(name)
 
 
+def _mirror_auths(name: str) -> list[types_pb2.RegistryAuth]:
+    from skiff.cli import auth
+
+    return auth.for_mirrors(name)
+
+
 def pull(client: Client, name: str, platform: str = "", out: IO[str] | None = None) -> types_pb2.Image:
     """Pull with progress on ``out`` (stdout by default); returns the image."""
     from skiff.api.v1 import api_pb2
@@ -245,7 +251,8 @@ def pull(client: Client, name: str, platform: str = "", out: IO[str] | None = No
     image = None
     with client.translated():
         for resp in client.images.PullImage(
-                api_pb2.PullImageRequest(reference=name, platform=platform, auth=_auth(name))):
+                api_pb2.PullImageRequest(reference=name, platform=platform, auth=_auth(name),
+                                         mirror_auths=_mirror_auths(name))):
             if resp.WhichOneof("part") == "image":
                 image = resp.image
             else:

@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.prog = "skiff image prune"
     p.add_argument("-a", "--all", action="store_true", help="remove all unused images, not just dangling ones")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[],
+                   help="provide filter values (e.g. 'until=<timestamp>', 'label=<key>[=<value>]', 'label!=...')")
     p.set_defaults(prog="skiff image prune")
     p = add_command(isub, "history", cmd_history, "Show the history of an image")
     _history_args(p)
@@ -230,10 +232,19 @@ def cmd_prune(client: Client, args: argparse.Namespace) -> int:
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
     with client.translated():
-        resp = _stub(client).PruneImages(api_pb2.PruneImagesRequest(all=args.all), timeout=600)
+        resp = _stub(client).PruneImages(api_pb2.PruneImagesRequest(all=args.all, filters=prune_filters(args.filter)),
+                                         timeout=600)
     print_pruned_images(resp)
     print(f"Total reclaimed space: {fmt.human_size(resp.space_reclaimed)}")
     return 0
+
+
+def prune_filters(items: list[str]) -> list[Any]:
+    """``--filter key=value`` flags as the API's filters (checked by the engine, as Docker's)."""
+    from skiff.cli.args import split_kv
+    from skiff.types.v1 import types_pb2
+
+    return [types_pb2.Filter(key=k, value=v) for k, v in split_kv(items, "filter")]
 
 
 def print_pruned_images(resp: Any) -> None:

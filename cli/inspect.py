@@ -165,6 +165,7 @@ def driver_host_json(hc: types_pb2.HostConfig) -> dict[str, Any]:
         "PidMode": hc.pid_mode,
         "IpcMode": hc.ipc_mode or "private",
         "UTSMode": hc.uts_mode,
+        "UsernsMode": hc.userns_mode,
         "CgroupnsMode": hc.cgroupns_mode,
         "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container or d.path_on_host,
                      "CgroupPermissions": d.cgroup_permissions or "rwm"} for d in hc.devices],

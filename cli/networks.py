@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(nsub, "prune", cmd_prune, "Remove all unused networks")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[],
+                   help="provide filter values (e.g. 'until=<timestamp>', 'label=<key>[=<value>]', 'label!=...')")
     p.set_defaults(prog="skiff network prune")
 
 
@@ -211,6 +213,7 @@ def cmd_disconnect(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_prune(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
+    from skiff.cli.imagetools import prune_filters
 
     if not args.force:
         print("WARNING! This will remove all custom networks not used by at least one container.")
@@ -218,7 +221,7 @@ def cmd_prune(client: Client, args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             return 0
     with client.translated():
-        names = _stub(client).PruneNetworks(api_pb2.PruneNetworksRequest()).names
+        names = _stub(client).PruneNetworks(api_pb2.PruneNetworksRequest(filters=prune_filters(args.filter))).names
     if names:
         print("Deleted Networks:")
         for name in names:

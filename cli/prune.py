@@ -80,7 +80,8 @@ def register_system(ssub: argparse._SubParsersAction) -> None:
     p.add_argument("-a", "--all", action="store_true", help="remove all unused images not just dangling ones")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     p.add_argument("--volumes", action="store_true", help="prune anonymous volumes")
-    p.add_argument("--filter", action="append", default=[], help="provide filter values (e.g. 'label=<key>=<value>')")
+    p.add_argument("--filter", action="append", default=[], help="provide filter values (e.g. 'until=<timestamp>', "
+                   "'label=<key>[=<value>]', 'label!=<key>[=<value>]')")
     p.set_defaults(prog="skiff system prune")
 
 
@@ -160,10 +161,15 @@ def cmd_container_prune(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_system_prune(client: Client, args: argparse.Namespace) -> int:
-    """Docker's order: stopped containers, unused networks, (anonymous volumes), images."""
+    """Docker's order: stopped containers, unused networks, (anonymous volumes), images; the
+    filters (``until``, ``label``, ``label!``) apply to each (volumes: not ``until``, as Docker)."""
     from skiff.api.v1 import api_pb2, api_pb2_grpc
+    from skiff.types.v1 import types_pb2
 
     filters = split_kv(args.filter, "filter")
+    if args.volumes and any(k == "until" for k, _ in filters):
+        raise exits.CLIError('ERROR: The "until" filter is not supported with "--volumes"')
+    api_filters = [types_pb2.Filter(key=k, value=v) for k, v in filters]
     if not args.force:
         what = ["WARNING! This will remove:", "  - all stopped containers",
                 "  - all networks not used by at least one container"]
@@ -178,7 +184,8 @@ def cmd_system_prune(client: Client, args: argparse.Namespace) -> int:
         print("Deleted Containers:")
         print("".join(f"{cid}\n" for cid in removed))
     with client.translated():
-        names = api_pb2_grpc.NetworkServiceStub(client.channel).PruneNetworks(api_pb2.PruneNetworksRequest(),
+        names = api_pb2_grpc.NetworkServiceStub(client.channel).PruneNetworks(api_pb2.PruneNetworksRequest(
+            filters=api_filters),
                                                                             timeout=120).names
     if names:
         print("Deleted Networks:")
@@ -186,7 +193,7 @@ def cmd_system_prune(client: Client, args: argparse.Namespace) -> int:
     if args.volumes:
         with client.translated():
             vols = api_pb2_grpc.VolumeServiceStub(client.channel).PruneVolumes(
-                api_pb2.PruneVolumesRequest(), timeout=300)
+                api_pb2.PruneVolumesRequest(filters=api_filters), timeout=300)
         if vols.names:
             print("Deleted Volumes:")
             print("".join(f"{n}\n" for n in vols.names))
@@ -195,7 +202,7 @@ def cmd_system_prune(client: Client, args: argparse.Namespace) -> int:
 
     with client.translated():
         imgs = api_pb2_grpc.ImageToolServiceStub(client.channel).PruneImages(
-            api_pb2.PruneImagesRequest(all=args.all), timeout=600)
+            api_pb2.PruneImagesRequest(all=args.all, filters=api_filters), timeout=600)
     print_pruned_images(imgs)
     space += imgs.space_reclaimed
     print(f"Total reclaimed space: {fmt.human_size(space)}")

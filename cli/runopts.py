@@ -281,6 +281,7 @@ def add_driver_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pid", default="", help="PID namespace to use (host)")
     p.add_argument("--ipc", default="", help="IPC mode to use (private, shareable, host, none, container:<name|id>)")
     p.add_argument("--uts", default="", help="UTS namespace to use (host)")
+    p.add_argument("--userns", default="", help="user namespace to use (host: no --userns-remap)")
     p.add_argument("--cgroupns", default="",
                    help="cgroup namespace to use (host|private; default private on cgroup v2, host on v1)")
     p.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER[:rwm]]",
@@ -297,6 +298,7 @@ def apply_driver_flags(host: types_pb2.HostConfig, args: argparse.Namespace) -> 
         host.log_config.config[key] = value
     host.pid_mode, host.ipc_mode, host.uts_mode, host.cgroupns_mode = args.pid, args.ipc, args.uts, args.cgroupns
     host.devices.extend(parse_device(d) for d in args.device)
+    host.userns_mode = args.userns
 
 
 def _device_mode(text: str) -> bool:

@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(vsub, "prune", cmd_prune, "Remove unused local volumes")
     p.add_argument("-a", "--all", action="store_true", help="remove all unused volumes, not just anonymous ones")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
-    p.add_argument("--filter", action="append", default=[], help="provide filter values (e.g. 'label=<label>')")
+    p.add_argument("--filter", action="append", default=[],
+                   help="provide filter values (e.g. 'label=<key>[=<value>]', 'label!=...', 'all=true')")
     p.set_defaults(prog="skiff volume prune")
 
 

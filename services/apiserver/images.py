@@ -77,7 +77,8 @@ class Images:
         return list(resp.items)
 
     def pull(self, req: api_pb2.PullImageRequest, call: Call) -> Iterator[api_pb2.PullImageResponse]:
-        greq = graph_pb2.PullImageRequest(reference=req.reference, platform=req.platform, auth=req.auth)
+        greq = graph_pb2.PullImageRequest(reference=req.reference, platform=req.platform, auth=req.auth,
+                                          mirror_auths=req.mirror_auths)
         for resp in self._graph.pull_image(greq, call):
             if resp.WhichOneof("part") == "image":
                 yield api_pb2.PullImageResponse(image=to_api_image(resp.image))

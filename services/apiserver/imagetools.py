@@ -8,7 +8,7 @@ services' or the image list's view: ``image prune`` removes through graphsvc's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -17,7 +17,7 @@ from skiff.api.v1 import api_pb2, api_pb2_grpc
 from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.images import to_api_image
-from skiff.common import errors, grpcerr
+from skiff.common import errors, grpcerr, prunefilter
 from skiff.common.server import CALL_TIMEOUT
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
 from skiff.types.v1 import types_pb2
@@ -94,13 +94,24 @@ class ImageTools:
         self._tools = tools
         self._graph = graph
 
-    def prune(self, all_: bool) -> api_pb2.PruneImagesResponse:
-        """Docker's ``image prune``: untagged images, or with ``all`` every image no container uses."""
+    def prune(self, all_: bool, filters: Sequence[types_pb2.Filter] = ()) -> api_pb2.PruneImagesResponse:
+        """Docker's ``image prune``: untagged images, or with ``all`` every image no container uses;
+        only those ``filters`` keep (``until``: created before; ``label``/``label!``: the config's labels;
+        ``dangling=false``: as ``all``)."""
+        for f in filters:
+            if f.key == "dangling":
+                if f.value.lower() not in ("true", "false", "1", "0"):
+                    raise errors.InvalidArgument(f"invalid filter 'dangling={f.value}'",
+                                                 reason=errors.UNSUPPORTED_FILTER)
+                all_ = all_ or f.value.lower() in ("false", "0")
+        keep = prunefilter.parse((f.key, f.value) for f in filters if f.key != "dangling")
         used = {c.image_id for c in self._graph.list_containers()}
         items: list[types_pb2.ImageDeleteItem] = []
         reclaimed = 0
         for image in self._graph.list_images(graph_pb2.ListImagesRequest()):
             if image.id in used or (image.repo_tags and not all_):
+                continue
+            if not keep.matches(image.created.seconds * 10**9 + image.created.nanos, image.config.labels):
                 continue
             try:
                 resp = self._graph.remove_image(graph_pb2.RemoveImageRequest(image=image.id, force=bool(all_)))
@@ -182,7 +193,7 @@ class ImageToolServicer(api_pb2_grpc.ImageToolServiceServicer):
     def PruneImages(self, request: api_pb2.PruneImagesRequest,
                     context: grpc.ServicerContext) -> api_pb2.PruneImagesResponse:
         with grpcerr.handle(context):
-            return self._domain.prune(request.all)
+            return self._domain.prune(request.all, request.filters)
         raise AssertionError("unreachable")
 
     def Login(self, request: api_pb2.LoginRequest, context: grpc.ServicerContext) -> api_pb2.LoginResponse:

@@ -9,6 +9,7 @@ graphsvc knows names: ``container:<name>`` becomes ``container:<id>``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -17,6 +18,7 @@ from skiff.api.v1 import api_pb2, api_pb2_grpc
 from skiff.apiserver.backends import GraphBackend
 from skiff.common import errors, grpcerr
 from skiff.net.v1 import net_pb2
+from skiff.types.v1 import types_pb2
 
 BUILTIN_MODES = ("bridge", "none", "host")
 CONTAINER_PREFIX = "container:"
@@ -66,8 +68,8 @@ class Networks:
         resp = self._net.network_call("RemoveNetwork", net_pb2.RemoveNetworkRequest(ref=ref))
         return api_pb2.RemoveNetworkResponse(id=resp.id)
 
-    def prune(self) -> api_pb2.PruneNetworksResponse:
-        resp = self._net.network_call("PruneNetworks", net_pb2.PruneNetworksRequest())
+    def prune(self, filters: Sequence[types_pb2.Filter] = ()) -> api_pb2.PruneNetworksResponse:
+        resp = self._net.network_call("PruneNetworks", net_pb2.PruneNetworksRequest(filters=filters))
         return api_pb2.PruneNetworksResponse(names=resp.names)
 
 
@@ -146,7 +148,7 @@ class NetworkServicer(api_pb2_grpc.NetworkServiceServicer):
     def PruneNetworks(self, request: api_pb2.PruneNetworksRequest, context: grpc.ServicerContext
                       ) -> api_pb2.PruneNetworksResponse:
         with grpcerr.handle(context):
-            return self._networks.prune()
+            return self._networks.prune(request.filters)
         raise AssertionError("unreachable")
 
     def ConnectNetwork(self, request: api_pb2.ConnectNetworkRequest, context: grpc.ServicerContext

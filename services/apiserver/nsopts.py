@@ -1,4 +1,4 @@
-"""Namespace modes of a HostConfig (``--pid``, ``--ipc``, ``--uts``, ``--cgroupns``), Docker's rules.
+"""Namespace modes of a HostConfig (``--pid``, ``--ipc``, ``--uts``, ``--cgroupns``, ``--userns``), Docker's rules.
 
 Checked at create (syntax, conflicts, the IPC donor exists); at start the IPC donor
 ``container:<name|id>`` is resolved to its id and must be running with a shareable
@@ -26,6 +26,8 @@ def validate(hc: types_pb2.HostConfig, hostname: str, graph: GraphBackend) -> No
         raise errors.InvalidArgument(f"invalid UTS mode: {hc.uts_mode}")
     if hc.uts_mode == "host" and hostname:
         raise errors.InvalidArgument("Conflicting options: hostname and the UTS mode")
+    if hc.userns_mode not in ("", "host"):
+        raise errors.InvalidArgument("--userns: invalid USER mode")
     if hc.cgroupns_mode not in ("", "host", "private"):
         raise errors.InvalidArgument(f"invalid cgroup namespace mode: {hc.cgroupns_mode}")
     if hc.ipc_mode.startswith(CONTAINER):
@@ -54,6 +56,7 @@ def fill_task_spec(spec: exec_pb2.TaskSpec, hc: types_pb2.HostConfig, graph: Gra
     """The namespace fields of ``spec``; FAILED_PRECONDITION when the IPC donor cannot be joined."""
     spec.pid_mode, spec.uts_mode, spec.cgroupns_mode = hc.pid_mode, hc.uts_mode, hc.cgroupns_mode
     spec.ipc_mode = hc.ipc_mode
+    spec.userns_mode = hc.userns_mode
     spec.devices.extend(hc.devices)
     if not hc.ipc_mode.startswith(CONTAINER):
         return

@@ -30,6 +30,7 @@ class NsModes:
     uts: str = ""  # "" | "host"
     ipc: str = ""  # "" | private | shareable | none | host | container:<id>
     cgroupns: str = ""  # "" (v2: private, v1: host) | private | host
+    userns: str = ""  # "" (the daemon's --userns-remap, if any) | "host" (not remapped)
 
     def validate(self) -> None:
         if self.pid not in ("", "host"):
@@ -38,6 +39,8 @@ class NsModes:
             raise InvalidArgument(f"invalid UTS mode: {self.uts}")
         if self.cgroupns not in ("", "host", "private"):
             raise InvalidArgument(f"invalid cgroup namespace mode: {self.cgroupns}")
+        if self.userns not in ("", "host"):
+            raise InvalidArgument("--userns: invalid USER mode")
         if self.ipc not in ("", "private", "shareable", "none", "host") and not (
                 self.ipc.startswith(CONTAINER) and len(self.ipc) > len(CONTAINER) and "/" not in self.ipc):
             raise InvalidArgument(f"invalid IPC mode: {self.ipc}")

@@ -173,7 +173,8 @@ class Runtime:
             cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
             cfg = nsmodes.apply(cfg, spec.ns, nsmodes.runtime_donor(self.state), self.cgroups.version)
             cfg = devices.apply_config(cfg, spec.devices, spec.options.privileged)
-            cfg = userns.apply(cfg, self.userns, spec.options.privileged, spec.network_mode)
+            cfg = userns.apply(cfg, userns.for_mode(self.userns, spec.ns.userns), spec.options.privileged,
+                               spec.network_mode)
             devices.apply(self.cgroups, spec.id, cfg["linux"]["resources"]["devices"])
         except errors.SkiffError:
             if fresh:  # nothing half-made stays behind (a bad --device, a gone IPC donor, ...)

@@ -85,7 +85,8 @@ class Tasks:
             mounts=mountsmod.from_proto(ts.mounts),
             log_driver=ts.log_driver or "json-file", log_max_size=ts.log_max_size,
             log_max_file=max(ts.log_max_file, 1), log_compress=ts.log_compress,
-            ns=NsModes(pid=ts.pid_mode, uts=ts.uts_mode, ipc=ts.ipc_mode, cgroupns=ts.cgroupns_mode),
+            ns=NsModes(pid=ts.pid_mode, uts=ts.uts_mode, ipc=ts.ipc_mode, cgroupns=ts.cgroupns_mode,
+                       userns=ts.userns_mode),
             devices=tuple(DeviceMapping(d.path_on_host, d.path_in_container, d.cgroup_permissions or "rwm")
                           for d in ts.devices),
             init_path=str(self.runtime.init_path) if ts.init else "",

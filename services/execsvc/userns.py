@@ -75,6 +75,13 @@ def parse(spec: str, subuid: Path | None = None, subgid: Path | None = None) -> 
     return IdMap(uids[0], gids[0], min(uids[1], gids[1]))
 
 
+def for_mode(idmap: IdMap | None, mode: str) -> IdMap | None:
+    """The daemon's map for a container of ``--userns`` ``mode``: none under ``host`` (as Docker,
+    the one per-container value: that container is not remapped, so ``--privileged`` and the
+    host's namespaces are allowed for it)."""
+    return None if mode == "host" else idmap
+
+
 def apply(cfg: dict[str, Any], idmap: IdMap | None, privileged: bool, network_mode: str) -> dict[str, Any]:
     """config.json for a remapped container; Docker's refusals for host namespaces and --privileged."""
     if idmap is None:

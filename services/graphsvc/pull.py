@@ -23,7 +23,8 @@ import platform
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
@@ -75,13 +76,24 @@ class RegistryClients:
             reg = self.hub
         return registry.Client(reg, repo, creds, actions, insecure=self.options.is_insecure(reg))
 
-    def mirrors(self, reg: str, repo: str) -> list[registry.Client]:
-        """Docker Hub's mirrors, to try before the hub (pull only; the hub's credentials stay with the hub)."""
+    def mirrors(self, reg: str, repo: str,
+                creds: Mapping[str, registry.Credentials] | None = None) -> list[registry.Client]:
+        """Docker Hub's mirrors, to try before the hub (pull only). Each gets the credentials of
+        its own ``host[:port]`` from ``creds`` (the user logged in to it), else none: the hub's
+        credentials stay with the hub."""
         if reg != reference.DOCKER_HUB_REGISTRY:
             return []
-        return [registry.Client(host, repo, registry.Credentials(), ("pull",), scheme=scheme,
+        creds = creds or {}
+        return [registry.Client(host, repo, creds.get(host) or registry.Credentials(), ("pull",), scheme=scheme,
                                 insecure=self.options.is_insecure(host))
                 for scheme, host in self.options.mirror_hosts()]
+
+
+def auth_host(server_address: str) -> str:
+    """``host[:port]`` of a login's key (``127.0.0.1:5000``, ``https://mirror.example/v2/``)."""
+    if "://" in server_address:
+        return urllib.parse.urlsplit(server_address).netloc
+    return server_address.split("/", 1)[0]
 
 
 def short(digest: str) -> str:
@@ -143,12 +155,14 @@ class Puller:
         self.content = images.content
         self.client_factory = client_factory
 
-    def pull(self, ref_s: str, platform_s: str, creds: registry.Credentials, report: Report) -> Image:
+    def pull(self, ref_s: str, platform_s: str, creds: registry.Credentials, report: Report,
+             mirror_creds: Mapping[str, registry.Credentials] | None = None) -> Image:
+        """``mirror_creds``: credentials by ``host[:port]``, for Docker Hub's mirrors (each its own)."""
         ref = reference.parse(ref_s)
         remote = reference.remote(ref)
         client = self.client_factory(remote.registry, remote.repository, creds, ("pull",))
         mirrors = getattr(self.client_factory, "mirrors", None)
-        candidates = [*(mirrors(remote.registry, remote.repository) if mirrors else []), client]
+        candidates = [*(mirrors(remote.registry, remote.repository, mirror_creds) if mirrors else []), client]
         os_, arch, variant = registry.parse_platform(platform_s, _ARCH.get(platform.machine(), platform.machine()))
         report(Progress(ref.tag if not ref.digest else ref.digest,
                         f"Pulling from {remote.repository.removeprefix('library/')}"))

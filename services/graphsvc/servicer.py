@@ -106,9 +106,12 @@ class ImageServicer(graph_pb2_grpc.ImageServiceServicer):
                   context: grpc.ServicerContext) -> Iterator[graph_pb2.PullImageResponse]:
         with grpcerr.handle(context):
             creds = credentials(request.auth)
+            mirror_creds = {pull_mod.auth_host(a.server_address): credentials(a)
+                            for a in request.mirror_auths if a.server_address}
             try:
                 for item in pull_mod.with_progress(
-                        lambda report: self.puller.pull(request.reference, request.platform, creds, report)):
+                        lambda report: self.puller.pull(request.reference, request.platform, creds, report,
+                                                        mirror_creds)):
                     if isinstance(item, pull_mod.Progress):
                         yield graph_pb2.PullImageResponse(progress=progress_to_proto(item))
                     else:

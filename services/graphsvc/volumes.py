@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skiff.common import prunefilter
 from skiff.common.errors import (
     UNSUPPORTED_FILTER,
     VOLUME_IN_USE,
@@ -207,9 +208,18 @@ class VolumeStore:
         return size
 
     def prune(self, all_: bool = False, filters: Iterable[tuple[str, str]] = ()) -> tuple[builtins.list[str], int]:
+        """Docker's ``volume prune``: unused anonymous volumes (named ones too with ``all``, or the
+        ``all=true`` filter) that the ``label`` / ``label!`` filters keep (skiff.common.prunefilter)."""
+        pairs = list(filters)
+        for key, value in pairs:
+            if key == "all":
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise InvalidArgument(f"invalid filter 'all={value}'", reason=UNSUPPORTED_FILTER)
+                all_ = all_ or value.lower() in ("true", "1")
+        keep = prunefilter.parse([p for p in pairs if p[0] != "all"], ("label", "label!"))
         removed, reclaimed = [], 0
-        for v in self.list([*filters, ("dangling", "true")]):
-            if not (all_ or v.anonymous):
+        for v in self.list([("dangling", "true")]):
+            if not (all_ or v.anonymous) or not keep.matches_labels(v.labels):
                 continue
             with self.db._tx():
                 if _users(self.db).get(v.name) or self._row(v.name) is None:

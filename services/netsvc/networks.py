@@ -43,6 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff.common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, SkiffError
 from skiff.common.files import write_json_atomic
+from skiff.common.prunefilter import PruneFilter
 from skiff.netsvc.bridge import BridgeDriver, Release, _in_netns, mac_for
 from skiff.netsvc.dns import DNS_PORT, DnsServer
 from skiff.netsvc.ipam import Ipam, choose_subnet, host_networks
@@ -701,11 +702,14 @@ class Networks:
         self.manager.drivers.pop(rec.name, None)
         log.info("removed network %s (%s)", rec.name, rec.id[:12])
 
-    def prune(self) -> list[str]:
+    def prune(self, keep: PruneFilter | None = None) -> list[str]:
+        """Remove the user networks no container is on (and ``keep``, Docker's prune filters, matches)."""
         removed = []
         with self.manager._lock:
             used = {e.network_mode for e in self.manager._endpoints.values()} | {n for _, n in self.attachments}
             for rec in sorted(self.records.values(), key=lambda r: r.name):
+                if keep is not None and not keep.matches(int(rec.created * 10**9), rec.labels):
+                    continue
                 if rec.name not in used:
                     self._remove(rec)
                     removed.append(rec.name)

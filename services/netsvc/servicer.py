@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from skiff.common import itemerr
+from skiff.common import itemerr, prunefilter
 from skiff.common.errors import FailedPrecondition
 from skiff.common.grpcerr import handle
 from skiff.net.v1 import net_pb2, net_pb2_grpc
@@ -119,7 +119,8 @@ class NetworkServicer(net_pb2_grpc.NetworkServiceServicer):
     def PruneNetworks(self, request: net_pb2.PruneNetworksRequest, context: grpc.ServicerContext
                       ) -> net_pb2.PruneNetworksResponse:
         with handle(context):
-            return net_pb2.PruneNetworksResponse(names=self._nets().prune())
+            keep = prunefilter.parse((f.key, f.value) for f in request.filters)
+            return net_pb2.PruneNetworksResponse(names=self._nets().prune(keep))
         raise AssertionError("unreachable")
 
     def ConnectNetwork(self, request: net_pb2.ConnectNetworkRequest, context: grpc.ServicerContext

@@ -78,3 +78,40 @@ def test_host_namespaces_and_privileged_are_refused(remapped: Engine) -> None:
                            (["--pid", "host"], "cannot share the host PID namespace")):
         r = remapped.skiff("run", "--rm", *flags, "busybox", "true")
         assert r.returncode != 0 and message in r.stderr, (flags, r.stderr)
+
+
+def test_userns_host_runs_a_container_without_the_remap(remapped: Engine) -> None:
+    """`--userns=host` (Docker's one per-container value): root is host root, and what the remap
+    refuses (--privileged, the host's network and PID namespaces) is allowed again."""
+    sk = remapped.skiff
+    cid = sk("run", "-d", "--userns", "host", "--network", "none", "busybox", "sh", "-c",
+             "touch /made-here; sleep 300", check=True).stdout.strip()
+    try:
+        r = sk("exec", cid, "sh", "-c", "id -u; cat /proc/self/uid_map; stat -c '%u' /etc/passwd /made-here",
+               check=True)
+        lines = r.stdout.splitlines()
+        assert lines[0] == "0" and lines[1].split() == ["0", "0", "4294967295"], r.stdout  # the host's map
+        assert lines[2:] == ["0", "0"]
+        pid = int(sk("inspect", "--format", "{{.State.Pid}}", cid, check=True).stdout)
+        assert _host_uid(pid) == 0
+        assert sk("inspect", "--format", "{{.HostConfig.UsernsMode}}", cid, check=True).stdout.strip() == "host"
+        # host root's capabilities count: a device node can be made (refused under the remap)
+        r = sk("exec", cid, "sh", "-c", "mknod /tmp/null2 c 1 3 && echo made")
+        assert "made" in r.stdout, r
+    finally:
+        sk("rm", "-f", cid)
+    for flags in (["--privileged"], ["--network", "host"], ["--pid", "host"]):
+        r = sk("run", "--rm", "--userns=host", *flags, "busybox", "sh", "-c", "cat /proc/self/uid_map")
+        assert r.returncode == 0 and r.stdout.split() == ["0", "0", "4294967295"], (flags, r.stderr)
+    # other containers of the engine are still remapped
+    r = sk("run", "--rm", "--network", "none", "busybox", "cat", "/proc/self/uid_map", check=True)
+    assert r.stdout.split() == ["0", str(BASE_ID), str(SIZE)]
+
+
+def test_userns_other_values_are_refused(remapped: Engine) -> None:
+    sk = remapped.skiff
+    before = sk("ps", "-aq", check=True).stdout
+    for value in ("private", "container:x", "bogus"):
+        r = sk("create", "--userns", value, "busybox", "true")
+        assert r.returncode != 0 and "--userns: invalid USER mode" in r.stderr, (value, r.stderr)
+    assert sk("ps", "-aq", check=True).stdout == before  # nothing half-made

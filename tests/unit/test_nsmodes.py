@@ -69,7 +69,31 @@ def test_ipc_donor_not_running() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"pid": "container:x"}, {"uts": "private"}, {"ipc": "container:"},
-                                {"ipc": "container:../x"}, {"cgroupns": "shared"}])
+                                {"ipc": "container:../x"}, {"cgroupns": "shared"}, {"userns": "private"}])
 def test_invalid(kw: dict[str, str]) -> None:
     with pytest.raises(errors.InvalidArgument):
         _spec(**kw).validate()
+
+
+def test_userns_host_is_not_remapped_and_allows_what_the_remap_refuses() -> None:
+    """Under --userns-remap, --userns host gives the container no user namespace (and no map),
+    so --privileged and the host's namespaces are allowed again."""
+    from skiff.execsvc import userns
+
+    remap = userns.IdMap(300000, 300000, 65536)
+    cfg = {"linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "uts", "ipc")]}}
+    assert "uidMappings" in userns.apply(json_copy(cfg), remap, False, "none")["linux"]
+    with pytest.raises(errors.InvalidArgument, match="privileged mode is incompatible"):
+        userns.apply(json_copy(cfg), remap, True, "none")
+    host = _spec(userns="host")
+    host.validate()
+    assert host.ns.userns == "host"
+    assert userns.for_mode(remap, "") == remap and userns.for_mode(None, "host") is None
+    out = userns.apply(json_copy(cfg), userns.for_mode(remap, host.ns.userns), True, "host")
+    assert "uidMappings" not in out["linux"] and {"type": "user"} not in out["linux"]["namespaces"]
+
+
+def json_copy(cfg: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(cfg))

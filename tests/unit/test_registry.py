@@ -508,3 +508,31 @@ def test_unreferenced_blobs_removed_at_start(tmp_path: Path) -> None:
     orphan = content.write([b"orphan"])
     assert content.remove_unreferenced() == [orphan]
     assert content.exists(kept) and not content.exists(orphan)
+
+
+def test_each_mirror_gets_only_its_own_hosts_credentials() -> None:
+    from skiff.graphsvc.pull import auth_host
+
+    assert auth_host("127.0.0.1:5000") == "127.0.0.1:5000"
+    assert auth_host("https://mirror.example/v2/") == "mirror.example"
+    assert auth_host("mirror.example:443/x") == "mirror.example:443"
+    opts = registry.Options.parse([], ["http://127.0.0.1:5000", "https://mirror.example"])
+    clients = RegistryClients(opts)
+    mine = registry.Credentials("mia", "mirror-pass")
+    got = clients.mirrors(reference.DOCKER_HUB_REGISTRY, "library/x", {"127.0.0.1:5000": mine,
+                                                                       "other.example": registry.Credentials("o")})
+    assert [(c.registry, c.creds) for c in got] == [("127.0.0.1:5000", mine),
+                                                   ("mirror.example", registry.Credentials())]  # anonymous
+    assert all(c.creds == registry.Credentials() for c in clients.mirrors(reference.DOCKER_HUB_REGISTRY, "x"))
+
+
+def test_cli_sends_other_logins_for_hub_references_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skiff.cli import auth
+
+    monkeypatch.setenv("SKIFF_CONFIG", str(tmp_path))
+    auth.store(auth.HUB_KEY, "hubuser", "hub-pass")
+    auth.store("127.0.0.1:5000", "mia", "mirror:pass")
+    sent = auth.for_mirrors("busybox")
+    assert [(a.server_address, a.username, a.password) for a in sent] == [("127.0.0.1:5000", "mia", "mirror:pass")]
+    assert auth.for_mirrors("docker.io/library/busybox:1") == sent
+    assert auth.for_mirrors("127.0.0.1:5000/app:1") == []  # not a hub name: no mirror is asked
