@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,8 @@ class Graph:
         if not config.image:
             raise InvalidArgument("an image is required")
         links = [_parse_link(s) for s in host_config.links]
-        image = self.images.get(config.image)
-        merged, argv = merge_image_defaults(config, image.config)
+        image_id, image_config = self.images.config_of(config.image)
+        merged, argv = merge_image_defaults(config, image_config)
         wanted = mounts_mod.collect(host_config.binds, host_config.mounts)
         wanted += self._volumes_from(list(host_config.volumes_from), {m.destination for m in wanted})
         stored: dict[str, Any] = {
@@ -153,35 +154,41 @@ class Graph:
             "path": argv[0],
             "args": argv[1:],
         }
-        image_volumes = sorted((image.config.get("config") or {}).get("Volumes") or {})
+        image_volumes = sorted((image_config.get("config") or {}).get("Volumes") or {})
+        if name:  # a name in use fails before anything is made (checked again when stored)
+            self.db.check_name_free(name)
         made: list[str] = []
-        # Volumes are made and recorded as mounted under the GraphDB's lock: a `volume rm`
-        # sees either no volume or a volume in use, never one about to be used.
-        with self.db._lock:
-            try:
+        # The writable layer first, then the record with its root filesystem in one commit. A
+        # crash between the two leaves a layer without a record, which the next start-up removes
+        # (remove_orphan_container_layers); never a record without its layer.
+        cid = secrets.token_hex(32)
+        mount = self.layers.prepare(cid, list(reversed(image_config["rootfs"]["diff_ids"])))
+        # The description is deterministic: kept with the record for every later start.
+        stored["rootfs"] = {"type": mount.type, "source": mount.source, "options": list(mount.options)}
+        try:
+            # Volumes are made and recorded as mounted under the GraphDB's lock: a `volume rm`
+            # sees either no volume or a volume in use, never one about to be used.
+            with self.db._lock:
                 resolved = self._resolve_mounts(wanted, image_volumes, made)
                 stored["mounts"] = [json_format.MessageToDict(m, preserving_proto_field_name=True)
                                     for m in resolved]
-                record = self.db.create_container(
-                    ContainerRecord(image_id=image.id, config=stored, name=name, labels=dict(config.labels)))
-            except BaseException:
-                if self.volumes is not None:
-                    self.volumes.remove_anonymous(made)
-                raise
+                record = self.db.create_container(ContainerRecord(
+                    image_id=image_id, config=stored, id=cid, name=name, labels=dict(config.labels)))
+        except BaseException:
+            self.layers.release(cid)
+            if self.volumes is not None:
+                self.volumes.remove_anonymous(made)
+            raise
         try:
             for child, alias in links:
                 self.db.link(record.id, child, alias)
-            mount = self.layers.prepare(record.id, list(reversed(image.layers)))
-            # The description is deterministic: keep it with the record for every later start.
-            stored["rootfs"] = {"type": mount.type, "source": mount.source, "options": list(mount.options)}
-            record = self.db.update_config(record.id, stored)
         except BaseException:
             self.db.delete(record.id, force=True)
             self.layers.release(record.id)
             if self.volumes is not None:
                 self.volumes.remove_anonymous(made)
             raise
-        return self._container(record), mount
+        return self._container(record, None if links else []), mount
 
     def _volumes_from(self, refs: list[str], taken: set[str]) -> list[types_pb2.MountPoint]:
         """``--volumes-from c[:ro|rw]``: c's binds and volumes (not tmpfs), where nothing else is mounted."""

@@ -127,6 +127,31 @@ def test_failed_create_leaves_nothing(graph: Graph) -> None:
     assert not any((Path(graph.data_root or "") / "vfs" / "containers").iterdir())
 
 
+def test_a_name_in_use_leaves_no_layer(graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writable layer is made before the record (one commit holds the record and its rootfs):
+    a create that cannot store its record gives the layer back, also when the name was taken
+    between the first check and the commit."""
+    first, _ = graph.create("web", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    with pytest.raises(errors.Conflict):
+        graph.create("web", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    monkeypatch.setattr(graph.db, "check_name_free", lambda name: None)  # the race: taken after the check
+    with pytest.raises(errors.Conflict) as info:
+        graph.create("web", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    assert info.value.reason == errors.NAME_IN_USE
+    assert graph.layers.container_ids() == [first.id]
+    assert [c.id for c in graph.list()] == [first.id]
+
+
+def test_a_crash_between_the_layer_and_the_record_is_swept(graph: Graph) -> None:
+    from skiff.graphsvc.graph import remove_orphan_container_layers
+
+    orphan = "f" * 64  # what a create cut short after prepare leaves: a layer, no record
+    graph.layers.prepare(orphan, list(reversed(graph.images.get("busybox").layers)))
+    kept, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    assert remove_orphan_container_layers(graph.db, graph.layers) == [orphan]
+    assert graph.layers.container_ids() == [kept.id]
+
+
 def test_links_are_edges(graph: Graph) -> None:
     db, _ = graph.create("db", cfg(), types_pb2.HostConfig())
     web, _ = graph.create("web", cfg(), types_pb2.HostConfig(links=["db:database"]))
