@@ -217,6 +217,35 @@ def test_start_without_its_rootfs_leaves_no_endpoint(env: Env, monkeypatch: pyte
     assert cid not in env.net.endpoints and cid not in env.exec.tasks
 
 
+def test_start_of_a_running_container_keeps_its_endpoint(env: Env) -> None:
+    """The task is asked for beside the endpoint: a running container is left as it is."""
+    cid = env.run("sleep")
+    endpoint = env.net.endpoints[cid]
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert env.exec.calls.count("start_task") == 1 and env.exec.calls.count("get_task") >= 2
+    assert env.net.endpoints[cid] == endpoint and "delete_endpoint" not in env.net.calls
+    assert env.inspect(cid).state.status == Status.CONTAINER_STATUS_RUNNING
+
+
+def test_start_when_execsvc_cannot_tell_starts_nothing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not knowing whether it runs, the start fails with execsvc's status (its endpoint, if made
+    meanwhile, is released with those of other stopped containers)."""
+    cid = env.create("sleep")
+
+    def down(task_id: str) -> object:
+        raise errors.Unavailable("execsvc is restarting", reason="SERVICE_UNAVAILABLE")
+
+    monkeypatch.setattr(env.exec, "get_task", down)
+    code, _, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "start_task" not in env.exec.calls
+    monkeypatch.undo()
+    env.containers.release_exited()
+    assert cid not in env.net.endpoints
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert env.exec.running(cid)
+
+
 def test_start_failure_with_auto_remove_removes(env: Env) -> None:
     cid = env.create("missing", auto_remove=True)
     _, reason, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)
@@ -410,6 +439,18 @@ def test_wait_not_running(env: Env) -> None:
     cid = env.run("sleep")
     _later(0.1, env.exec.kill_task, cid, signal.SIGKILL)
     assert _wait(env, cid).exit_code == 137
+
+
+def test_wait_by_a_name_of_64_hex_digits(env: Env) -> None:
+    """A full id is asked for as a task while the record is read; a name that looks like
+    one is not mistaken for it."""
+    name = "a" * 64
+    config = types_pb2.ContainerConfig(image="busybox")
+    config.cmd.values.extend(["exit", "3"])
+    cid = env.api.CreateContainer(api_pb2.CreateContainerRequest(name=name, config=config), timeout=5).id
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert _wait(env, name).exit_code == 3
+    assert _wait(env, cid).exit_code == 3
 
 
 def test_wait_honours_the_callers_deadline(env: Env) -> None:
