@@ -25,12 +25,13 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
+from skiff.apiserver.fresh import FreshRecords
 from skiff.apiserver.restarts import Restarter
 from skiff.apiserver.signals import parse_signal
 from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live, restarting, split_filters
@@ -75,7 +76,9 @@ class Containers:
         release_interval: float = 2.0,
         daemon_id: str = "",
     ):
-        self._graph = graph
+        #: graph, keeping the records of containers just created here (their start and wait ask no more)
+        self._fresh = FreshRecords(graph)
+        self._graph = cast(GraphBackend, self._fresh)
         self._exec = exec_
         self._net = net
         self._poll = poll_interval
@@ -530,7 +533,7 @@ class Containers:
         # By full id (what API clients hold): the task is asked for while the record is.
         early = (self._helpers.submit(self._traced(self._task), ref)
                  if condition not in (Condition.WAIT_CONDITION_NEXT_EXIT, Condition.WAIT_CONDITION_REMOVED)
-                 and _FULL_ID.match(ref) else None)
+                 and _FULL_ID.match(ref) and not self._fresh.has(ref) else None)
         try:
             record = self._graph.get_container(ref)
         finally:

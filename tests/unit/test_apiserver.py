@@ -246,6 +246,16 @@ def test_start_when_execsvc_cannot_tell_starts_nothing(env: Env, monkeypatch: py
     assert env.exec.running(cid)
 
 
+def test_start_after_an_update_reads_the_updated_record(env: Env) -> None:
+    """The gateway keeps the record of a container it created for its start: a write through
+    it (here `update`) is what the start then reads."""
+    cid = env.create("sleep", memory_bytes=1 << 26)
+    env.api.UpdateContainer(api_pb2.UpdateContainerRequest(
+        container=cid, host_config=types_pb2.HostConfig(memory_bytes=1 << 27)), timeout=5)
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert env.exec.specs[cid].memory_bytes == 1 << 27
+
+
 def test_start_failure_with_auto_remove_removes(env: Env) -> None:
     cid = env.create("missing", auto_remove=True)
     _, reason, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)

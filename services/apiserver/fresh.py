@@ -1,0 +1,103 @@
+"""The records of containers this gateway has just created, so that their start and wait need
+not ask graphsvc for them again (one call less on the way of `create` + `start` + `wait`).
+
+A record is what CreateContainer returned; it is given (a copy) to a GetContainer by its full
+id until the first write to any container record goes through this gateway (rename, update,
+restart state, removal, links: anything but a read clears all), or after ``ttl`` seconds.
+Records only change through the gateway (graphsvc is written by no one else; skiffd runs one
+gateway), so a kept record is the stored one. A create that overlaps another write keeps
+nothing: that write may concern the new container (by its name) and land after it.
+A GetContainer by name or id prefix, and every other read, goes to graphsvc.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from skiff.graph.v1 import graph_pb2
+
+#: GraphBackend methods that write no container record (everything else clears the records).
+READS = frozenset({
+    "get_container", "get_containers", "list_containers", "list_containers_since", "get_rootfs",
+    "container_sizes", "list_links", "list_images", "get_image", "get_store_info", "pull_image",
+    "push_image", "import_image", "tag_image", "remove_image",
+})
+
+
+class FreshRecords:
+    """A GraphBackend that keeps the records of the containers created through it (see module)."""
+
+    def __init__(self, graph: Any, keep: int = 256, ttl: float = 30.0,
+                 clock: Any = time.monotonic):
+        self._graph = graph
+        self._keep = keep
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._records: OrderedDict[str, tuple[float, graph_pb2.Container]] = OrderedDict()
+        self._writes = 0  # writes begun
+        self._writing = 0  # writes in progress
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._graph, name)
+        if name in READS or name.startswith("_") or not callable(attr):
+            return attr
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            self._begin()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._end()
+
+        return write
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._writes += 1
+            self._writing += 1
+            self._records.clear()
+
+    def _end(self) -> None:
+        with self._lock:
+            self._writing -= 1
+            self._records.clear()
+
+    def create_container(self, req: graph_pb2.CreateContainerRequest) -> graph_pb2.CreateContainerResponse:
+        """A create changes no other record: it is not a write for the others. Its own record is
+        kept when no other write was in progress at any time during it."""
+        with self._lock:
+            before, quiet = self._writes, self._writing == 0
+        resp: graph_pb2.CreateContainerResponse = self._graph.create_container(req)
+        with self._lock:
+            if quiet and self._writes == before and self._writing == 0:
+                record = graph_pb2.Container()
+                record.CopyFrom(resp.container)
+                self._records[record.id] = (self._clock() + self._ttl, record)
+                while len(self._records) > self._keep:
+                    self._records.popitem(last=False)
+        return resp
+
+    def get_container(self, ref: str) -> graph_pb2.Container:
+        with self._lock:
+            hit = self._records.get(ref)
+            if hit is not None and hit[0] > self._clock():
+                record = graph_pb2.Container()
+                record.CopyFrom(hit[1])
+                return record
+        found: graph_pb2.Container = self._graph.get_container(ref)
+        return found
+
+    def has(self, ref: str) -> bool:
+        """A GetContainer of ``ref`` is answered here."""
+        with self._lock:
+            hit = self._records.get(ref)
+            return hit is not None and hit[0] > self._clock()
+
+    def kept(self) -> int:
+        """Records kept now (for tests)."""
+        with self._lock:
+            return len(self._records)
