@@ -2,7 +2,8 @@
 
 The gateway keeps no state: a container is its GraphDB record (graphsvc), its
 task (execsvc; none until first started, which reads as CREATED) and its
-endpoint (netsvc). Ordering rules that matter:
+endpoint (netsvc); it keeps only caches (the records of containers it has just
+created: fresh.py; the views of the last list). Ordering rules that matter:
 
 * start creates the endpoint before the task and releases it if the task
   cannot start, so a failed start leaves nothing running;

@@ -188,7 +188,12 @@ class Graph:
             if self.volumes is not None:
                 self.volumes.remove_anonymous(made)
             raise
-        return self._container(record, None if links else []), mount
+        if links:
+            return self._container(record), mount
+        # What get() would parse back from the stored JSON (no float fields: the round trip is exact).
+        host = types_pb2.HostConfig()
+        host.CopyFrom(host_config)
+        return Container(record, merged, host, argv[0], list(argv[1:]), [], resolved), mount
 
     def _volumes_from(self, refs: list[str], taken: set[str]) -> list[types_pb2.MountPoint]:
         """``--volumes-from c[:ro|rw]``: c's binds and volumes (not tmpfs), where nothing else is mounted."""

@@ -127,6 +127,24 @@ def test_failed_create_leaves_nothing(graph: Graph) -> None:
     assert not any((Path(graph.data_root or "") / "vfs" / "containers").iterdir())
 
 
+def test_create_answers_what_get_reads_back(graph: Graph) -> None:
+    """The created container is made from the messages, not parsed back from the stored JSON:
+    both are the same."""
+    from skiff.graphsvc.servicer import container_to_proto
+
+    config = cfg(cmd=["sh", "-c", "true"], env=["A=1"], labels={"k": "v"},
+                 working_dir="/tmp", user="1:1", stop_signal="SIGINT", hostname="h")
+    config.exposed_ports.append("80/tcp")
+    config.healthcheck.test[:] = ["CMD", "true"]
+    config.healthcheck.interval_ns = 2_000_000_000
+    host = types_pb2.HostConfig(network_mode="none", memory_bytes=1 << 26, pids_limit=9, binds=["/tmp:/data:ro"],
+                                dns=["1.1.1.1"], extra_hosts=["a:1.2.3.4"], auto_remove=True,
+                                restart_policy=types_pb2.RestartPolicy(name="no"))
+    host.mounts.add(type="volume", destination="/vol")
+    made, _ = graph.create("", config, host)
+    assert container_to_proto(made) == container_to_proto(graph.get(made.id))
+
+
 def test_a_name_in_use_leaves_no_layer(graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
     """The writable layer is made before the record (one commit holds the record and its rootfs):
     a create that cannot store its record gives the layer back, also when the name was taken
