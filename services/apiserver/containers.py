@@ -89,6 +89,9 @@ class Containers:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._exits: OrderedDict[str, api_pb2.WaitContainerResponse] = OrderedDict()
+        # The containers whose last start went through here and succeeded (the most recent): their
+        # task exists and has no start error, so a wait can be a WaitTask at once (no GetTask first).
+        self._started_ok: OrderedDict[str, None] = OrderedDict()
         # Attach streams open per container: auto-remove waits for them, so that a client
         # attached before start (`run --rm`) always gets the output and the exit status.
         self._attached: Counter[str] = Counter()
@@ -351,6 +354,7 @@ class Containers:
         except errors.SkiffError:
             self._best_effort(self._net.delete_endpoint, record.id)
             raise
+        self._forget_start(record.id)
         try:
             with trace.span("spawn, exec"):
                 self._exec.start_task(spec)
@@ -361,11 +365,19 @@ class Containers:
             if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
                 self._best_effort(self._delete, record.id, False, True)
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
+        with self._lock:
+            self._started_ok[record.id] = None
+            while len(self._started_ok) > _EXITS_KEPT:
+                self._started_ok.popitem(last=False)
         self._changed()
         if record.host_config.auto_remove:
             self._watch(record.id)
         self.restarts.started(record)
         return task
+
+    def _forget_start(self, container_id: str) -> None:
+        with self._lock:
+            self._started_ok.pop(container_id, None)
 
     @staticmethod
     def _traced(fn: Callable[..., T]) -> Callable[..., T]:
@@ -517,6 +529,7 @@ class Containers:
                 self._exits[container_id] = _exit_of(task)
                 while len(self._exits) > _EXITS_KEPT:
                     self._exits.popitem(last=False)
+        self._forget_start(container_id)
         with trace.span("remove: task"):
             self._exec.delete_task(container_id, force=force, remove_logs=True)
         with trace.span("remove: endpoint"):
@@ -531,10 +544,13 @@ class Containers:
     # --- waiting -------------------------------------------------------------
 
     def wait(self, ref: str, condition: int, call: Call) -> api_pb2.WaitContainerResponse:
+        not_running = condition not in (Condition.WAIT_CONDITION_NEXT_EXIT, Condition.WAIT_CONDITION_REMOVED)
+        with self._lock:
+            started_here = ref in self._started_ok
         # By full id (what API clients hold): the task is asked for while the record is.
         early = (self._helpers.submit(self._traced(self._task), ref)
-                 if condition not in (Condition.WAIT_CONDITION_NEXT_EXIT, Condition.WAIT_CONDITION_REMOVED)
-                 and _FULL_ID.match(ref) and not self._fresh.has(ref) else None)
+                 if not_running and _FULL_ID.match(ref) and not started_here and not self._fresh.has(ref)
+                 else None)
         try:
             record = self._graph.get_container(ref)
         finally:
@@ -543,6 +559,15 @@ class Containers:
             return self._wait_next_exit(record.id, call)
         if condition == Condition.WAIT_CONDITION_REMOVED:
             return self._wait_removed(record.id, call)
+        with self._lock:
+            started_here = record.id in self._started_ok
+        if started_here:
+            # Started here without error: WaitTask answers at once for an exited task, with the
+            # exit code GetTask would give; a task removed meanwhile is asked for as below.
+            try:
+                return self._wait_exit(record.id, call)
+            except errors.NotFound:
+                self._forget_start(record.id)
         # the early answer is for this container only when the ref was its id (not a 64-hex name)
         task = early.result() if early is not None and not failed and record.id == ref else self._task(record.id)
         if not is_live(task):
@@ -924,6 +949,7 @@ class Containers:
                 self._cleaned.notify_all()
 
     def _clean_up_now(self, container_id: str) -> None:
+        self._forget_start(container_id)
         until = time.monotonic() + 60
         steps: tuple[tuple[str, Callable[[], None]], ...] = (
             ("remove: task", lambda: self._exec.delete_task(container_id, force=True, remove_logs=True)),

@@ -463,6 +463,17 @@ def test_wait_by_a_name_of_64_hex_digits(env: Env) -> None:
     assert _wait(env, cid).exit_code == 3
 
 
+def test_wait_after_a_start_here_is_one_wait_task(env: Env) -> None:
+    """A container started through this gateway is waited for with WaitTask alone; a task
+    removed behind its back reads as never started (0), as before."""
+    cid = env.run("exit", "4")
+    env.exec.calls.clear()
+    assert _wait(env, cid).exit_code == 4
+    assert "get_task" not in env.exec.calls
+    env.exec.delete_task(cid, force=True, remove_logs=True)
+    assert _wait(env, cid).exit_code == 0
+
+
 def test_wait_honours_the_callers_deadline(env: Env) -> None:
     cid = env.run("sleep")
     code, _, _ = failure(_wait, env, cid, Cond.WAIT_CONDITION_NOT_RUNNING, 0.3)
