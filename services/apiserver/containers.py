@@ -563,10 +563,11 @@ class Containers:
             started_here = record.id in self._started_ok
         if started_here:
             # Started here without error: WaitTask answers at once for an exited task, with the
-            # exit code GetTask would give; a task removed meanwhile is asked for as below.
+            # exit code GetTask would give; a task removed (or not started) meanwhile is asked
+            # for as below.
             try:
                 return self._wait_exit(record.id, call)
-            except errors.NotFound:
+            except (errors.NotFound, errors.FailedPrecondition):
                 self._forget_start(record.id)
         # the early answer is for this container only when the ref was its id (not a 64-hex name)
         task = early.result() if early is not None and not failed and record.id == ref else self._task(record.id)
