@@ -286,17 +286,26 @@ class Containers:
 
     def _start(self, record: graph_pb2.Container,
                known: tuple[exec_pb2.Task | None] | None = None) -> exec_pb2.Task | None:
+        unstarted = self._fresh.take_unstarted(record.id)  # whatever follows, a start was tried
         if known is not None and is_live(known[0]):
             return known[0]
+        if known is None and unstarted:
+            known = (None,)  # created here and never started: it has no task
 
         def rootfs_of() -> types_pb2.Mount:
             with trace.span("prepare rootfs"):
-                return self._graph.get_rootfs(record.id).rootfs
+                kept = self._fresh.rootfs(record.id)  # what CreateContainer returned with the record
+                return kept if kept is not None else self._graph.get_rootfs(record.id).rootfs
 
         # Three independent calls at once: the task (is it running?), the rootfs and the endpoint.
         # CreateEndpoint is idempotent: for a container found running it returns its endpoint.
         asked = None if known is not None else self._helpers.submit(self._traced(self._task), record.id)
-        pending = self._helpers.submit(self._traced(rootfs_of))
+        pending: futures.Future[types_pb2.Mount]
+        if self._fresh.rootfs(record.id) is not None:
+            pending = futures.Future()
+            pending.set_result(rootfs_of())
+        else:
+            pending = self._helpers.submit(self._traced(rootfs_of))
         mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
         config = record.config
         hostname = config.hostname or record.id[:12]

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from typing import Any
 
 from skiff.graph.v1 import graph_pb2
+from skiff.types.v1 import types_pb2
 
 #: GraphBackend methods that write no container record (everything else clears the records).
 READS = frozenset({
@@ -37,7 +38,11 @@ class FreshRecords:
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._records: OrderedDict[str, tuple[float, graph_pb2.Container]] = OrderedDict()
+        #: id -> (until, record, its rootfs)
+        self._records: OrderedDict[str, tuple[float, graph_pb2.Container, types_pb2.Mount]] = OrderedDict()
+        #: containers created here that no start has been tried on yet: they have no task (only
+        #: the gateway's start makes one). Not forgotten by writes: they change no task.
+        self._unstarted: OrderedDict[str, None] = OrderedDict()
         self._writes = 0  # writes begun
         self._writing = 0  # writes in progress
 
@@ -73,10 +78,15 @@ class FreshRecords:
             before, quiet = self._writes, self._writing == 0
         resp: graph_pb2.CreateContainerResponse = self._graph.create_container(req)
         with self._lock:
+            self._unstarted[resp.container.id] = None
+            while len(self._unstarted) > self._keep:
+                self._unstarted.popitem(last=False)
             if quiet and self._writes == before and self._writing == 0:
                 record = graph_pb2.Container()
                 record.CopyFrom(resp.container)
-                self._records[record.id] = (self._clock() + self._ttl, record)
+                rootfs = types_pb2.Mount()
+                rootfs.CopyFrom(resp.rootfs)
+                self._records[record.id] = (self._clock() + self._ttl, record, rootfs)
                 while len(self._records) > self._keep:
                     self._records.popitem(last=False)
         return resp
@@ -90,6 +100,22 @@ class FreshRecords:
                 return record
         found: graph_pb2.Container = self._graph.get_container(ref)
         return found
+
+    def rootfs(self, container_id: str) -> types_pb2.Mount | None:
+        """The rootfs CreateContainer returned with a kept record (what GetRootfs answers)."""
+        with self._lock:
+            hit = self._records.get(container_id)
+            if hit is None or hit[0] <= self._clock() or not hit[2].type:
+                return None
+            rootfs = types_pb2.Mount()
+            rootfs.CopyFrom(hit[2])
+            return rootfs
+
+    def take_unstarted(self, container_id: str) -> bool:
+        """True (once) when ``container_id`` was created here and no start was tried since:
+        it has no task. A start calls this before it tries."""
+        with self._lock:
+            return self._unstarted.pop(container_id, 0) is None
 
     def has(self, ref: str) -> bool:
         """A GetContainer of ``ref`` is answered here."""

@@ -90,3 +90,30 @@ def test_at_most_keep_records() -> None:
     fresh = FreshRecords(FakeGraph(), keep=2)
     made = [_create(fresh) for _ in range(3)]
     assert [fresh.has(c.id) for c in made] == [False, True, True]
+
+
+def test_unstarted_once_and_the_rootfs_with_the_record() -> None:
+    graph = FakeGraph()
+    fresh = FreshRecords(graph)
+    made = _create(fresh)
+    assert fresh.rootfs(made.id) == graph.get_rootfs(made.id).rootfs
+    assert fresh.take_unstarted(made.id) and not fresh.take_unstarted(made.id)
+    assert not fresh.take_unstarted("f" * 64)  # not created here: it may have a task
+    fresh.set_restart_state(made.id, graph_pb2.RestartState())  # a write: the record and rootfs go
+    assert fresh.rootfs(made.id) is None
+
+
+def test_a_create_beside_a_write_is_still_unstarted() -> None:
+    """Whatever else is written meanwhile, a container just created has no task."""
+    graph = FakeGraph()
+    fresh = FreshRecords(graph)
+    real = graph.create_container
+
+    def create_with_a_write(req: graph_pb2.CreateContainerRequest) -> graph_pb2.CreateContainerResponse:
+        fresh.set_restart_state(other.id, graph_pb2.RestartState())
+        return real(req)
+
+    other = _create(fresh)
+    graph.create_container = create_with_a_write  # type: ignore[method-assign]
+    made = _create(fresh)
+    assert not fresh.has(made.id) and fresh.take_unstarted(made.id)
