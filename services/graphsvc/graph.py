@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from skiff.common import mounts as mounts_mod
+from skiff.common import trace
 from skiff.common.errors import NO_COMMAND, InvalidArgument, NotFound, SkiffError
 from skiff.common.faults import crash_point
 from skiff.graphsvc.graphdb import ContainerRecord, GraphDB, Link
@@ -162,7 +163,8 @@ class Graph:
         # crash between the two leaves a layer without a record, which the next start-up removes
         # (remove_orphan_container_layers); never a record without its layer.
         cid = secrets.token_hex(32)
-        mount = self.layers.prepare(cid, list(reversed(image_config["rootfs"]["diff_ids"])))
+        with trace.span("writable layer"):
+            mount = self.layers.prepare(cid, list(reversed(image_config["rootfs"]["diff_ids"])))
         # The description is deterministic: kept with the record for every later start.
         stored["rootfs"] = {"type": mount.type, "source": mount.source, "options": list(mount.options)}
         try:
@@ -172,8 +174,9 @@ class Graph:
                 resolved = self._resolve_mounts(wanted, image_volumes, made)
                 stored["mounts"] = [json_format.MessageToDict(m, preserving_proto_field_name=True)
                                     for m in resolved]
-                record = self.db.create_container(ContainerRecord(
-                    image_id=image_id, config=stored, id=cid, name=name, labels=dict(config.labels)))
+                with trace.span("record (commit)"):
+                    record = self.db.create_container(ContainerRecord(
+                        image_id=image_id, config=stored, id=cid, name=name, labels=dict(config.labels)))
         except BaseException:
             self.layers.release(cid)
             if self.volumes is not None:
