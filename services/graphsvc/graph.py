@@ -159,14 +159,18 @@ class Graph:
         if name:  # a name in use fails before anything is made (checked again when stored)
             self.db.check_name_free(name)
         made: list[str] = []
-        # The writable layer first, then the record with its root filesystem in one commit. A
-        # crash between the two leaves a layer without a record, which the next start-up removes
-        # (remove_orphan_container_layers); never a record without its layer.
+        # The writable layer first, then the record with its root filesystem and layer chain in
+        # one commit. A crash before the commit leaves a layer without a record, which the next
+        # start-up removes (remove_orphan_container_layers). The layer's chain file is not
+        # fsynced: the commit's fsync comes after it, and a chain file (or layer) a power cut
+        # took is made again from the record at the next start-up (restore_container_layers).
         cid = secrets.token_hex(32)
+        chain = list(reversed(image_config["rootfs"]["diff_ids"]))
         with trace.span("writable layer"):
-            mount = self.layers.prepare(cid, list(reversed(image_config["rootfs"]["diff_ids"])))
+            mount = self.layers.prepare(cid, chain, durable=False)
         # The description is deterministic: kept with the record for every later start.
         stored["rootfs"] = {"type": mount.type, "source": mount.source, "options": list(mount.options)}
+        stored["layers"] = chain
         try:
             # Volumes are made and recorded as mounted under the GraphDB's lock: a `volume rm`
             # sees either no volume or a volume in use, never one about to be used.
@@ -416,6 +420,23 @@ def remove_orphan_layers(images: ImageStore, layers: LayerStore) -> list[str]:
     return dropped
 
 
+def restore_container_layers(db: GraphDB, layers: LayerStore) -> builtins.list[str]:
+    """At start-up, first: the writable layer (and its chain file) of each record that has its
+    chain (``layers``, stored by creates that do not fsync the chain file), where a power cut
+    took it. Nothing else runs yet."""
+    restored = []
+    for record in db.list():
+        chain = record.config.get("layers")
+        if not chain:
+            continue
+        try:
+            if layers.restore_chain(record.id, list(chain)):
+                restored.append(record.id)
+        except Exception:  # never fatal: the container's start reports what is missing
+            log.exception("restoring the writable layer of %s", record.id)
+    return restored
+
+
 def remove_orphan_container_layers(db: GraphDB, layers: LayerStore) -> builtins.list[str]:
     """At start-up: drop writable layers of containers without a record (a removal cut
     short between its commit and the layer's rename). Nothing else runs yet."""
@@ -450,6 +471,8 @@ def open_graph(data_root: Path) -> Graph:
     else:
         driver, name = layers_mod.VfsDriver(root, **caps), "vfs"
     images = ImageStore(root, driver, db)
+    for cid in restore_container_layers(db, driver):  # before the sweeps: they read the chains
+        log.info("restored the layer chain of %s (lost in a crash after its create)", cid)
     for layer_id in remove_orphan_layers(images, driver):
         log.info("removed layer %s: no image or container uses it (an interrupted pull?)", layer_id)
     for cid in remove_orphan_container_layers(db, driver):

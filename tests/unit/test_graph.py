@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,25 @@ def test_a_crash_between_the_layer_and_the_record_is_swept(graph: Graph) -> None
     kept, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
     assert remove_orphan_container_layers(graph.db, graph.layers) == [orphan]
     assert graph.layers.container_ids() == [kept.id]
+
+
+def test_a_chain_file_lost_after_the_commit_is_restored_from_the_record(graph: Graph) -> None:
+    """A create does not fsync the layer's chain file: what a power cut after the record's
+    commit can leave (a torn chain file, or no layer directory) is made again at start-up."""
+    from skiff.graphsvc.graph import restore_container_layers
+
+    torn, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    gone, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    intact, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    chain = list(reversed(graph.images.get("busybox").layers))
+    cdirs = Path(graph.data_root or "") / "vfs" / "containers"
+    (cdirs / torn.id / "layers.json").write_bytes(b"")
+    graph.layers.release(gone.id)
+    assert sorted(restore_container_layers(graph.db, graph.layers)) == sorted([torn.id, gone.id])
+    for c in (torn, gone, intact):
+        assert json.loads((cdirs / c.id / "layers.json").read_bytes()) == chain
+    assert graph.layers.users(chain[0]) == sorted([torn.id, gone.id, intact.id])
+    assert restore_container_layers(graph.db, graph.layers) == []
 
 
 def test_links_are_edges(graph: Graph) -> None:
