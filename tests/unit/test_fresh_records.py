@@ -28,7 +28,18 @@ def test_a_created_record_is_given_by_id_without_asking() -> None:
     assert got == made and graph.calls == []
     got.host_config.memory_bytes = 1  # a copy: the caller may change it
     assert fresh.get_container(made.id).host_config.memory_bytes == 0
-    assert fresh.get_container("web").id == made.id and graph.calls == ["get_container"]  # a name: asked
+    assert fresh.get_container("web").id == made.id and fresh.get_container("/web").id == made.id
+    assert graph.calls == []
+    assert fresh.get_container(made.id[:12]).id == made.id and graph.calls == ["get_container"]  # a prefix: asked
+
+
+def test_a_name_of_64_hex_digits_is_asked_for() -> None:
+    """graphsvc resolves a full id before a name: such a ref may be another container's id."""
+    graph = FakeGraph()
+    fresh = FreshRecords(graph)
+    made = _create(fresh, "b" * 64)
+    graph.calls.clear()
+    assert fresh.get_container("b" * 64).id == made.id and graph.calls == ["get_container"]
 
 
 def test_any_write_forgets_the_records() -> None:
