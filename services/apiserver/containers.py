@@ -2,7 +2,8 @@
 
 The gateway keeps no state: a container is its GraphDB record (graphsvc), its
 task (execsvc; none until first started, which reads as CREATED) and its
-endpoint (netsvc). Ordering rules that matter:
+endpoint (netsvc); it keeps only caches (the records of containers it has just
+created: fresh.py; the views of the last list). Ordering rules that matter:
 
 * start creates the endpoint before the task and releases it if the task
   cannot start, so a failed start leaves nothing running;
@@ -18,18 +19,20 @@ endpoint (netsvc). Ordering rules that matter:
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from skiff.api.v1 import api_pb2
 from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
+from skiff.apiserver.fresh import FreshRecords
 from skiff.apiserver.restarts import Restarter
 from skiff.apiserver.signals import parse_signal
 from skiff.apiserver.views import LIVE, Status, compile_filters, container_view, is_live, restarting, split_filters
@@ -57,6 +60,7 @@ REMOVAL_WAIT = 60.0
 _EXITS_KEPT = 1024
 
 Condition = api_pb2.WaitCondition
+_FULL_ID = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class Containers:
@@ -73,7 +77,9 @@ class Containers:
         release_interval: float = 2.0,
         daemon_id: str = "",
     ):
-        self._graph = graph
+        #: graph, keeping the records of containers just created here (their start and wait ask no more)
+        self._fresh = FreshRecords(graph)
+        self._graph = cast(GraphBackend, self._fresh)
         self._exec = exec_
         self._net = net
         self._poll = poll_interval
@@ -83,6 +89,9 @@ class Containers:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._exits: OrderedDict[str, api_pb2.WaitContainerResponse] = OrderedDict()
+        # The containers whose last start went through here and succeeded (the most recent): their
+        # task exists and has no start error, so a wait can be a WaitTask at once (no GetTask first).
+        self._started_ok: OrderedDict[str, None] = OrderedDict()
         # Attach streams open per container: auto-remove waits for them, so that a client
         # attached before start (`run --rm`) always gets the output and the exit status.
         self._attached: Counter[str] = Counter()
@@ -102,7 +111,7 @@ class Containers:
         #: id -> (record, its bytes, task bytes, endpoint bytes, view) of the last such list
         self._views: dict[str, tuple[graph_pb2.Container, bytes, bytes, bytes, api_pb2.Container]] = {}
         # Backend calls a start makes beside another one (its rootfs while the endpoint is made).
-        self._helpers = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="start-helper")
+        self._helpers = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="start-helper")
         # The containers whose record this gateway's auto-remove has deleted (the most recent),
         # and those being removed now (by their watcher, or by the attached run that saw the exit).
         self._gone: OrderedDict[str, None] = OrderedDict()
@@ -250,6 +259,9 @@ class Containers:
         if record is None:
             record = self._graph.get_container(ref)
         with self.restarts.locked(record.id):
+            if not record.HasField("restart_state") or record.restart_state == graph_pb2.RestartState():
+                # Nothing for manual_start to reset: the task is asked for beside the endpoint.
+                return self._start_record(record)
             task = self._task(record.id)
             if is_live(task):
                 return task
@@ -258,32 +270,47 @@ class Containers:
             return task
 
     def _start_record(self, record: graph_pb2.Container,
-                      known: tuple[exec_pb2.Task | None] | None = None) -> None:
+                      known: tuple[exec_pb2.Task | None] | None = None) -> exec_pb2.Task | None:
         """Endpoint, then task; used by start and by the restart manager. ``known``: the task
-        just read under the container's lock (else it is asked for)."""
+        just read under the container's lock (else it is asked for, beside the endpoint).
+        The task as it was before (None: never started)."""
         try:
             with self._net_lock(record.id):  # a release at the last exit never races this start
-                self._start(record, known)
+                return self._start(record, known)
         except errors.FailedPrecondition as err:
             # A container that exited since the last release pass may hold the port or --ip.
             if err.reason not in ("PORT_ALREADY_ALLOCATED", "ADDRESS_IN_USE") or not self.release_exited():
                 raise
             with self._net_lock(record.id):
-                self._start(record)
+                return self._start(record)
 
-    def _start(self, record: graph_pb2.Container, known: tuple[exec_pb2.Task | None] | None = None) -> None:
-        if is_live(known[0] if known is not None else self._task(record.id)):
-            return
+    def _start(self, record: graph_pb2.Container,
+               known: tuple[exec_pb2.Task | None] | None = None) -> exec_pb2.Task | None:
+        unstarted = self._fresh.take_unstarted(record.id)  # whatever follows, a start was tried
+        if known is not None and is_live(known[0]):
+            return known[0]
+        if known is None and unstarted:
+            known = (None,)  # created here and never started: it has no task
 
         def rootfs_of() -> types_pb2.Mount:
             with trace.span("prepare rootfs"):
-                return self._graph.get_rootfs(record.id).rootfs
+                kept = self._fresh.rootfs(record.id)  # what CreateContainer returned with the record
+                return kept if kept is not None else self._graph.get_rootfs(record.id).rootfs
 
-        pending = self._helpers.submit(self._traced(rootfs_of))  # independent of the endpoint: asked meanwhile
+        # Three independent calls at once: the task (is it running?), the rootfs and the endpoint.
+        # CreateEndpoint is idempotent: for a container found running it returns its endpoint.
+        asked = None if known is not None else self._helpers.submit(self._traced(self._task), record.id)
+        pending: futures.Future[types_pb2.Mount]
+        if self._fresh.rootfs(record.id) is not None:
+            pending = futures.Future()
+            pending.set_result(rootfs_of())
+        else:
+            pending = self._helpers.submit(self._traced(rootfs_of))
         mode = record.host_config.network_mode or DEFAULT_NETWORK_MODE
         config = record.config
         hostname = config.hostname or record.id[:12]
         hc = record.host_config
+        failed: errors.SkiffError | None = None
         try:
             with trace.span("network"):
                 endpoint = self._net.create_endpoint(record.id, mode, net_pb2.CreateEndpointRequest(
@@ -293,8 +320,19 @@ class Containers:
                     container_name=record.name, aliases=hc.network_aliases, ip_address=hc.ipv4_address,
                     mac_address=hc.mac_address,
                 ))
+        except errors.SkiffError as err:
+            failed = err
         finally:
-            rootfs_done = pending.exception() is None  # waits; both calls are over from here on
+            rootfs_done = pending.exception() is None  # waits; all calls are over from here on
+            if asked is not None:
+                asked.exception()
+        # execsvc's error, if any, is raised here; an endpoint made meanwhile is left to the
+        # release of exited containers' endpoints (the task may be running: it may be its own).
+        task = known[0] if known is not None else asked.result() if asked is not None else None
+        if is_live(task):
+            return task  # running already: Start is idempotent (and the endpoint is its own)
+        if failed is not None:
+            raise failed
         if not rootfs_done:
             self._best_effort(self._net.delete_endpoint, record.id)
         rootfs = pending.result()  # raises the rootfs's error
@@ -325,20 +363,30 @@ class Containers:
         except errors.SkiffError:
             self._best_effort(self._net.delete_endpoint, record.id)
             raise
+        self._forget_start(record.id)
         try:
             with trace.span("spawn, exec"):
                 self._exec.start_task(spec)
         except errors.AlreadyExists:
-            return  # a concurrent start won; Start is idempotent
+            return task  # a concurrent start won; Start is idempotent
         except errors.SkiffError:
             self._best_effort(self._net.delete_endpoint, record.id)
             if record.host_config.auto_remove:  # as Docker: --rm also removes a container that failed
                 self._best_effort(self._delete, record.id, False, True)
             raise  # unchanged: the CLI maps COMMAND_NOT_FOUND etc. to exit codes
+        with self._lock:
+            self._started_ok[record.id] = None
+            while len(self._started_ok) > _EXITS_KEPT:
+                self._started_ok.popitem(last=False)
         self._changed()
         if record.host_config.auto_remove:
             self._watch(record.id)
         self.restarts.started(record)
+        return task
+
+    def _forget_start(self, container_id: str) -> None:
+        with self._lock:
+            self._started_ok.pop(container_id, None)
 
     @staticmethod
     def _traced(fn: Callable[..., T]) -> Callable[..., T]:
@@ -490,6 +538,7 @@ class Containers:
                 self._exits[container_id] = _exit_of(task)
                 while len(self._exits) > _EXITS_KEPT:
                     self._exits.popitem(last=False)
+        self._forget_start(container_id)
         with trace.span("remove: task"):
             self._exec.delete_task(container_id, force=force, remove_logs=True)
         with trace.span("remove: endpoint"):
@@ -504,12 +553,33 @@ class Containers:
     # --- waiting -------------------------------------------------------------
 
     def wait(self, ref: str, condition: int, call: Call) -> api_pb2.WaitContainerResponse:
-        record = self._graph.get_container(ref)
+        not_running = condition not in (Condition.WAIT_CONDITION_NEXT_EXIT, Condition.WAIT_CONDITION_REMOVED)
+        with self._lock:
+            started_here = ref in self._started_ok
+        # By full id (what API clients hold): the task is asked for while the record is.
+        early = (self._helpers.submit(self._traced(self._task), ref)
+                 if not_running and _FULL_ID.match(ref) and not started_here and not self._fresh.has(ref)
+                 else None)
+        try:
+            record = self._graph.get_container(ref)
+        finally:
+            failed = early is not None and early.exception() is not None  # waits
         if condition == Condition.WAIT_CONDITION_NEXT_EXIT:
             return self._wait_next_exit(record.id, call)
         if condition == Condition.WAIT_CONDITION_REMOVED:
             return self._wait_removed(record.id, call)
-        task = self._task(record.id)
+        with self._lock:
+            started_here = record.id in self._started_ok
+        if started_here:
+            # Started here without error: WaitTask answers at once for an exited task, with the
+            # exit code GetTask would give; a task removed (or not started) meanwhile is asked
+            # for as below.
+            try:
+                return self._wait_exit(record.id, call)
+            except (errors.NotFound, errors.FailedPrecondition):
+                self._forget_start(record.id)
+        # the early answer is for this container only when the ref was its id (not a 64-hex name)
+        task = early.result() if early is not None and not failed and record.id == ref else self._task(record.id)
         if not is_live(task):
             return _exit_of(task)
         return self._wait_exit(record.id, call)
@@ -889,6 +959,7 @@ class Containers:
                 self._cleaned.notify_all()
 
     def _clean_up_now(self, container_id: str) -> None:
+        self._forget_start(container_id)
         until = time.monotonic() + 60
         steps: tuple[tuple[str, Callable[[], None]], ...] = (
             ("remove: task", lambda: self._exec.delete_task(container_id, force=True, remove_logs=True)),

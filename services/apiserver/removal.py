@@ -132,6 +132,8 @@ class Removals:
                     c._exits[cid] = _exit_of(task)
                 while len(c._exits) > _EXITS_KEPT:
                     c._exits.popitem(last=False)
+        for cid in doomed:  # their tasks go: a wait asks for the task again (Containers.wait)
+            c._forget_start(cid)
         # Task, endpoint, record: the record last, so a failure anywhere leaves it (rm again).
         for step, point, delete in (
             ("remove: delete tasks", "tasks-deleted",

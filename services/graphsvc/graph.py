@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from skiff.common import mounts as mounts_mod
+from skiff.common import trace
 from skiff.common.errors import NO_COMMAND, InvalidArgument, NotFound, SkiffError
 from skiff.common.faults import crash_point
 from skiff.graphsvc.graphdb import ContainerRecord, GraphDB, Link
@@ -143,8 +145,8 @@ class Graph:
         if not config.image:
             raise InvalidArgument("an image is required")
         links = [_parse_link(s) for s in host_config.links]
-        image = self.images.get(config.image)
-        merged, argv = merge_image_defaults(config, image.config)
+        image_id, image_config = self.images.config_of(config.image)
+        merged, argv = merge_image_defaults(config, image_config)
         wanted = mounts_mod.collect(host_config.binds, host_config.mounts)
         wanted += self._volumes_from(list(host_config.volumes_from), {m.destination for m in wanted})
         stored: dict[str, Any] = {
@@ -153,35 +155,52 @@ class Graph:
             "path": argv[0],
             "args": argv[1:],
         }
-        image_volumes = sorted((image.config.get("config") or {}).get("Volumes") or {})
+        image_volumes = sorted((image_config.get("config") or {}).get("Volumes") or {})
+        if name:  # a name in use fails before anything is made (checked again when stored)
+            self.db.check_name_free(name)
         made: list[str] = []
-        # Volumes are made and recorded as mounted under the GraphDB's lock: a `volume rm`
-        # sees either no volume or a volume in use, never one about to be used.
-        with self.db._lock:
-            try:
+        # The writable layer first, then the record with its root filesystem and layer chain in
+        # one commit. A crash before the commit leaves a layer without a record, which the next
+        # start-up removes (remove_orphan_container_layers). The layer's chain file is not
+        # fsynced: the commit's fsync comes after it, and a chain file (or layer) a power cut
+        # took is made again from the record at the next start-up (restore_container_layers).
+        cid = secrets.token_hex(32)
+        chain = list(reversed(image_config["rootfs"]["diff_ids"]))
+        with trace.span("writable layer"):
+            mount = self.layers.prepare(cid, chain, durable=False)
+        # The description is deterministic: kept with the record for every later start.
+        stored["rootfs"] = {"type": mount.type, "source": mount.source, "options": list(mount.options)}
+        stored["layers"] = chain
+        try:
+            # Volumes are made and recorded as mounted under the GraphDB's lock: a `volume rm`
+            # sees either no volume or a volume in use, never one about to be used.
+            with self.db._lock:
                 resolved = self._resolve_mounts(wanted, image_volumes, made)
                 stored["mounts"] = [json_format.MessageToDict(m, preserving_proto_field_name=True)
                                     for m in resolved]
-                record = self.db.create_container(
-                    ContainerRecord(image_id=image.id, config=stored, name=name, labels=dict(config.labels)))
-            except BaseException:
-                if self.volumes is not None:
-                    self.volumes.remove_anonymous(made)
-                raise
+                with trace.span("record (commit)"):
+                    record = self.db.create_container(ContainerRecord(
+                        image_id=image_id, config=stored, id=cid, name=name, labels=dict(config.labels)))
+        except BaseException:
+            self.layers.release(cid)
+            if self.volumes is not None:
+                self.volumes.remove_anonymous(made)
+            raise
         try:
             for child, alias in links:
                 self.db.link(record.id, child, alias)
-            mount = self.layers.prepare(record.id, list(reversed(image.layers)))
-            # The description is deterministic: keep it with the record for every later start.
-            stored["rootfs"] = {"type": mount.type, "source": mount.source, "options": list(mount.options)}
-            record = self.db.update_config(record.id, stored)
         except BaseException:
             self.db.delete(record.id, force=True)
             self.layers.release(record.id)
             if self.volumes is not None:
                 self.volumes.remove_anonymous(made)
             raise
-        return self._container(record), mount
+        if links:
+            return self._container(record), mount
+        # What get() would parse back from the stored JSON (no float fields: the round trip is exact).
+        host = types_pb2.HostConfig()
+        host.CopyFrom(host_config)
+        return Container(record, merged, host, argv[0], list(argv[1:]), [], resolved), mount
 
     def _volumes_from(self, refs: list[str], taken: set[str]) -> list[types_pb2.MountPoint]:
         """``--volumes-from c[:ro|rw]``: c's binds and volumes (not tmpfs), where nothing else is mounted."""
@@ -401,6 +420,23 @@ def remove_orphan_layers(images: ImageStore, layers: LayerStore) -> list[str]:
     return dropped
 
 
+def restore_container_layers(db: GraphDB, layers: LayerStore) -> builtins.list[str]:
+    """At start-up, first: the writable layer (and its chain file) of each record that has its
+    chain (``layers``, stored by creates that do not fsync the chain file), where a power cut
+    took it. Nothing else runs yet."""
+    restored = []
+    for record in db.list():
+        chain = record.config.get("layers")
+        if not chain:
+            continue
+        try:
+            if layers.restore_chain(record.id, list(chain)):
+                restored.append(record.id)
+        except Exception:  # never fatal: the container's start reports what is missing
+            log.exception("restoring the writable layer of %s", record.id)
+    return restored
+
+
 def remove_orphan_container_layers(db: GraphDB, layers: LayerStore) -> builtins.list[str]:
     """At start-up: drop writable layers of containers without a record (a removal cut
     short between its commit and the layer's rename). Nothing else runs yet."""
@@ -435,6 +471,8 @@ def open_graph(data_root: Path) -> Graph:
     else:
         driver, name = layers_mod.VfsDriver(root, **caps), "vfs"
     images = ImageStore(root, driver, db)
+    for cid in restore_container_layers(db, driver):  # before the sweeps: they read the chains
+        log.info("restored the layer chain of %s (lost in a crash after its create)", cid)
     for layer_id in remove_orphan_layers(images, driver):
         log.info("removed layer %s: no image or container uses it (an interrupted pull?)", layer_id)
     for cid in remove_orphan_container_layers(db, driver):

@@ -184,6 +184,9 @@ def open_database(path: Path | str) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     if str(path) != ":memory:":
         db.enable_wal()
+    # Every commit fsyncs the WAL: a record is on disk once its call returned, also across a
+    # power cut (NORMAL, SQLite's usual choice with WAL, survives only a crash of the process).
+    db.execute("PRAGMA synchronous = FULL")
     db.execute("PRAGMA busy_timeout = 5000")
     return db
 
@@ -244,36 +247,42 @@ class GraphDB:
         cid = record.id or secrets.token_hex(32)
         if not _ID_RE.match(cid):
             raise InvalidArgument(f"invalid container id {cid!r}: expected 64 lowercase hex")
+        # Plain statements on the connection (cached prepared by sqlite3): one transaction, one
+        # commit, none of sqlite-utils' per-call schema look-ups.
+        conn = self.db.conn
         with self._tx():
-            if self._row("SELECT id FROM containers WHERE id = ?", [cid]):
+            if conn.execute("SELECT 1 FROM containers WHERE id = ?", (cid,)).fetchone():
                 raise Conflict(f"container id {cid} already exists")
             if name:
-                holder = self._row("SELECT id FROM containers WHERE name = ?", [name])
+                holder = conn.execute("SELECT id FROM containers WHERE name = ?", (name,)).fetchone()
                 if holder:
-                    raise _name_conflict(name, holder["id"])
+                    raise _name_conflict(name, holder[0])
             else:
                 for attempt in range(16):
                     name = random_name(attempt)
-                    if not self._row("SELECT id FROM containers WHERE name = ?", [name]):
+                    if not conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                         break
                 else:  # pragma: no cover - 16 collisions in a row
                     name = f"{name}_{secrets.token_hex(4)}"
             stored = replace(record, id=cid, name=name, created=record.created or now_rfc3339())
             try:
-                self.db["containers"].insert(  # type: ignore[union-attr]
-                    {
-                        "id": stored.id,
-                        "name": stored.name,
-                        "image_id": stored.image_id,
-                        "config": json.dumps(stored.config, sort_keys=True),
-                        "created": stored.created,
-                        "labels": json.dumps(stored.labels, sort_keys=True),
-                    }
+                conn.execute(
+                    "INSERT INTO containers (id, name, image_id, config, created, labels) VALUES (?, ?, ?, ?, ?, ?)",
+                    (stored.id, stored.name, stored.image_id, json.dumps(stored.config, sort_keys=True),
+                     stored.created, json.dumps(stored.labels, sort_keys=True)),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"container {stored.id} or name /{stored.name} was created concurrently",
                                reason=NAME_IN_USE) from None
         return stored
+
+    def check_name_free(self, name: str) -> None:
+        """Conflict (NAME_IN_USE) when a container holds ``name`` (with or without ``/``)."""
+        bare = validate_name(name)
+        with self._lock:
+            holder = self.db.conn.execute("SELECT id FROM containers WHERE name = ?", (bare,)).fetchone()
+        if holder:
+            raise _name_conflict(bare, holder[0])
 
     def _resolve(self, ref: str) -> dict[str, Any]:
         """Full id, then name (``/`` optional), then unique id prefix - Docker's order."""
@@ -547,8 +556,8 @@ class GraphDB:
 
     def get_tag(self, ref: str) -> str | None:
         with self._lock:
-            row = self._row("SELECT image_id FROM tags WHERE ref = ?", [ref])
-            return row["image_id"] if row else None
+            row = self.db.conn.execute("SELECT image_id FROM tags WHERE ref = ?", (ref,)).fetchone()
+            return str(row[0]) if row else None
 
     def tags_for(self, image_id: str) -> builtins.list[str]:
         with self._lock:

@@ -153,6 +153,8 @@ class ImageStore:
         self.db = db
         self.content = ContentStore(root)
         self._lock = threading.RLock()
+        #: image id -> its parsed config, for creates (an id names the config's bytes: they never change)
+        self._configs: dict[str, dict[str, Any]] = {}
 
     @property
     def lock(self) -> threading.RLock:
@@ -305,6 +307,19 @@ class ImageStore:
         if not matches:
             raise _not_found(ref)
         return matches[0]
+
+    def config_of(self, ref_or_id: str) -> tuple[str, dict[str, Any]]:
+        """(image id, its whole config) by any reference :meth:`get` takes, without the tags and
+        sizes a listing needs: what a create reads. The config is read once per image and kept;
+        the caller must not modify it."""
+        image_id = self._resolve(ref_or_id)[0]
+        config = self._configs.get(image_id)
+        if config is None:
+            config = self._config(image_id)
+            if len(self._configs) >= 64:
+                self._configs.clear()
+            self._configs[image_id] = config
+        return image_id, config
 
     def get(self, ref_or_id: str) -> Image:
         """By ``name[:tag]``, full id, ``sha256:`` id or prefix, or unique hex prefix (>= 4)."""

@@ -86,11 +86,18 @@ class LayerStore(Protocol):
         """NotFound when absent; FailedPrecondition while a prepared container uses it."""
         ...
 
-    def prepare(self, container_id: str, layer_ids: list[str]) -> Mount:
+    def prepare(self, container_id: str, layer_ids: list[str], durable: bool = True) -> Mount:
         """Create the container's writable layer over ``layer_ids`` (top first).
 
         AlreadyExists if the container is already prepared; NotFound for an unknown layer.
+        ``durable=False``: its chain file is not fsynced (the caller keeps the chain elsewhere,
+        durably, and restores it with :meth:`restore_chain` after a crash).
         """
+        ...
+
+    def restore_chain(self, container_id: str, layer_ids: list[str]) -> bool:
+        """After a crash: the container's writable layer made again if it is missing, its chain
+        file rewritten (fsynced) if it is missing or torn. True when anything was done."""
         ...
 
     def release(self, container_id: str) -> None:
@@ -173,6 +180,13 @@ def set_topdir(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Written whole or not at all for the processes (a temp file renamed), not fsynced."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -288,7 +302,21 @@ class _BaseDriver:
                 users.append(cdir.name)
         return users
 
-    def _begin_prepare(self, container_id: str, layer_ids: list[str]) -> Path:
+    def restore_chain(self, container_id: str, layer_ids: list[str]) -> bool:
+        _check_container_id(container_id)
+        cdir = self.containers_dir / container_id
+        if not cdir.is_dir():
+            self.prepare(container_id, layer_ids)  # type: ignore[attr-defined]
+            return True
+        try:
+            if json.loads((cdir / "layers.json").read_bytes()) == list(layer_ids):
+                return False
+        except (FileNotFoundError, ValueError):
+            pass
+        _fsync_write(cdir / "layers.json", json.dumps(list(layer_ids)).encode())
+        return True
+
+    def _begin_prepare(self, container_id: str, layer_ids: list[str], durable: bool = True) -> Path:
         _check_container_id(container_id)
         if not layer_ids:
             raise InvalidArgument("prepare needs at least one layer")
@@ -300,7 +328,10 @@ class _BaseDriver:
             cdir.mkdir(mode=0o700)
         except FileExistsError:
             raise AlreadyExists(f"container {container_id} already has a root filesystem") from None
-        _fsync_write(cdir / "layers.json", json.dumps(list(layer_ids)).encode())
+        if durable:
+            _fsync_write(cdir / "layers.json", json.dumps(list(layer_ids)).encode())
+        else:
+            _replace(cdir / "layers.json", json.dumps(list(layer_ids)).encode())
         return cdir
 
     def release(self, container_id: str) -> None:
@@ -354,8 +385,8 @@ class OverlayDriver(_BaseDriver):
         if any(c in str(self.home) for c in ",:"):
             raise InvalidArgument(f"graph root {self.home} must not contain ',' or ':' for overlayfs")
 
-    def prepare(self, container_id: str, layer_ids: list[str]) -> Mount:
-        cdir = self._begin_prepare(container_id, layer_ids)
+    def prepare(self, container_id: str, layer_ids: list[str], durable: bool = True) -> Mount:
+        cdir = self._begin_prepare(container_id, layer_ids, durable)
         (cdir / "diff").mkdir(mode=0o755)
         (cdir / "work").mkdir(mode=0o700)
         lower = ":".join(str(self.diff_path(lid)) for lid in layer_ids)
@@ -371,8 +402,8 @@ class VfsDriver(_BaseDriver):
 
     name = "vfs"
 
-    def prepare(self, container_id: str, layer_ids: list[str]) -> Mount:
-        cdir = self._begin_prepare(container_id, layer_ids)
+    def prepare(self, container_id: str, layer_ids: list[str], durable: bool = True) -> Mount:
+        cdir = self._begin_prepare(container_id, layer_ids, durable)
         rootfs = cdir / "rootfs"
         try:
             rootfs.mkdir(mode=0o755)

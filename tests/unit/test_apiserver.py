@@ -26,6 +26,7 @@ from skiff.api.v1 import api_pb2, api_pb2_grpc
 from skiff.apiserver.containers import Containers
 from skiff.apiserver.server import PUBLIC_SERVICES, build
 from skiff.common import errors, grpcerr
+from skiff.graph.v1 import graph_pb2
 from skiff.types.v1 import types_pb2
 
 from .test_apiserver_fakes import FakeExec, FakeGraph, FakeNet
@@ -52,6 +53,13 @@ class Env:
             config.cmd.values.extend(argv)
         req = api_pb2.CreateContainerRequest(config=config, host_config=types_pb2.HostConfig(**host))  # type: ignore[arg-type]
         return str(self.api.CreateContainer(req, timeout=5).id)
+
+    def create_elsewhere(self, *argv: str, **host: object) -> str:
+        """A container this gateway did not create (e.g. before it was restarted)."""
+        config = types_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(argv)
+        req = graph_pb2.CreateContainerRequest(config=config, host_config=types_pb2.HostConfig(**host))  # type: ignore[arg-type]
+        return str(self.graph.create_container(req).container.id)
 
     def run(self, *argv: str, **host: object) -> str:
         cid = self.create(*argv, **host)
@@ -206,7 +214,7 @@ def test_start_failure_keeps_reason_and_leaves_nothing(env: Env) -> None:
 
 def test_start_without_its_rootfs_leaves_no_endpoint(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rootfs is asked for while the endpoint is made: when it fails, the endpoint goes."""
-    cid = env.create("sleep")
+    cid = env.create_elsewhere("sleep")
 
     def gone(container_id: str) -> object:
         raise errors.NotFound(f"No such container: {container_id}", reason=errors.CONTAINER_NOT_FOUND)
@@ -215,6 +223,59 @@ def test_start_without_its_rootfs_leaves_no_endpoint(env: Env, monkeypatch: pyte
     code, reason, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, errors.CONTAINER_NOT_FOUND)
     assert cid not in env.net.endpoints and cid not in env.exec.tasks
+
+
+def test_the_first_start_of_a_container_created_here_asks_no_more(env: Env) -> None:
+    """Created through this gateway: its record and rootfs are what CreateContainer answered,
+    and it has no task yet; the start is the endpoint and StartTask."""
+    cid = env.create("sleep")
+    env.graph.calls.clear()
+    env.exec.calls.clear()
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert env.graph.calls == [] and env.exec.calls == ["start_task"]
+    assert env.exec.specs[cid].rootfs == env.graph._rootfs(cid)
+    env.exec.kill_task(cid, signal.SIGKILL)
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)  # again: asks
+    assert "get_task" in env.exec.calls and env.exec.running(cid)
+
+
+def test_start_of_a_running_container_keeps_its_endpoint(env: Env) -> None:
+    """The task is asked for beside the endpoint: a running container is left as it is."""
+    cid = env.run("sleep")
+    endpoint = env.net.endpoints[cid]
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert env.exec.calls.count("start_task") == 1 and env.exec.calls.count("get_task") >= 1
+    assert env.net.endpoints[cid] == endpoint and "delete_endpoint" not in env.net.calls
+    assert env.inspect(cid).state.status == Status.CONTAINER_STATUS_RUNNING
+
+
+def test_start_when_execsvc_cannot_tell_starts_nothing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not knowing whether it runs, the start fails with execsvc's status (its endpoint, if made
+    meanwhile, is released with those of other stopped containers)."""
+    cid = env.create_elsewhere("sleep")
+
+    def down(task_id: str) -> object:
+        raise errors.Unavailable("execsvc is restarting", reason="SERVICE_UNAVAILABLE")
+
+    monkeypatch.setattr(env.exec, "get_task", down)
+    code, _, _ = failure(env.api.StartContainer, api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "start_task" not in env.exec.calls
+    monkeypatch.undo()
+    env.containers.release_exited()
+    assert cid not in env.net.endpoints
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert env.exec.running(cid)
+
+
+def test_start_after_an_update_reads_the_updated_record(env: Env) -> None:
+    """The gateway keeps the record of a container it created for its start: a write through
+    it (here `update`) is what the start then reads."""
+    cid = env.create("sleep", memory_bytes=1 << 26)
+    env.api.UpdateContainer(api_pb2.UpdateContainerRequest(
+        container=cid, host_config=types_pb2.HostConfig(memory_bytes=1 << 27)), timeout=5)
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert env.exec.specs[cid].memory_bytes == 1 << 27
 
 
 def test_start_failure_with_auto_remove_removes(env: Env) -> None:
@@ -410,6 +471,29 @@ def test_wait_not_running(env: Env) -> None:
     cid = env.run("sleep")
     _later(0.1, env.exec.kill_task, cid, signal.SIGKILL)
     assert _wait(env, cid).exit_code == 137
+
+
+def test_wait_by_a_name_of_64_hex_digits(env: Env) -> None:
+    """A full id is asked for as a task while the record is read; a name that looks like
+    one is not mistaken for it."""
+    name = "a" * 64
+    config = types_pb2.ContainerConfig(image="busybox")
+    config.cmd.values.extend(["exit", "3"])
+    cid = env.api.CreateContainer(api_pb2.CreateContainerRequest(name=name, config=config), timeout=5).id
+    env.api.StartContainer(api_pb2.StartContainerRequest(container=cid), timeout=5)
+    assert _wait(env, name).exit_code == 3
+    assert _wait(env, cid).exit_code == 3
+
+
+def test_wait_after_a_start_here_is_one_wait_task(env: Env) -> None:
+    """A container started through this gateway is waited for with WaitTask alone; a task
+    removed behind its back reads as never started (0), as before."""
+    cid = env.run("exit", "4")
+    env.exec.calls.clear()
+    assert _wait(env, cid).exit_code == 4
+    assert "get_task" not in env.exec.calls
+    env.exec.delete_task(cid, force=True, remove_logs=True)
+    assert _wait(env, cid).exit_code == 0
 
 
 def test_wait_honours_the_callers_deadline(env: Env) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,68 @@ def test_failed_create_leaves_nothing(graph: Graph) -> None:
         graph.create("web", cfg(), types_pb2.HostConfig(links=["nope:db"]))
     assert graph.list() == []
     assert not any((Path(graph.data_root or "") / "vfs" / "containers").iterdir())
+
+
+def test_create_answers_what_get_reads_back(graph: Graph) -> None:
+    """The created container is made from the messages, not parsed back from the stored JSON:
+    both are the same."""
+    from skiff.graphsvc.servicer import container_to_proto
+
+    config = cfg(cmd=["sh", "-c", "true"], env=["A=1"], labels={"k": "v"},
+                 working_dir="/tmp", user="1:1", stop_signal="SIGINT", hostname="h")
+    config.exposed_ports.append("80/tcp")
+    config.healthcheck.test[:] = ["CMD", "true"]
+    config.healthcheck.interval_ns = 2_000_000_000
+    host = types_pb2.HostConfig(network_mode="none", memory_bytes=1 << 26, pids_limit=9, binds=["/tmp:/data:ro"],
+                                dns=["1.1.1.1"], extra_hosts=["a:1.2.3.4"], auto_remove=True,
+                                restart_policy=types_pb2.RestartPolicy(name="no"))
+    host.mounts.add(type="volume", destination="/vol")
+    made, _ = graph.create("", config, host)
+    assert container_to_proto(made) == container_to_proto(graph.get(made.id))
+
+
+def test_a_name_in_use_leaves_no_layer(graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writable layer is made before the record (one commit holds the record and its rootfs):
+    a create that cannot store its record gives the layer back, also when the name was taken
+    between the first check and the commit."""
+    first, _ = graph.create("web", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    with pytest.raises(errors.Conflict):
+        graph.create("web", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    monkeypatch.setattr(graph.db, "check_name_free", lambda name: None)  # the race: taken after the check
+    with pytest.raises(errors.Conflict) as info:
+        graph.create("web", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    assert info.value.reason == errors.NAME_IN_USE
+    assert graph.layers.container_ids() == [first.id]
+    assert [c.id for c in graph.list()] == [first.id]
+
+
+def test_a_crash_between_the_layer_and_the_record_is_swept(graph: Graph) -> None:
+    from skiff.graphsvc.graph import remove_orphan_container_layers
+
+    orphan = "f" * 64  # what a create cut short after prepare leaves: a layer, no record
+    graph.layers.prepare(orphan, list(reversed(graph.images.get("busybox").layers)))
+    kept, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    assert remove_orphan_container_layers(graph.db, graph.layers) == [orphan]
+    assert graph.layers.container_ids() == [kept.id]
+
+
+def test_a_chain_file_lost_after_the_commit_is_restored_from_the_record(graph: Graph) -> None:
+    """A create does not fsync the layer's chain file: what a power cut after the record's
+    commit can leave (a torn chain file, or no layer directory) is made again at start-up."""
+    from skiff.graphsvc.graph import restore_container_layers
+
+    torn, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    gone, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    intact, _ = graph.create("", cfg(cmd=["true"]), types_pb2.HostConfig(network_mode="none"))
+    chain = list(reversed(graph.images.get("busybox").layers))
+    cdirs = Path(graph.data_root or "") / "vfs" / "containers"
+    (cdirs / torn.id / "layers.json").write_bytes(b"")
+    graph.layers.release(gone.id)
+    assert sorted(restore_container_layers(graph.db, graph.layers)) == sorted([torn.id, gone.id])
+    for c in (torn, gone, intact):
+        assert json.loads((cdirs / c.id / "layers.json").read_bytes()) == chain
+    assert graph.layers.users(chain[0]) == sorted([torn.id, gone.id, intact.id])
+    assert restore_container_layers(graph.db, graph.layers) == []
 
 
 def test_links_are_edges(graph: Graph) -> None:

@@ -71,7 +71,7 @@ def test_image_volumes_become_anonymous_volumes(graph: Graph, monkeypatch: pytes
     img = graph.images.get("busybox")
     with_vols = dataclasses.replace(img, config={**img.config, "config": {**img.config.get("config", {}),
                                                                         "Volumes": {"/data": {}, "/logs": {}}}})
-    monkeypatch.setattr(graph.images, "get", lambda ref: with_vols)
+    monkeypatch.setattr(graph.images, "config_of", lambda ref: (with_vols.id, with_vols.config))
     c = run(graph, "db", binds=["named:/logs"])
     assert [(m.destination, m.anonymous) for m in c.mounts] == [("/data", True), ("/logs", False)]
     # a failed create leaves no anonymous volume behind
