@@ -161,6 +161,7 @@ class Hub:
         self._exits: OrderedDict[str, int] = OrderedDict()  # cid -> finished_at (ns) reported
         self._running: set[str] = set()  # tasks known running (from execsvc's stream)
         self._starts: dict[str, int] = {}  # cid -> start time (ns), for die's execDuration
+        self._volumes: dict[str, list[types_pb2.MountPoint]] = {}  # cid -> its volume mounts
         self.graph: Any = None
         self.exec: Any = None
         self._closed = threading.Event()
@@ -244,11 +245,17 @@ class Hub:
         attrs = dict(record.config.labels)
         attrs["image"] = record.config.image or record.image_id
         attrs["name"] = record.name.lstrip("/")
+        volumes = [m for m in record.mounts if m.type == "volume"]
         with self._lock:
+            if volumes:
+                self._volumes[record.id] = volumes
+            else:
+                self._volumes.pop(record.id, None)
             self._attrs[record.id] = attrs
             self._attrs.move_to_end(record.id)
             while len(self._attrs) > _CONTAINERS_KEPT:
-                self._attrs.popitem(last=False)
+                gone, _ = self._attrs.popitem(last=False)
+                self._volumes.pop(gone, None)
         return attrs
 
     def attrs_of(self, cid: str) -> tuple[str, dict[str, str]]:
@@ -276,6 +283,11 @@ class Hub:
             with self._lock:
                 self._starts[cid] = time.time_ns()
                 self._running.add(cid)
+                volumes = list(self._volumes.get(cid, ()))
+            for m in volumes:  # as Docker: the volumes are mounted before the start is reported
+                self.publish(Type.EVENT_TYPE_VOLUME, "mount", m.name, {
+                    "container": cid, "destination": m.destination, "driver": m.driver or "local",
+                    "propagation": m.propagation, "read/write": str(not m.read_only).lower()})
         self.publish(Type.EVENT_TYPE_CONTAINER, action, cid, attrs)
         if action == "destroy":
             with self._lock:
@@ -297,6 +309,10 @@ class Hub:
             self.container(cid, "oom")
         duration = max((finished_ns or time.time_ns()) - began, 0) // 1_000_000_000 if began else 0
         self.container(cid, "die", exitCode=str(exit_code), execDuration=str(duration))
+        with self._lock:
+            volumes = list(self._volumes.get(cid, ()))
+        for m in volumes:
+            self.publish(Type.EVENT_TYPE_VOLUME, "unmount", m.name, {"container": cid, "driver": m.driver or "local"})
 
     def exited_task(self, task: exec_pb2.Task | None) -> None:
         """The task as a stop or a removal read it: its exit, unless already reported."""
@@ -472,3 +488,111 @@ def exec_started(cid: str, exec_id: str, cmd: list[str]) -> None:
 def exec_event(cid: str, action: str, **attributes: str) -> None:
     """``exec_create: CMD``, ``exec_start: CMD``, ``exec_die`` (attributes execID, exitCode)."""
     _safe(lambda: HUB.container(cid, action, **attributes))
+
+
+# --- images, networks, volumes: helpers that read what the event needs -------------------------
+
+
+def familiar(ref: str) -> str:
+    """Docker's FamiliarString: ``docker.io/library/busybox`` -> ``busybox:latest``."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+            break
+    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1] and not ref.startswith("sha256:"):
+        ref += ":latest"
+    return ref
+
+
+def image_of(img: types_pb2.Image, action: str) -> None:
+    image(img.id, action, name=img.id, labels=img.config.labels)
+
+
+def image_id(graph: Any, ref: str) -> str:
+    """The id of the image ``ref`` names ("" when none)."""
+    try:
+        return str(graph.get_image(ref).id)
+    except Exception:
+        return ""
+
+
+def image_removed(img_id: str, items: Iterable[types_pb2.ImageDeleteItem]) -> None:
+    """As Docker: ``untag`` per removed reference, ``delete`` when the image itself went."""
+    for item in items:
+        if item.WhichOneof("item") == "untagged":
+            image(img_id or item.untagged, "untag", name=img_id or item.untagged)
+        elif item.deleted == img_id or (not img_id and item.deleted.startswith("sha256:")):
+            image(item.deleted, "delete", name=item.deleted)
+
+
+def image_ref(reference: str, action: str, img: types_pb2.Image | None = None) -> None:
+    """``pull``/``push``: the reference is the actor, its name without the tag the ``name``."""
+    ref = familiar(reference)
+    image(ref, action, name=_strip_tag(ref), labels=img.config.labels if img is not None else None)
+
+
+def image_tagged(graph: Any, target: str) -> None:
+    def run() -> None:
+        img = graph.get_image(target)
+        image(img.id, "tag", name=familiar(target), labels=img.config.labels)
+
+    _safe(run)
+
+
+def images_saved(graph: Any, refs: Iterable[str]) -> None:
+    for ref in refs:
+        found = image_id(graph, ref)
+        if found:
+            image(found, "save", name=found)
+
+
+def images_loaded(images: Iterable[types_pb2.Image]) -> None:
+    for img in images:
+        image_of(img, "load")
+
+
+def committed(request: api_pb2.CommitContainerRequest, img: types_pb2.Image) -> None:
+    container(request.container, "commit", comment=request.message, imageID=img.id,
+              imageRef=familiar(request.reference) if request.reference else "")
+
+
+def network_record(net: Any, ref: str) -> types_pb2.Network | None:
+    from skiff.net.v1 import net_pb2
+
+    try:
+        return net.network_call("InspectNetwork", net_pb2.InspectNetworkRequest(ref=ref)).network  # type: ignore[no-any-return]
+    except Exception:
+        return None
+
+
+def network_records(net: Any) -> list[types_pb2.Network]:
+    from skiff.net.v1 import net_pb2
+
+    try:
+        return list(net.network_call("ListNetworks", net_pb2.ListNetworksRequest()).networks)
+    except Exception:
+        return []
+
+
+def network_of(net: Any, ref: str, action: str, **attributes: str) -> None:
+    found = network_record(net, ref)
+    if found is not None:
+        network(found.id, action, found.name, found.driver, **attributes)
+
+
+def network_removed(known: types_pb2.Network | None, removed_id: str) -> None:
+    if known is not None:
+        network(removed_id or known.id, "destroy", known.name, known.driver)
+
+
+def networks_pruned(known: Iterable[types_pb2.Network], names: Iterable[str]) -> None:
+    by_name = {n.name: n for n in known}
+    for name in names:
+        found = by_name.get(name)
+        if found is not None:
+            network(found.id, "destroy", found.name, found.driver)
+
+
+def volumes_pruned(names: Iterable[str]) -> None:
+    for name in names:
+        volume(name, "destroy")
