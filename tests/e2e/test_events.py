@@ -134,7 +134,8 @@ def test_image_tag_untag_and_network_create_destroy(skiff) -> None:
     assert ("tag", image_id, tag) in images
     assert ("untag", image_id, image_id) in images
     assert images.index(("tag", image_id, tag)) < images.index(("untag", image_id, image_id))
-    nets = [(a, actor, attrs) for _, a, actor, attrs in _parsed(_events(skiff, since, "type=network", f"network={net}"))]
+    net_events = _parsed(_events(skiff, since, "type=network", f"network={net}"))
+    nets = [(a, actor, attrs) for _, a, actor, attrs in net_events]
     assert [(a, actor) for a, actor, _ in nets] == [("create", net_id), ("destroy", net_id)]
     assert all(attrs["name"] == net and attrs["type"] == "bridge" for _, _, attrs in nets)
 
@@ -168,7 +169,8 @@ def test_live_events_see_a_start_and_ctrl_c_ends_cleanly(engine: Engine, skiff) 
     skiff("create", "--name", name, "busybox", "true", check=True)
     proc = subprocess.Popen([str(VENV_BIN / "skiff"), "events", "--filter", f"container={name}", "--filter",
                              "event=start", "--format", "{{.Action}} {{.Actor.Attributes.name}}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, SKIFF_HOST=engine.host))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, SKIFF_HOST=engine.host))
     try:
         seen = b""
         # The subscription may come after the first starts: start again until one is seen (bounded).
@@ -188,3 +190,32 @@ def test_live_events_see_a_start_and_ctrl_c_ends_cleanly(engine: Engine, skiff) 
             proc.kill()
             proc.wait()
         skiff("rm", "-f", name)
+
+
+def test_die_is_reported_across_an_execsvc_restart(engine: Engine, skiff) -> None:
+    """One exit while execsvc is down (found from the new stream's list of running tasks), one after."""
+    early, late = _name("evearly"), _name("evlate")
+    since = _now()
+    early_id = skiff("run", "-d", "--name", early, "busybox", "sh", "-c", "sleep 1; exit 5", check=True).stdout.strip()
+    skiff("run", "-d", "--name", late, "busybox", "sh", "-c", "sleep 6; exit 6", check=True)
+    pid = engine.service_pid("execsvc")
+    os.kill(pid, signal.SIGSTOP)  # execsvc sees nothing while `early` ends
+    try:
+        exit_file = engine.exec_root / "containers" / early_id / "exit.json"
+        _until(exit_file.exists, what="the early container's exit")
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    try:
+        assert skiff("wait", late, timeout=60).stdout.strip() == "6"
+        for name, code in ((early, "5"), (late, "6")):
+            _until(lambda name=name: any(" die " in line for line in _events(skiff, since, f"container={name}")),
+                   what=f"die of {name}")
+            dies = [attrs["exitCode"] for _, a, _, attrs in _parsed(_events(skiff, since, f"container={name}"))
+                    if a == "die"]
+            assert dies == [code]
+    finally:
+        skiff("rm", "-f", early, late)
