@@ -43,6 +43,8 @@ KEPT = 256
 _STREAM_BACKLOG = 4096
 #: Attributes and last exits of this many containers are remembered.
 _CONTAINERS_KEPT = 4096
+#: How long an exit waits for the report of its run's start (a start that failed in the gateway).
+_PARKED_FOR = 5.0
 
 Type = api_pb2.EventType
 TYPES = {
@@ -162,15 +164,42 @@ class Hub:
         self._running: set[str] = set()  # tasks known running (from execsvc's stream)
         self._starts: dict[str, int] = {}  # cid -> start time (ns), for die's execDuration
         self._volumes: dict[str, list[types_pb2.MountPoint]] = {}  # cid -> its volume mounts
+        self._modes: dict[str, str] = {}  # cid -> its network mode
+        self._nets: dict[str, tuple[str, str]] = {}  # network name -> (id, driver), asked once
         self.graph: Any = None
         self.exec: Any = None
+        self.net: Any = None
+        self._born = time.time_ns()
+        # Exits of runs whose start this gateway has not reported yet (a container that exits at
+        # once may be seen exiting before the start call returns): reported right after the start.
+        self._parked: dict[str, tuple[int, bool, int, int]] = {}
         self._closed = threading.Event()
         self._watcher: threading.Thread | None = None
         self._watch: Any = None  # the current WatchTasks call (to cancel at close)
 
-    def bind(self, graph: Any, exec_: Any) -> None:
-        """The backends used to find a container's attributes and tasks."""
-        self.graph, self.exec = graph, exec_
+    def bind(self, graph: Any, exec_: Any, net: Any = None) -> None:
+        """The backends used to find a container's attributes, tasks and networks."""
+        self.graph, self.exec, self.net = graph, exec_, net
+
+    def _network(self, mode: str) -> tuple[str, str, str] | None:
+        """(id, name, driver) of the network a container in ``mode`` is on (None: another's)."""
+        name = mode or "bridge"
+        if name.startswith("container:"):
+            return None
+        with self._lock:
+            known = self._nets.get(name)
+        if known is None:
+            found = network_record(self.net, name) if self.net is not None else None
+            if found is None:
+                return None
+            known = (found.id, found.driver)
+            with self._lock:
+                self._nets[name] = known
+        return known[0], name, known[1]
+
+    def forget_network(self, name: str) -> None:
+        with self._lock:
+            self._nets.pop(name, None)
 
     # --- publishing ----------------------------------------------------------
 
@@ -252,10 +281,12 @@ class Hub:
             else:
                 self._volumes.pop(record.id, None)
             self._attrs[record.id] = attrs
+            self._modes[record.id] = record.host_config.network_mode
             self._attrs.move_to_end(record.id)
             while len(self._attrs) > _CONTAINERS_KEPT:
                 gone, _ = self._attrs.popitem(last=False)
                 self._volumes.pop(gone, None)
+                self._modes.pop(gone, None)
         return attrs
 
     def attrs_of(self, cid: str) -> tuple[str, dict[str, str]]:
@@ -284,11 +315,18 @@ class Hub:
                 self._starts[cid] = time.time_ns()
                 self._running.add(cid)
                 volumes = list(self._volumes.get(cid, ()))
-            for m in volumes:  # as Docker: the volumes are mounted before the start is reported
+                mode = self._modes.get(cid)
+            net = self._network(mode) if mode is not None else None
+            if net is not None:  # as Docker: the endpoint is made before the start is reported
+                self.publish(Type.EVENT_TYPE_NETWORK, "connect", net[0],
+                             {"container": cid, "name": net[1], "type": net[2]})
+            for m in volumes:  # and the volumes mounted
                 self.publish(Type.EVENT_TYPE_VOLUME, "mount", m.name, {
                     "container": cid, "destination": m.destination, "driver": m.driver or "local",
                     "propagation": m.propagation, "read/write": str(not m.read_only).lower()})
         self.publish(Type.EVENT_TYPE_CONTAINER, action, cid, attrs)
+        if action == "start":
+            self._unpark(cid)
         if action == "destroy":
             with self._lock:
                 self._starts.pop(cid, None)
@@ -304,6 +342,23 @@ class Hub:
             while len(self._exits) > _CONTAINERS_KEPT:
                 self._exits.popitem(last=False)
             self._running.discard(cid)
+            # started by this gateway, and that start not reported yet: the die waits for it
+            if started_ns >= self._born and started_ns > self._starts.get(cid, 0):
+                self._parked[cid] = (exit_code, oom_killed, finished_ns, started_ns)
+                timer = threading.Timer(_PARKED_FOR, self._unpark, (cid,))
+                timer.daemon = True
+                timer.start()
+                return
+        self._report_exit(cid, exit_code, oom_killed, finished_ns, started_ns)
+
+    def _unpark(self, cid: str) -> None:
+        with self._lock:
+            parked = self._parked.pop(cid, None)
+        if parked is not None:
+            self._report_exit(cid, *parked)
+
+    def _report_exit(self, cid: str, exit_code: int, oom_killed: bool, finished_ns: int, started_ns: int) -> None:
+        with self._lock:
             began = started_ns or self._starts.pop(cid, 0)
         if oom_killed:
             self.container(cid, "oom")
@@ -311,6 +366,11 @@ class Hub:
         self.container(cid, "die", exitCode=str(exit_code), execDuration=str(duration))
         with self._lock:
             volumes = list(self._volumes.get(cid, ()))
+            mode = self._modes.get(cid)
+            known = self._nets.get(mode or "bridge") if mode is not None else None
+        if known is not None:
+            self.publish(Type.EVENT_TYPE_NETWORK, "disconnect", known[0],
+                         {"container": cid, "name": mode or "bridge", "type": known[1]})
         for m in volumes:
             self.publish(Type.EVENT_TYPE_VOLUME, "unmount", m.name, {"container": cid, "driver": m.driver or "local"})
 
@@ -470,6 +530,8 @@ def image(image_id: str, action: str, name: str = "", labels: Mapping[str, str] 
 
 def network(network_id: str, action: str, name: str, driver: str = "bridge", **attributes: str) -> None:
     attrs = {"name": name, "type": driver or "bridge", **attributes}
+    if action == "destroy":
+        HUB.forget_network(name)  # a network made again under this name has a new id
     _safe(lambda: HUB.publish(Type.EVENT_TYPE_NETWORK, action, network_id, attrs))
 
 

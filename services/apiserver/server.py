@@ -55,7 +55,7 @@ def build(
     volumes: VolumesBackend | None = None,
 ) -> Gateway:
     containers = containers or Containers(graph, exec_, net)
-    events.HUB.bind(graph, exec_)
+    events.HUB.bind(graph, exec_, net)
     traces = trace.Store(NAME)
     service = Service(NAME, listen, tls, traces=traces)
     svc = api_pb2.DESCRIPTOR.services_by_name

@@ -128,6 +128,9 @@ def test_image_tag_untag_and_network_create_destroy(skiff) -> None:
     skiff("tag", "busybox", tag, check=True)
     skiff("rmi", tag, check=True)
     net_id = skiff("network", "create", net, check=True).stdout.strip()
+    cid = skiff("create", "--network", net, "busybox", "true", check=True).stdout.strip()
+    skiff("start", "-a", cid, check=True)
+    skiff("rm", cid, check=True)
     skiff("network", "rm", net, check=True)
     image_id = skiff("inspect", "-f", "{{.Id}}", "busybox", check=True).stdout.strip()
     images = [(a, actor, attrs["name"]) for _, a, actor, attrs in _parsed(_events(skiff, since, "type=image"))]
@@ -136,8 +139,10 @@ def test_image_tag_untag_and_network_create_destroy(skiff) -> None:
     assert images.index(("tag", image_id, tag)) < images.index(("untag", image_id, image_id))
     net_events = _parsed(_events(skiff, since, "type=network", f"network={net}"))
     nets = [(a, actor, attrs) for _, a, actor, attrs in net_events]
-    assert [(a, actor) for a, actor, _ in nets] == [("create", net_id), ("destroy", net_id)]
+    assert [(a, actor) for a, actor, _ in nets] == [("create", net_id), ("connect", net_id), ("disconnect", net_id),
+                                                    ("destroy", net_id)]
     assert all(attrs["name"] == net and attrs["type"] == "bridge" for _, _, attrs in nets)
+    assert nets[1][2]["container"] == cid and nets[2][2]["container"] == cid
 
 
 def test_json_format_and_template(skiff) -> None:

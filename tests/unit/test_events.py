@@ -235,6 +235,58 @@ def test_an_exit_is_reported_once_with_oom_first_and_volumes() -> None:
     assert [e.action for e in _kept(hub)][-2:] == ["die", "unmount"]
 
 
+class _FakeNet:
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def network_call(self, method: str, request: Any) -> Any:
+        assert method == "InspectNetwork"
+        self.asked += 1
+        resp = api_pb2.InspectNetworkResponse()
+        resp.network.id, resp.network.name, resp.network.driver = "n" * 64, request.ref, "bridge"
+        return resp
+
+
+def test_network_connect_at_start_and_disconnect_after_die() -> None:
+    hub = events.Hub()
+    net = _FakeNet()
+    hub.bind(None, None, net)
+    rec = _record()
+    del rec.mounts[:]
+    rec.host_config.network_mode = "front"
+    hub.container(rec, "start")
+    hub.exited(CID, 0, False, 10)
+    hub.container(rec, "start")
+    got = [(events.TYPE_NAMES[e.type], e.action, e.actor.attributes.get("name")) for e in _kept(hub)]
+    assert got[:4] == [("network", "connect", "front"), ("container", "start", "web"), ("container", "die", "web"),
+                       ("network", "disconnect", "front")]
+    assert all(e.actor.attributes["container"] == CID for e in _kept(hub) if e.type == T.EVENT_TYPE_NETWORK)
+    assert net.asked == 1  # the network's id is asked once
+    rec.host_config.network_mode = "container:" + "f" * 64
+    hub.container(rec, "start")
+    assert _kept(hub)[-1].action == "start" and _kept(hub)[-2].action == "start"
+
+
+def test_an_exit_seen_before_its_start_is_reported_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = events.Hub()
+    rec = _record()
+    del rec.mounts[:]
+    hub.container(rec, "create")
+    began = time.time_ns()
+    hub.exited(CID, 0, False, began + 2, began + 1)  # the stream was faster than the start call
+    assert [e.action for e in _kept(hub)] == ["create"]
+    hub.container(rec, "start")
+    assert [e.action for e in _kept(hub)] == ["create", "start", "die"]
+    # a start that is never reported (it failed in the gateway): the exit goes out after a while
+    monkeypatch.setattr(events, "_PARKED_FOR", 0.05)
+    began = time.time_ns()
+    hub.exited(CID, 1, False, began + 2, began + 1)
+    deadline = time.monotonic() + 30
+    while len(_kept(hub)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [e.action for e in _kept(hub)] == ["create", "start", "die", "die"]
+
+
 def test_exited_task_ignores_running_tasks() -> None:
     hub = events.Hub()
     task = exec_pb2.Task(id=CID)
