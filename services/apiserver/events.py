@@ -256,7 +256,7 @@ class Hub:
                 if left is not None and left <= 0:
                     return
                 try:
-                    ev = q.get(timeout=0.5 if left is None else min(0.5, left))
+                    ev = q.get(timeout=0.25 if left is None else min(0.25, left))
                 except queue.Empty:
                     continue
                 t = _ns(ev.time)

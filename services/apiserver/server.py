@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             type=args.log_driver, config=logopts.parse_opts(args.log_opt)))
         gateway.containers.sweep_in_background()
         events.HUB.watch_exits_in_background()
+        gateway.service.on_stop.append(events.HUB.close)  # live Events streams end at once
         gateway.service.run_until_signal()
     except (errors.SkiffError, OSError, RuntimeError) as err:
         # RuntimeError: grpc's "Failed to bind" when an address is taken.

@@ -57,6 +57,10 @@ class ExitWatcher:
         self._thread = threading.Thread(target=self._run, name="task-exits", daemon=True)
         self._thread.start()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
         os.eventfd_write(self._wake, 1)

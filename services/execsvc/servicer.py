@@ -167,9 +167,9 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
         running, exits = self.exits.subscribe()
         try:
             yield exec_pb2.WatchTasksResponse(snapshot=True, running=running)
-            while context.is_active():
+            while context.is_active() and not self.exits.closed:
                 try:
-                    exit_ = exits.get(timeout=1.0)
+                    exit_ = exits.get(timeout=0.25)
                 except queue.Empty:
                     continue
                 yield exec_pb2.WatchTasksResponse(exit=exit_)
