@@ -57,8 +57,8 @@ TYPES = {
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
 #: Docker's event types that skiff never emits (accepted in filters, as Docker does).
 _OTHER_TYPES = ("plugin", "service", "node", "secret", "config", "builder")
-#: Docker's filter keys; skiff answers these (node, plugin, service, secret, config never match
-#: anything here but are accepted, as Docker accepts them).
+#: Docker's filter keys; as Docker, each of daemon, container, plugin, volume, network, node,
+#: service, secret and config matches an actor whose id or name starts with one of its values.
 FILTER_KEYS = ("container", "daemon", "event", "image", "label", "network", "scope", "type", "volume",
                "node", "plugin", "service", "secret", "config")
 
@@ -113,21 +113,13 @@ class Filters:
                 return False
         return True
 
-    def _daemon(self, ev: api_pb2.Event) -> bool:
-        if "daemon" not in self.by_key:
-            return True
-        return ev.type == Type.EVENT_TYPE_DAEMON and self._fuzzy("daemon", ev.actor.id,
-                                                                 ev.actor.attributes.get("name", ""))
-
     def match(self, ev: api_pb2.Event) -> bool:
-        none = ("",)
         return (self._event(ev.action)
                 and self._exact("type", TYPE_NAMES.get(ev.type, ""))
                 and self._exact("scope", ev.scope)
-                and self._daemon(ev)
+                and self._name("daemon", ev)
                 and self._name("container", ev)
-                and self._exact("plugin", *none) and self._exact("node", *none)
-                and self._exact("service", *none) and self._exact("secret", *none) and self._exact("config", *none)
+                and all(self._name(key, ev) for key in ("plugin", "node", "service", "secret", "config"))
                 and self._name("volume", ev)
                 and self._name("network", ev)
                 and self._image(ev)
