@@ -31,6 +31,7 @@ from skiff.cli import (
     system,
 )
 from skiff.cli import cp as cp_cmd
+from skiff.cli import events as events_cmd
 from skiff.cli import exec as exec_cmd
 from skiff.cli import volumes as volumes_cmd
 from skiff.cli.args import Parser
@@ -82,6 +83,7 @@ def build_parser() -> Parser:
     volumes_cmd.register(sub)
     cp_cmd.register(sub)
     prune.register(sub)
+    events_cmd.register(sub)
     sub.add_parser("daemon", help="run the daemon (skiffd)", add_help=False)
     return parser
 

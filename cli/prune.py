@@ -33,7 +33,7 @@ ALIASES: dict[str, dict[str, list[str]]] = {
         "ls": ["images"], "list": ["images"], "rm": ["rmi"], "remove": ["rmi"],
         "inspect": ["inspect", "--type", "image"],
     },
-    "system": {"info": ["info"]},
+    "system": {"info": ["info"], "events": ["events"]},
 }
 
 #: The groups' own subcommands (not aliases)

@@ -315,6 +315,10 @@ class ExecClient(LifecycleExecClient, RemovalExecClient):
             resp = self._stub.StartTask(exec_pb2.StartTaskRequest(spec=spec), timeout=CALL_TIMEOUT)
             return resp.task  # type: ignore[no-any-return]
 
+    def watch_tasks(self) -> Any:
+        """execsvc's WatchTasks stream (iterate it; ``cancel()`` ends it); errors are grpc's own."""
+        return self._stub.WatchTasks(exec_pb2.WatchTasksRequest(), wait_for_ready=True)
+
     def get_task(self, task_id: str) -> exec_pb2.Task:
         with grpcerr.translated():
             resp = self._stub.GetTask(exec_pb2.GetTaskRequest(id=task_id), timeout=CALL_TIMEOUT)

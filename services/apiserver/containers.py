@@ -29,7 +29,7 @@ from concurrent import futures
 from typing import Any, TypeVar, cast
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import hostopts, logopts, networks, nsopts, resume, stdio
+from skiff.apiserver import events, hostopts, logopts, networks, nsopts, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend, LogStream, NetBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.fresh import FreshRecords
@@ -251,6 +251,7 @@ class Containers:
             created = self._graph.create_container(
                 graph_pb2.CreateContainerRequest(name=req.name, config=req.config, host_config=host)
             )
+        events.container(created.container, "create")
         return api_pb2.CreateContainerResponse(id=created.container.id)
 
     def start(self, ref: str, record: graph_pb2.Container | None = None) -> exec_pb2.Task | None:
@@ -379,6 +380,7 @@ class Containers:
             while len(self._started_ok) > _EXITS_KEPT:
                 self._started_ok.popitem(last=False)
         self._changed()
+        events.container(record, "start")
         if record.host_config.auto_remove:
             self._watch(record.id)
         self.restarts.started(record)
@@ -442,6 +444,7 @@ class Containers:
         record = self._graph.get_container(ref)
         self._stop(record, timeout, signal_text)
         self._release_network(record.id)  # now, so that its ports are free when stop returns
+        events.stopped(record.id)
 
     def _stop(self, record: graph_pb2.Container, timeout: int | None, signal_text: str) -> None:
         sig = parse_signal(signal_text or record.config.stop_signal, signal.SIGTERM)
@@ -471,6 +474,7 @@ class Containers:
         """Send ``sig``; False when the task is not running any more (it exited meanwhile)."""
         try:
             resume.retrying(lambda: self._exec.kill_task(container_id, sig), None, time.monotonic() + CALL_TIMEOUT)
+            events.killed(container_id, sig)
             return True
         except (errors.FailedPrecondition, errors.NotFound):
             return False
@@ -490,6 +494,7 @@ class Containers:
                 f"Container {record.id} is not running", reason=errors.CONTAINER_NOT_RUNNING
             )
         self._exec.kill_task(record.id, sig)
+        events.killed(record.id, sig)
 
     def remove(self, ref: str, force: bool, remove_link: bool = False, remove_volumes: bool = False) -> None:
         if remove_link:
@@ -533,6 +538,7 @@ class Containers:
         """``known``: the task the caller has just read (else it is asked for)."""
         # Record last: if anything before fails, the record remains and rm can be retried.
         task = known[0] if known is not None else self._task(container_id)
+        events.exited(task)
         if task is not None and not is_live(task):
             with self._lock:
                 self._exits[container_id] = _exit_of(task)
@@ -549,6 +555,7 @@ class Containers:
             else:
                 self._graph.delete_container(container_id)
         self._changed()
+        events.container(container_id, "destroy")
 
     # --- waiting -------------------------------------------------------------
 
@@ -692,6 +699,7 @@ class Containers:
         options = first.options
         keys = stdio.detach_sequence(options.detach_keys)
         record = self._graph.get_container(options.container)
+        events.container(record, "attach")
         with self._lock:
             self._attached[record.id] += 1
         registered = [True]
@@ -943,6 +951,7 @@ class Containers:
             while len(self._gone) > _EXITS_KEPT:
                 self._gone.popitem(last=False)
         self._changed()
+        events.container(container_id, "destroy")
 
     def _clean_up(self, container_id: str) -> None:
         """The exited task (bundle, cgroup, log) and the endpoint of a container without a record;

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import resume, stdio
+from skiff.apiserver import events, resume, stdio
 from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
@@ -53,6 +53,7 @@ class Execs:
             working_dir=opts.working_dir, tty=opts.tty, stdin=opts.stdin, console_size=opts.console_size,
             privileged=opts.privileged,
         ))
+        events.exec_started(record.id, exec_id, list(opts.cmd))
         if opts.detach:
             yield api_pb2.ExecContainerResponse(exit=api_pb2.ExitStatus(exit_code=0))
             return
@@ -68,6 +69,7 @@ class Execs:
                 if resp.WhichOneof("part") == "output":
                     yield api_pb2.ExecContainerResponse(output=resp.output)
                 else:
+                    events.exec_event(record.id, "exec_die", execID=exec_id, exitCode=str(resp.exit_code))
                     yield api_pb2.ExecContainerResponse(exit=api_pb2.ExitStatus(exit_code=resp.exit_code))
                     return
         except errors.SkiffError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from skiff.api.v1 import api_pb2
+from skiff.apiserver import events
 from skiff.apiserver.backends import GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.common import errors
@@ -61,7 +62,9 @@ class Images:
             yield first
             yield from requests
 
-        return to_api_image(self._graph.import_image(_to_graph_import(replay()), call))
+        image = to_api_image(self._graph.import_image(_to_graph_import(replay()), call))
+        events.image_of(image, "import")
+        return image
 
     def list_images(self, req: api_pb2.ListImagesRequest) -> list[types_pb2.Image]:
         images = self._graph.list_images(graph_pb2.ListImagesRequest(all=req.all, filters=req.filters))
@@ -73,7 +76,9 @@ class Images:
         return to_api_image(image, containers=users)
 
     def remove(self, req: api_pb2.RemoveImageRequest) -> list[types_pb2.ImageDeleteItem]:
+        image_id = events.image_id(self._graph, req.image)
         resp = self._graph.remove_image(graph_pb2.RemoveImageRequest(image=req.image, force=req.force))
+        events.image_removed(image_id, resp.items)
         return list(resp.items)
 
     def pull(self, req: api_pb2.PullImageRequest, call: Call) -> Iterator[api_pb2.PullImageResponse]:
@@ -81,6 +86,7 @@ class Images:
                                           mirror_auths=req.mirror_auths)
         for resp in self._graph.pull_image(greq, call):
             if resp.WhichOneof("part") == "image":
+                events.image_ref(req.reference, "pull", resp.image)
                 yield api_pb2.PullImageResponse(image=to_api_image(resp.image))
             else:
                 yield api_pb2.PullImageResponse(progress=resp.progress)
@@ -88,9 +94,11 @@ class Images:
     def push(self, req: api_pb2.PushImageRequest, call: Call) -> Iterator[api_pb2.PushImageResponse]:
         for resp in self._graph.push_image(graph_pb2.PushImageRequest(reference=req.reference, auth=req.auth), call):
             if resp.WhichOneof("part") == "digest":
+                events.image_ref(req.reference, "push")
                 yield api_pb2.PushImageResponse(digest=resp.digest)
             else:
                 yield api_pb2.PushImageResponse(progress=resp.progress)
 
     def tag(self, req: api_pb2.TagImageRequest) -> None:
         self._graph.tag_image(req.source, req.target)
+        events.image_tagged(self._graph, req.target)

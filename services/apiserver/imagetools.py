@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import grpc
 
 from skiff.api.v1 import api_pb2, api_pb2_grpc
+from skiff.apiserver import events
 from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.images import to_api_image
@@ -130,6 +131,11 @@ class ImageToolServicer(api_pb2_grpc.ImageToolServiceServicer):
         self._domain = ImageTools(tools, graph)
 
     def _commit(self, request: api_pb2.CommitContainerRequest) -> types_pb2.Image:
+        image = self._commit_image(request)
+        events.committed(request, image)
+        return image
+
+    def _commit_image(self, request: api_pb2.CommitContainerRequest) -> types_pb2.Image:
         """Docker's commit: a running container is frozen while its layer is read, then thawed."""
         greq = graph_pb2.CommitContainerRequest(
             container=request.container, reference=request.reference, message=request.message,
@@ -156,11 +162,13 @@ class ImageToolServicer(api_pb2_grpc.ImageToolServiceServicer):
         with grpcerr.handle(context):
             for chunk in self._tools.save_images(list(request.images), Call.from_context(context)):
                 yield api_pb2.SaveImagesResponse(chunk=chunk)
+            events.images_saved(self._graph, list(request.images))
 
     def LoadImages(self, request_iterator: Iterator[api_pb2.LoadImagesRequest],
                    context: grpc.ServicerContext) -> api_pb2.LoadImagesResponse:
         with grpcerr.handle(context):
             resp = self._tools.load_images((r.chunk for r in request_iterator), Call.from_context(context))
+            events.images_loaded(resp.images)
             return api_pb2.LoadImagesResponse(messages=resp.messages,
                                               images=[to_api_image(i) for i in resp.images])
         raise AssertionError("unreachable")

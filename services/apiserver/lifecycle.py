@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import grpc
 
 from skiff.api.v1 import api_pb2
-from skiff.apiserver import hostopts
+from skiff.apiserver import events, hostopts
 from skiff.apiserver.backends import ExecBackend, GraphBackend
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
@@ -58,12 +58,14 @@ class Lifecycle:
         if self._status(cid) == Status.CONTAINER_STATUS_PAUSED:
             raise errors.FailedPrecondition(f"Container {cid} is already paused", reason="CONTAINER_PAUSED")
         self._exec.pause_task(cid)
+        events.container(cid, "pause")
 
     def unpause(self, ref: str) -> None:
         record = self._graph.get_container(ref)
         if self._status(record.id) != Status.CONTAINER_STATUS_PAUSED:
             raise errors.FailedPrecondition(f"Container {record.id} is not paused", reason="CONTAINER_NOT_PAUSED")
         self._exec.resume_task(record.id)
+        events.container(record, "unpause")
 
     def update(self, ref: str, hc: types_pb2.HostConfig) -> list[str]:
         """Stores the new limits and restart policy with the record, then applies the limits to the
@@ -98,6 +100,7 @@ class Lifecycle:
             raise
         if new_policy:
             self._containers.restarts.policy_changed(record.id)
+        events.container(record, "update")
         return []
 
     def top(self, ref: str) -> types_pb2.ProcessList:
@@ -132,11 +135,14 @@ class Lifecycle:
         if is_live(self._containers._task(record.id)):
             self._containers.stop(record.id, timeout, "")
         self._containers.start(record.id)
+        events.container(record, "restart")
 
     def rename(self, ref: str, new_name: str) -> None:
         if not new_name.strip("/"):
             raise errors.InvalidArgument("Neither old nor new names may be empty", reason=errors.INVALID_NAME)
+        record = self._graph.get_container(ref)
         self._graph.rename_container(ref, new_name.lstrip("/"))
+        events.renamed(record, new_name.lstrip("/"))
 
 
 class LifecycleRPCs:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import grpc
 
 from skiff.api.v1 import api_pb2, api_pb2_grpc
+from skiff.apiserver import events
 from skiff.apiserver.backends import GraphBackend
 from skiff.common import errors, grpcerr
 from skiff.net.v1 import net_pb2
@@ -41,6 +42,7 @@ class Networks:
         self._net.network_call("ConnectNetwork", net_pb2.ConnectNetworkRequest(
             network=r.network, container_id=c.id, container_name=c.name, aliases=r.aliases,
             ip_address=r.ip_address))
+        events.network_of(self._net, r.network, "connect", container=c.id)
         return api_pb2.ConnectNetworkResponse()
 
     def disconnect(self, r: api_pb2.DisconnectNetworkRequest) -> api_pb2.DisconnectNetworkResponse:
@@ -48,12 +50,14 @@ class Networks:
         c = self._graph.get_container(r.container)
         self._net.network_call("DisconnectNetwork", net_pb2.DisconnectNetworkRequest(
             network=r.network, container_id=c.id))
+        events.network_of(self._net, r.network, "disconnect", container=c.id)
         return api_pb2.DisconnectNetworkResponse()
 
     def create(self, r: api_pb2.CreateNetworkRequest) -> api_pb2.CreateNetworkResponse:
         resp = self._net.network_call("CreateNetwork", net_pb2.CreateNetworkRequest(
             name=r.name, subnet=r.subnet, gateway=r.gateway, ip_range=r.ip_range, internal=r.internal,
             labels=r.labels, enable_ipv6=r.enable_ipv6, ipv6_subnet=r.ipv6_subnet))
+        events.network(resp.network.id, "create", resp.network.name, resp.network.driver)
         return api_pb2.CreateNetworkResponse(network=resp.network)
 
     def list(self) -> api_pb2.ListNetworksResponse:
@@ -65,11 +69,15 @@ class Networks:
         return api_pb2.InspectNetworkResponse(network=resp.network)
 
     def remove(self, ref: str) -> api_pb2.RemoveNetworkResponse:
+        known = events.network_record(self._net, ref)
         resp = self._net.network_call("RemoveNetwork", net_pb2.RemoveNetworkRequest(ref=ref))
+        events.network_removed(known, resp.id)
         return api_pb2.RemoveNetworkResponse(id=resp.id)
 
     def prune(self, filters: Sequence[types_pb2.Filter] = ()) -> api_pb2.PruneNetworksResponse:
+        known = events.network_records(self._net)
         resp = self._net.network_call("PruneNetworks", net_pb2.PruneNetworksRequest(filters=filters))
+        events.networks_pruned(known, resp.names)
         return api_pb2.PruneNetworksResponse(names=resp.names)
 
 

@@ -17,6 +17,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from skiff.api.v1 import api_pb2
+from skiff.apiserver import events
 from skiff.apiserver.containers import _EXITS_KEPT, Containers, _exit_of
 from skiff.apiserver.views import is_live, restarting
 from skiff.common import errors, itemerr, trace
@@ -126,6 +127,7 @@ class Removals:
             tasks.update(c._exec.get_tasks(killed))
             doomed += killed
         exited = {cid: tasks[cid] for cid in doomed if cid in tasks and not is_live(tasks[cid])}
+        events.exited_all(exited.values())
         if exited:
             with c._lock:  # for a WaitContainer(REMOVED) that comes late
                 for cid, task in exited.items():
@@ -152,6 +154,7 @@ class Removals:
             errs.update(failed)
             doomed = [cid for cid in doomed if cid not in failed]
             crash_point(f"apiserver:remove-containers:{point}")
+        events.destroyed(doomed)
 
     def _kill(self, running: list[str], records: dict[str, graph_pb2.Container],
               errs: dict[str, errors.SkiffError]) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skiff.api.v1 import api_pb2, api_pb2_grpc
-from skiff.apiserver import logopts
+from skiff.apiserver import events, logopts
 from skiff.apiserver.backends import ExecBackend, ExecClient, GraphBackend, GraphClient, NetBackend, NetClient
 from skiff.apiserver.containers import Containers
 from skiff.apiserver.images import Images
@@ -55,6 +55,7 @@ def build(
     volumes: VolumesBackend | None = None,
 ) -> Gateway:
     containers = containers or Containers(graph, exec_, net)
+    events.HUB.bind(graph, exec_, net)
     traces = trace.Store(NAME)
     service = Service(NAME, listen, tls, traces=traces)
     svc = api_pb2.DESCRIPTOR.services_by_name
@@ -126,12 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway.containers.log_defaults = logopts.resolve(types_pb2.LogConfig(
             type=args.log_driver, config=logopts.parse_opts(args.log_opt)))
         gateway.containers.sweep_in_background()
+        events.HUB.watch_exits_in_background()
+        gateway.service.on_stop.append(events.HUB.close)  # live Events streams end at once
         gateway.service.run_until_signal()
     except (errors.SkiffError, OSError, RuntimeError) as err:
         # RuntimeError: grpc's "Failed to bind" when an address is taken.
         print(f"skiff-apiserver: error: {err}", file=sys.stderr)
         return 1
     finally:
+        events.HUB.close()
         if "gateway" in locals():
             gateway.containers.close()
     return 0

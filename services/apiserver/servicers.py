@@ -13,6 +13,7 @@ from typing import TypeVar
 import grpc
 
 from skiff.api.v1 import api_pb2, api_pb2_grpc
+from skiff.apiserver import events
 from skiff.apiserver.callctx import Call
 from skiff.apiserver.containers import Containers
 from skiff.apiserver.copying import Copies
@@ -51,6 +52,17 @@ class SystemServicer(api_pb2_grpc.SystemServiceServicer):
 
     def GetTrace(self, request: api_pb2.GetTraceRequest, context: grpc.ServicerContext) -> api_pb2.GetTraceResponse:
         return _unary(context, lambda: self._system.trace(request.trace_id))
+
+    def Events(self, request: api_pb2.EventsRequest,
+               context: grpc.ServicerContext) -> Iterator[api_pb2.EventsResponse]:
+        def responses() -> Iterator[api_pb2.EventsResponse]:
+            def subscribed() -> None:  # the client knows from here on it misses nothing
+                context.send_initial_metadata((("skiff-events", "1"),))
+
+            for ev in events.HUB.stream(request, lambda: not context.is_active(), subscribed):
+                yield api_pb2.EventsResponse(event=ev)
+
+        return _stream(context, responses)
 
 
 class ImageServicer(api_pb2_grpc.ImageServiceServicer):

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import grpc
 
 from skiff.api.v1 import api_pb2, api_pb2_grpc
+from skiff.apiserver import events
 from skiff.common import errors, grpcerr
 from skiff.common.server import CALL_TIMEOUT
 from skiff.graph.v1 import graph_pb2, graph_pb2_grpc
@@ -64,7 +65,9 @@ class VolumeServicer(api_pb2_grpc.VolumeServiceServicer):
 
     def CreateVolume(self, request: api_pb2.CreateVolumeRequest, context: grpc.ServicerContext
                      ) -> api_pb2.CreateVolumeResponse:
-        return self._call("CreateVolume", request, context)  # type: ignore[no-any-return]
+        resp = self._call("CreateVolume", request, context)
+        events.volume(resp.volume.name, "create", resp.volume.driver)
+        return resp  # type: ignore[no-any-return]
 
     def ListVolumes(self, request: api_pb2.ListVolumesRequest, context: grpc.ServicerContext
                     ) -> api_pb2.ListVolumesResponse:
@@ -76,8 +79,12 @@ class VolumeServicer(api_pb2_grpc.VolumeServiceServicer):
 
     def RemoveVolume(self, request: api_pb2.RemoveVolumeRequest, context: grpc.ServicerContext
                      ) -> api_pb2.RemoveVolumeResponse:
-        return self._call("RemoveVolume", request, context)  # type: ignore[no-any-return]
+        resp = self._call("RemoveVolume", request, context)
+        events.volume(request.name, "destroy")
+        return resp  # type: ignore[no-any-return]
 
     def PruneVolumes(self, request: api_pb2.PruneVolumesRequest, context: grpc.ServicerContext
                      ) -> api_pb2.PruneVolumesResponse:
-        return self._call("PruneVolumes", request, context)  # type: ignore[no-any-return]
+        resp = self._call("PruneVolumes", request, context)
+        events.volumes_pruned(resp.names)
+        return resp  # type: ignore[no-any-return]

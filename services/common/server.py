@@ -99,6 +99,9 @@ class Service:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        #: called when the service starts to stop, before the grace period: ends calls that never
+        #: end by themselves (event streams), so they do not hold the stop for the whole grace
+        self.on_stop: list[Callable[[], None]] = []
 
     def add(self, register: Callable[[object, grpc.Server], None], servicer: object, full_name: str) -> None:
         register(servicer, self.server)
@@ -126,6 +129,8 @@ class Service:
 
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
+        for hook in self.on_stop:
+            hook()
         self.server.stop(grace).wait()
         for addr in self.addresses:
             if addr.scheme == "unix":

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
             runtime.userns = userns.parse(args.userns_remap)
         tasks = Tasks(runtime, args.data_root)
         svc = server.Service("execsvc", listen)
-        svc.add(exec_pb2_grpc.add_ExecServiceServicer_to_server, ExecServicer(tasks), "skiff.exec.v1.ExecService")
+        servicer = ExecServicer(tasks)
+        svc.add(exec_pb2_grpc.add_ExecServiceServicer_to_server, servicer, "skiff.exec.v1.ExecService")
+        svc.on_stop.append(servicer.exits.close)  # WatchTasks streams end at once
         svc.run_until_signal()
         if not runtime.list():  # no container left: give back the parent cgroup too
             runtime.cgroups.remove_parent_if_empty()

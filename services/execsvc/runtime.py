@@ -31,7 +31,7 @@ import signal as signals
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,8 @@ class Runtime:
         self._init_stamp: tuple[int, int] | None = None
         #: $SKIFF_INIT=python: every container is set up by init.py (no init.conf for the C init)
         self.force_python_init = os.environ.get("SKIFF_INIT", "") == "python"
+        #: called with the id before a task's bundle is deleted (exits.py reports its exit first)
+        self.on_delete: Callable[[str], None] | None = None
 
     def _init_code(self) -> str:
         """init.py compiled once into the exec root (python runs a .pyc given as the script),
@@ -367,6 +369,8 @@ class Runtime:
             with contextlib.suppress(FailedPrecondition):
                 self.kill(cid, signals.SIGKILL)
             self.wait(cid, timeout=10)
+        if self.on_delete is not None:
+            self.on_delete(cid)
         if self.cgroups.exists(cid):
             with trace.span("delete: cgroups"):
                 self.cgroups.remove(cid)

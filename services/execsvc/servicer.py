@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import queue
 import shutil
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from skiff.execsvc import mounts as mountsmod
 from skiff.execsvc.copying import Copier, CopyRPCs
 from skiff.execsvc.devices import DeviceMapping
 from skiff.execsvc.exec import ExecRPCs
+from skiff.execsvc.exits import ExitWatcher
 from skiff.execsvc.nsmodes import NsModes, host_hostname
 from skiff.execsvc.runtime import Runtime, State
 from skiff.execsvc.spec import ContainerSpec, RootfsMount, write_etc_files
@@ -137,6 +139,10 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
         self.lifecycle = lifecycle.Lifecycle(tasks.runtime)
         self.health = health.Monitors(tasks.runtime)
         threading.Thread(target=self.health.resume_all, name="health-resume", daemon=True).start()
+        #: task exits for WatchTasks: one thread watching every running task's monitor
+        self.exits = ExitWatcher(tasks.runtime)
+        tasks.runtime.on_delete = self.exits.reap
+        self.exits.start()
 
     def _task(self, cid: str) -> exec_pb2.Task:
         raw = self.runtime.state(cid)
@@ -154,7 +160,22 @@ class ExecServicer(ExecRPCs, StdinRPCs, CopyRPCs, exec_pb2_grpc.ExecServiceServi
             with self.health.quiesce(request.spec.id):  # the previous run's bundle goes
                 self.tasks.start(request.spec)
             self.health.ensure(request.spec.id)
+            self.exits.add(request.spec.id)
             return exec_pb2.StartTaskResponse(task=self._task(request.spec.id))
+
+    def WatchTasks(self, request: exec_pb2.WatchTasksRequest,
+                   context: grpc.ServicerContext) -> Iterator[exec_pb2.WatchTasksResponse]:
+        running, exits = self.exits.subscribe()
+        try:
+            yield exec_pb2.WatchTasksResponse(snapshot=True, running=running)
+            while context.is_active() and not self.exits.closed:
+                try:
+                    exit_ = exits.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                yield exec_pb2.WatchTasksResponse(exit=exit_)
+        finally:
+            self.exits.unsubscribe(exits)
 
     def GetTask(self, request: exec_pb2.GetTaskRequest, context: grpc.ServicerContext) -> exec_pb2.GetTaskResponse:
         with grpcerr.handle(context):
