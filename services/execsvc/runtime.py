@@ -195,7 +195,8 @@ class Runtime:
         fresh = not (b / "config.json").exists()
         (b / "rootfs").mkdir(parents=True, exist_ok=True)
         pooled = fresh and not self.cgroups.exists(spec.id) and self._take_slot(spec)
-        procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap)
+        procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap,
+                                    made=pooled)
         try:
             self.cgroups.set_resources(spec.id, spec.options.resources)
             cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
@@ -215,7 +216,8 @@ class Runtime:
         # Run-time state (the exec root): atomic, not fsynced.
         specmod.write_atomic(b / "shim.conf", specmod.shim_conf(spec, b, self.cgroups.oom_file(spec.id), procs),
                              durable=False)
-        specmod.write_json_atomic(b / "config.json", cfg, durable=False)
+        # Compact: json's C encoder (indent= falls back to the pure-Python one, ~0.5 ms here).
+        specmod.write_atomic(b / "config.json", json.dumps(cfg) + "\n", durable=False)
 
     def start(self, cid: str, created: bool = False) -> int:
         """Runs the container; returns the host pid of its PID 1 once the user's command is exec'd.
@@ -251,15 +253,17 @@ class Runtime:
             specmod.write_atomic(b / cinitmod.INIT_CONF, conf, durable=False)
         init_argv = [self.python, "-I", "-S", self._init_code(), str(b.resolve())]
         spawned = time.time_ns()
-        if taken is not None:
-            try:
-                code, stderr = self._release(cid, b, taken[0], taken[1], init_argv)
-            finally:
-                taken[0].close()
-                if self.slots is not None:
-                    self.slots.refill()
-        else:
-            code, stderr = self._spawn(cid, b, init_argv)
+        try:
+            if taken is not None:
+                try:
+                    code, stderr = self._release(cid, b, taken[0], taken[1], init_argv)
+                finally:
+                    taken[0].close()
+            else:
+                code, stderr = self._spawn(cid, b, init_argv)
+        finally:
+            if self.slots is not None:
+                self.slots.refill()  # after the start: see SlotPool.refill
         if code != 0:
             err = _load(b / "start-error.json") or {}
             kind = err.get("kind", "other")

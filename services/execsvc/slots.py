@@ -54,6 +54,11 @@ PREFIX = ".slot-"
 READY_TIMEOUT = 10.0
 #: ``$SKIFF_WARM_SLOTS``: slots kept ready (0: off)
 DEFAULT_SIZE = 2
+#: a refill waits until no start has come for this long (at most REFILL_MAX_DELAY after the first
+#: start that asked): making a slot costs CPU and holds the kernel's cgroup_mutex for a grace
+#: period, which the container just started (its run, its wait, its removal) should not share
+REFILL_DELAY = 0.05
+REFILL_MAX_DELAY = 0.5
 
 
 def configured_size() -> int:
@@ -119,6 +124,9 @@ class SlotPool:
         self._filling = False
         self._counter = 0
         self._failures = 0
+        #: when the next refill may start (monotonic; 0: now) and the first refill() not yet served
+        self._due = 0.0
+        self._asked = 0.0
         self._thread: threading.Thread | None = None
         #: taken / made counters (for tests and logs)
         self.taken = 0
@@ -143,7 +151,7 @@ class SlotPool:
         for s in slots:
             s.close()
         for s in slots:
-            self._remove_groups(s.name, pids=(s.pid,))
+            self._remove_groups(s.name)
         self.remove_leftovers()
 
     def ready(self) -> int:
@@ -188,7 +196,11 @@ class SlotPool:
         """Wakes the filler: called once a start from a slot is over, so that the new slot's
         cgroup move (which holds the kernel's cgroup_mutex for a grace period) does not delay
         that start's own cgroup writes."""
+        now = time.monotonic()
         with self._lock:
+            if not self._asked:
+                self._asked = now
+            self._due = min(now + REFILL_DELAY, self._asked + REFILL_MAX_DELAY)
             self._wake.notify_all()
 
     def _rename(self, slot: Slot, cid: str) -> bool:
@@ -212,8 +224,14 @@ class SlotPool:
     def _fill_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and len(self._ready) >= self.size:
-                    self._wake.wait()
+                while not self._closed:
+                    if len(self._ready) >= self.size:
+                        self._asked = 0.0
+                        self._wake.wait()
+                    elif self._due > time.monotonic():
+                        self._wake.wait(self._due - time.monotonic())
+                    else:
+                        break
                 if self._closed:
                     return
             try:
@@ -234,7 +252,7 @@ class SlotPool:
                 self._wake.notify_all()
             if not keep:
                 slot.close()
-                self._remove_groups(slot.name, pids=(slot.pid,))
+                self._remove_groups(slot.name)
 
     def _make(self) -> Slot:
         self._counter += 1
@@ -267,9 +285,9 @@ class SlotPool:
 
     # ---- removal -------------------------------------------------------
 
-    def _remove_groups(self, name: str, pids: tuple[int, ...] = (), timeout: float = 5.0) -> None:
+    def _remove_groups(self, name: str, timeout: float = 5.0) -> None:
+        """Kills what is in the slot's groups (never by a remembered pid: it may be reused) and removes them."""
         dirs = [d.parent / name for d in self.cgroups._dirs(name)]
-        _kill_all([p for p in pids if p > 0])
         deadline = time.monotonic() + timeout
         while True:
             left = [d for d in dirs if d.exists() and not _rmdir(d)]
@@ -283,7 +301,7 @@ class SlotPool:
             time.sleep(0.02)
 
     def _remove_groups_async(self, slot: Slot) -> None:
-        threading.Thread(target=self._remove_groups, args=(slot.name, (slot.pid,)), daemon=True,
+        threading.Thread(target=self._remove_groups, args=(slot.name,), daemon=True,
                          name="warm-slot-remove").start()
 
     def remove_leftovers(self) -> None:
