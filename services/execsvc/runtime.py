@@ -195,8 +195,14 @@ class Runtime:
         fresh = not (b / "config.json").exists()
         (b / "rootfs").mkdir(parents=True, exist_ok=True)
         pooled = fresh and not self.cgroups.exists(spec.id) and self._take_slot(spec)
-        procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap,
-                                    made=pooled)
+        try:
+            procs = self.cgroups.create(spec.id, spec.memory_limit, spec.pids_limit, spec.options.memory_swap,
+                                        made=pooled)
+        except errors.SkiffError:
+            if pooled:  # the slot's groups (and its child) are this container's now: they go
+                self._drop_slot(spec.id)
+                self.cgroups.remove(spec.id)
+            raise
         try:
             self.cgroups.set_resources(spec.id, spec.options.resources)
             cfg = specmod.build_config(spec, b, procs, self.cgroups.path(spec.id))
