@@ -101,3 +101,21 @@ def test_a_slot_whose_monitor_is_gone_is_dropped(tmp_path: Path) -> None:
     assert slot is not None and slot.name == ".slot-2"
     slot.close()
     monitor.close()
+
+
+def test_limits_on_renamed_groups_make_no_directory(tmp_path: Path) -> None:
+    """``create(made=True)``: a slot's renamed groups get the limits; nothing is made (v1 and v2)."""
+    cg = _v1(tmp_path)
+    for d in cg._dirs("c1"):
+        d.mkdir(parents=True)
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_dir())
+    procs = cg.create("c1", memory_limit=64 << 20, pids_limit=9, made=True)
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_dir()) == before
+    assert procs == [str(d / "cgroup.procs") for d in cg._dirs("c1")]
+    assert (tmp_path / "memory" / "skiff" / "c1" / "memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (tmp_path / "pids" / "skiff" / "c1" / "pids.max").read_text() == "9"
+    v2 = CgroupV2(tmp_path / "v2")
+    (tmp_path / "v2" / "skiff" / "c1").mkdir(parents=True)
+    assert v2.create("c1", memory_limit=32 << 20, made=True) == [str(tmp_path / "v2" / "skiff" / "c1" / "cgroup.procs")]
+    assert (tmp_path / "v2" / "skiff" / "c1" / "memory.max").read_text() == str(32 << 20)
+    assert not (tmp_path / "v2" / "cgroup.subtree_control").exists()  # no controller enabling either
