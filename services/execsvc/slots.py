@@ -96,10 +96,11 @@ class Slot:
     def alive(self) -> bool:
         """The monitor says nothing while standing by: anything readable is an EOF (it exited)."""
         try:
-            r, _, _ = select.select([self.sock], [], [], 0)
+            poller = select.poll()  # not select(): execsvc's descriptors may be numbered past 1024
+            poller.register(self.sock, select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not r
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
