@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="map containers' root to USER's range in /etc/subuid (and GROUP's in /etc/subgid)")
     parser.add_argument("--warm-slots", type=int, default=None, metavar="N",
                         help="container starts kept ready (cgroups and a standby shim each; cgroup v1; "
-                             "$SKIFF_WARM_SLOTS; default 2; 0: off)")
+                             "$SKIFF_WARM_SLOTS; default 4; 0: off)")
     args = parser.parse_args(argv)
     server.setup_logging("execsvc", args.log_level, args.debug)
 
