@@ -37,8 +37,10 @@ class Cgroups(Protocol):
     #: the group all containers live under, e.g. "skiff"
     parent: str
 
-    def create(self, cid: str, memory_limit: int = 0, pids_limit: int = 0, memory_swap: int = 0) -> list[str]:
-        """Creates (or reuses) the container's groups with the limits; returns the cgroup.procs paths."""
+    def create(self, cid: str, memory_limit: int = 0, pids_limit: int = 0, memory_swap: int = 0,
+               made: bool = False) -> list[str]:
+        """Creates (or reuses) the container's groups with the limits; returns the cgroup.procs paths.
+        ``made``: the groups exist (a warm slot's, renamed): only the limits are written."""
         ...
 
     def exists(self, cid: str) -> bool: ...
@@ -196,14 +198,16 @@ class CgroupV2:
         if missing:
             _write(group / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
 
-    def create(self, cid: str, memory_limit: int = 0, pids_limit: int = 0, memory_swap: int = 0) -> list[str]:
+    def create(self, cid: str, memory_limit: int = 0, pids_limit: int = 0, memory_swap: int = 0,
+               made: bool = False) -> list[str]:
         wanted = ("memory", "pids")
         parent = self.root / self.parent
-        self._enable(self.root, wanted)
-        parent.mkdir(exist_ok=True)
-        self._enable(parent, wanted)
         d = self._dir(cid)
-        d.mkdir(exist_ok=True)
+        if not made:
+            self._enable(self.root, wanted)
+            parent.mkdir(exist_ok=True)
+            self._enable(parent, wanted)
+            d.mkdir(exist_ok=True)
         _write(d / "memory.max", str(memory_limit) if memory_limit else "max")
         if memory_swap and (d / "memory.swap.max").exists():
             # v2 counts swap separately; Docker's --memory-swap is memory + swap.
@@ -348,8 +352,9 @@ class CgroupV1:
             if f.exists() and not f.read_text().strip():
                 _write(f, (d.parent / name).read_text().strip())
 
-    def create(self, cid: str, memory_limit: int = 0, pids_limit: int = 0, memory_swap: int = 0) -> list[str]:
-        for d in self._dirs(cid):
+    def create(self, cid: str, memory_limit: int = 0, pids_limit: int = 0, memory_swap: int = 0,
+               made: bool = False) -> list[str]:
+        for d in [] if made else self._dirs(cid):
             for level in (d.parent, d):
                 level.mkdir(exist_ok=True)
                 if (level / "cpuset.cpus").exists():

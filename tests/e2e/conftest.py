@@ -109,6 +109,24 @@ def engine(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Itera
         assert f"SKIFF-{bridge.upper()}" not in rules, "iptables rules left behind"
         cgroups = [p for p in Path("/sys/fs/cgroup").glob(f"*/{cgroup_parent}") if p.is_dir()]
         assert not cgroups, f"cgroups left behind: {cgroups}"
+        assert not _live_with(f"/{cgroup_parent}/"), "warm-slot shims left behind"
+
+
+def _live_with(marker: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``marker``: a standby skiff-shim
+    and its child name their slot's cgroup.procs files."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes()
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        if marker.encode() in cmd and stat[stat.rindex(")") + 2] != "Z":
+            found.append(int(p.name))
+    return found
 
 
 @pytest.fixture

@@ -17,10 +17,12 @@ def test_debug_run_prints_the_phases_of_every_service(skiff) -> None:
     rows = [line.split(None, 3) for line in r.stderr.splitlines() if line[:8].strip().replace(".", "").isdigit()]
     phases = {(row[2], row[3]) for row in rows if len(row) == 4}
     for want in [("apiserver", "CreateContainer"), ("graphsvc", "CreateContainer"), ("apiserver", "prepare rootfs"),
-                 ("netsvc", "CreateEndpoint"), ("execsvc", "StartTask"), ("execsvc", "spawn (shim, clone)"),
+                 ("netsvc", "CreateEndpoint"), ("execsvc", "StartTask"),
                  ("container", "init (set-up, execve)"), ("container", "first output"),
                  ("container", "run (clone to exit)"), ("cli", "command (wall time, after start-up)")]:
         assert want in phases, (want, r.stderr)
+    # the shim spawned (a cold start) or a warm slot's standby shim released (execsvc/slots.py)
+    assert ("execsvc", "spawn (shim, clone)") in phases or ("execsvc", "release (warm slot)") in phases, r.stderr
 
 
 def test_trace_file_from_the_environment(engine: Engine, tmp_path: Path) -> None:

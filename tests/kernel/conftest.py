@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from skiff.common import reaper
+from skiff.execsvc import slots
 from skiff.execsvc.cgroups import CgroupV1, CgroupV2, detect
 from skiff.execsvc.runtime import Runtime
 from skiff.execsvc.spec import RootfsMount
@@ -96,17 +97,29 @@ def _cgroup_dirs(cg: CgroupV1 | CgroupV2) -> list[Path]:
     return [r / CGROUP_PARENT for r in roots if (r / CGROUP_PARENT).exists()]
 
 
-@pytest.fixture(params=["c-init", "python-init"])
+@pytest.fixture(params=["c-init", "python-init", "warm-slot"])
 def runtime(request: pytest.FixtureRequest, shim: Path, tmp_path: Path) -> Iterator[Runtime]:
-    """Each test runs twice: with the shim's init in C where the container allows it (the
-    default), and with init.py forced (``$SKIFF_INIT=python``), so neither falls behind."""
+    """Each test runs three times: with the shim's init in C where the container allows it (the
+    default), with init.py forced (``$SKIFF_INIT=python``), so neither falls behind, and with
+    warm slots (slots.py: the first start of the test comes from a slot made beforehand)."""
+    before = set(_children())  # e.g. a session-wide skiffd of the e2e tier
     cg = detect(CGROUP_PARENT)
     rt = Runtime(tmp_path / "exec", shim, cgroups=cg)
     rt.force_python_init = request.param == "python-init"
-    before = set(_children())  # e.g. a session-wide skiffd of the e2e tier
+    pool = None
+    if request.param == "warm-slot":
+        reason = slots.unsupported(cg)
+        if reason is not None:
+            pytest.skip(f"warm slots: {reason}")
+        pool = slots.SlotPool(cg, shim, size=1)
+        pool.start()
+        assert pool.wait_ready(1, 20), "no warm slot made"
+        rt.slots = pool
     yield rt
     for cid in Runtime(tmp_path / "exec", shim, cgroups=cg).list():
         rt.delete(cid, force=True)
+    if pool is not None:
+        pool.close()
     cg.remove_parent_if_empty()
     deadline = time.monotonic() + 5
     while True:

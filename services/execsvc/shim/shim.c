@@ -71,6 +71,7 @@
 #define SYNC_FD 3
 
 static const char *bundle;
+static char standby_bundle[PATH_MAX]; /* standby mode: the bundle named by the go message */
 static char conf_log[PATH_MAX], conf_netns[PATH_MAX], conf_oom[PATH_MAX];
 static unsigned long conf_flags;
 static long long conf_log_max_size; /* 0: never rotate */
@@ -920,9 +921,9 @@ static void fail(int report_fd, const char *kind, const char *msg)
     _exit(1);
 }
 
-static void monitor(int report_fd, char **init_argv)
+/* Detach from the caller: own session, cwd /, /dev/null on 0-2, no other fd but keep. */
+static void detach(int keep)
 {
-    char msg[PATH_MAX + 256], buf[512];
     setsid();
     if (chdir("/") < 0)
         _exit(1);
@@ -932,7 +933,23 @@ static void monitor(int report_fd, char **init_argv)
     dup2(devnull, 0);
     dup2(devnull, 1);
     dup2(devnull, 2);
-    close_fds_except(report_fd);
+    close_fds_except(keep);
+}
+
+static int send_release(int sock, char **init_argv, unsigned long unshare_flags, const int *fds, int nfds,
+                        int has_netns, int has_stdin, int has_console);
+
+/* standby mode: the child cloned at standby (already in the container's cgroups, blocked on
+ * standby_sock) and what it must unshare when released. 0: clone one now (the cold path). */
+static pid_t standby_pid;
+static int standby_sock = -1;
+static unsigned long standby_unshare;
+
+static void monitor(int report_fd, char **init_argv)
+{
+    char msg[PATH_MAX + 256], buf[512];
+    if (!standby_pid)
+        detach(report_fd);
 
     log_fd = open(conf_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (log_fd < 0) {
@@ -962,13 +979,40 @@ static void monitor(int report_fd, char **init_argv)
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
 
-    pid_t pid = (pid_t)syscall(SYS_clone, conf_flags | SIGCHLD, NULL, NULL, NULL, NULL);
-    if (pid < 0) {
-        snprintf(msg, sizeof msg, "clone(0x%lx): %s", conf_flags, strerror(errno));
-        fail(report_fd, "other", msg);
+    pid_t pid = standby_pid;
+    if (pid > 0) {
+        /* The warm slot's child: hand it its fds and argv; it unshares the rest and goes on as
+         * child() below. It is in the container's cgroups already: no cgroup.procs write. */
+        int fds[6], n = 0;
+        fds[n++] = po[1];
+        fds[n++] = pe[1];
+        fds[n++] = ps[1];
+        if (netns_fd >= 0)
+            fds[n++] = netns_fd;
+        if (io_in_r >= 0)
+            fds[n++] = io_in_r;
+        if (io_console[1] >= 0)
+            fds[n++] = io_console[1];
+        if (send_release(standby_sock, init_argv, standby_unshare, fds, n, netns_fd >= 0, io_in_r >= 0,
+                         io_console[1] >= 0) < 0) {
+            snprintf(msg, sizeof msg, "release the standby process: %s", strerror(errno));
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            fail(report_fd, "other", msg);
+        }
+        close(standby_sock);
+        standby_sock = -1;
+        n_procs = 0; /* joined at standby */
+    } else {
+        pid = (pid_t)syscall(SYS_clone, conf_flags | SIGCHLD, NULL, NULL, NULL, NULL);
+        if (pid < 0) {
+            snprintf(msg, sizeof msg, "clone(0x%lx): %s", conf_flags, strerror(errno));
+            fail(report_fd, "other", msg);
+        }
+        if (pid == 0)
+            child(init_argv, netns_fd, po[1], pe[1], ps[1]);
     }
-    if (pid == 0)
-        child(init_argv, netns_fd, po[1], pe[1], ps[1]);
     close(po[1]);
     close(pe[1]);
     close(ps[1]);
@@ -1275,8 +1319,270 @@ static int run_exec(int argc, char **argv)
     return start_monitor(exec_monitor, &argv[5]);
 }
 
+/* ---- standby mode: a warm slot ------------------------------------------
+ *
+ *   skiff-shim standby <fd> <clone_flags> <cgroup.procs>...   (<fd>: a SOCK_SEQPACKET socket to execsvc)
+ *
+ * The start path without a fork, an exec or a cgroup move (execsvc's slots.py). The monitor
+ * (which stays in execsvc's cgroup) clones the future PID 1 with <clone_flags> (the pid, uts
+ * and ipc namespaces), moves it into the slot's cgroups (each <cgroup.procs> given) and sends
+ * "r<pid> <starttime> <monitor pid> <starttime>" on the socket (moved to fd 3); the child waits on a socketpair. execsvc renames the slot's cgroups to the
+ * container's, writes its limits and bundle and sends one packet on fd 3:
+ *
+ *   g <bundle> \0 <unshare flags, hex> \0 <init argv, each \0-terminated>
+ *
+ * The monitor then goes on exactly as a container's monitor started the cold way (monitor()),
+ * except that it hands the child its fds (stdout/stderr/sync pipes, the netns, stdin, the
+ * console socket: SCM_RIGHTS) instead of cloning it; the child unshares the mount (and
+ * network) namespace then, so its view of the host's mounts is the one of the start, not a
+ * stale copy that would hold other containers' mounts alive. The start report ('0', 'n', 'x',
+ * 'e' + message) goes back on fd 3 instead of the original process's exit code.
+ * EOF on fd 3 (execsvc exited or dropped the slot) before a go: the child is killed and the
+ * monitor exits. A standby child that dies makes the monitor exit (execsvc sees EOF).
+ */
+#define CONTROL_FD 3
+#define RELEASE_MAX 16384
+
+/* The release packet, monitor -> child: "<unshare hex>\0<N|I|C flags>\0<bundle>\0<netns>\0<argv>..."
+ * with the fds in the order out, err, sync, [netns], [stdin], [console]. */
+static int send_release(int sock, char **init_argv, unsigned long unshare_flags, const int *fds, int nfds,
+                        int has_netns, int has_stdin, int has_console)
+{
+    static char payload[RELEASE_MAX];
+    size_t len = (size_t)snprintf(payload, sizeof payload, "%lx", unshare_flags) + 1;
+    len += (size_t)snprintf(payload + len, sizeof payload - len, "%s%s%s-", has_netns ? "N" : "",
+                            has_stdin ? "I" : "", has_console ? "C" : "") + 1;
+    const char *parts[2] = {bundle, conf_netns};
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen(parts[i]) + 1;
+        if (len + n > sizeof payload)
+            return errno = E2BIG, -1;
+        memcpy(payload + len, parts[i], n);
+        len += n;
+    }
+    for (char **a = init_argv; *a; a++) {
+        size_t n = strlen(*a) + 1;
+        if (len + n > sizeof payload)
+            return errno = E2BIG, -1;
+        memcpy(payload + len, *a, n);
+        len += n;
+    }
+    char ctl[CMSG_SPACE(sizeof(int) * 6)];
+    memset(ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = payload, .iov_len = len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    ssize_t w;
+    while ((w = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    return w < 0 ? -1 : 0;
+}
+
+/* The standby child: waits for its release, then becomes the container's init as child() does. */
+static void standby_child(int sock)
+{
+    static char payload[RELEASE_MAX];
+    static char *argv[512];
+    char ctl[CMSG_SPACE(sizeof(int) * 6)];
+    struct iovec iov = {.iov_base = payload, .iov_len = sizeof payload - 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    ssize_t n;
+    while ((n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0)
+        _exit(0); /* the monitor is gone or dropped the slot */
+    payload[n] = 0;
+    int fds[6], nfds = 0;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        if (nfds > 6)
+            nfds = 6;
+        memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)nfds);
+    }
+    close(sock);
+    if (nfds < 3)
+        _exit(1);
+    /* fields */
+    char *f[4], *p = payload, *end = payload + n;
+    for (int i = 0; i < 4; i++) {
+        f[i] = p;
+        p += strlen(p) + 1;
+        if (p > end)
+            _exit(1);
+    }
+    int argc = 0;
+    while (p < end && argc < 511) {
+        argv[argc++] = p;
+        p += strlen(p) + 1;
+    }
+    argv[argc] = NULL;
+    unsigned long unshare_flags = strtoul(f[0], NULL, 16);
+    if (strlen(f[2]) >= sizeof standby_bundle || strlen(f[3]) >= sizeof conf_netns)
+        _exit(1);
+    memcpy(standby_bundle, f[2], strlen(f[2]) + 1);
+    bundle = standby_bundle;
+    memcpy(conf_netns, f[3], strlen(f[3]) + 1);
+    int k = 3, netns_fd = -1;
+    if (strchr(f[1], 'N') && k < nfds)
+        netns_fd = fds[k++];
+    io_in_r = strchr(f[1], 'I') && k < nfds ? fds[k++] : -1;
+    io_console[1] = strchr(f[1], 'C') && k < nfds ? fds[k++] : -1;
+    if (unshare_flags && unshare((int)unshare_flags) < 0) {
+        dprintf(fds[2], "other\nunshare(0x%lx): %s", unshare_flags, strerror(errno));
+        _exit(1);
+    }
+    if (argc == 0) {
+        dprintf(fds[2], "other\nno init command");
+        _exit(1);
+    }
+    child(argv, netns_fd, fds[0], fds[1], fds[2]);
+}
+
+static void control_send(const char *fmt, ...)
+{
+    char buf[PATH_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof buf - 1)
+        n = (int)sizeof buf - 1;
+    while (send(CONTROL_FD, buf, (size_t)n, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+static void standby_monitor(unsigned long flags, char **procs, int nprocs)
+{
+    detach(CONTROL_FD);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+        control_send("esocketpair: %s", strerror(errno));
+        _exit(1);
+    }
+    pid_t pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid < 0) {
+        control_send("eclone(0x%lx): %s", flags, strerror(errno));
+        _exit(1);
+    }
+    if (pid == 0) {
+        /* nothing of the monitor's but the socket: fd 3 (execsvc's) must see EOF with it */
+        int keep = sp[1];
+        syscall(SYS_close_range, 3, (unsigned)keep - 1, 0);
+        syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0);
+        standby_child(keep);
+        _exit(1);
+    }
+    close(sp[1]);
+    signal(SIGPIPE, SIG_IGN); /* execsvc may close its end at any time */
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d", (int)pid);
+    for (int i = 0; i < nprocs; i++) {
+        int cfd = open(procs[i], O_WRONLY | O_CLOEXEC);
+        if (cfd < 0 || write(cfd, buf, strlen(buf)) < 0) {
+            control_send("ejoin cgroup %s: %s", procs[i], strerror(errno));
+            kill(pid, SIGKILL);
+            _exit(1);
+        }
+        close(cfd);
+    }
+    control_send("r%d %llu %d %llu", (int)pid, proc_starttime(pid), (int)getpid(), proc_starttime(getpid()));
+
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
+    static char packet[RELEASE_MAX];
+    for (;;) {
+        struct pollfd fds[2] = {{CONTROL_FD, POLLIN, 0}, {sfd, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[1].revents) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) < 0) {
+                /* waitpid decides */
+            }
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                _exit(1); /* the standby child died: the slot is gone */
+        }
+        if (!fds[0].revents)
+            continue;
+        ssize_t n;
+        while ((n = recv(CONTROL_FD, packet, sizeof packet - 1, 0)) < 0 && errno == EINTR)
+            ;
+        if (n <= 0 || packet[0] != 'g')
+            break; /* EOF: execsvc is gone or dropped the slot */
+        packet[n] = 0;
+        /* g <bundle> \0 <unshare hex> \0 argv... */
+        char *p = packet + 1, *end = packet + n;
+        if (strlen(p) >= sizeof standby_bundle)
+            break;
+        memcpy(standby_bundle, p, strlen(p) + 1);
+        p += strlen(p) + 1;
+        if (p >= end)
+            break;
+        standby_unshare = strtoul(p, NULL, 16);
+        p += strlen(p) + 1;
+        static char *argv[512];
+        int argc = 0;
+        while (p < end && argc < 511) {
+            argv[argc++] = p;
+            p += strlen(p) + 1;
+        }
+        argv[argc] = NULL;
+        bundle = standby_bundle;
+        if (bundle[0] != '/' || argc == 0)
+            break;
+        close(sfd);
+        standby_pid = pid;
+        standby_sock = sp[0];
+        read_conf();
+        io_read_conf("shim.conf");
+        compress_ok = 1;
+        monitor(CONTROL_FD, argv); /* never returns */
+        _exit(1);
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    _exit(0);
+}
+
+static int run_standby(int argc, char **argv)
+{
+    if (argc < 4)
+        die("usage: skiff-shim standby <fd> <clone_flags> <cgroup.procs>...");
+    int fd = atoi(argv[2]);
+    unsigned long flags = strtoul(argv[3], NULL, 0);
+    struct stat st;
+    if (fd < 3 || fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+        die("standby: fd %s must be the control socket", argv[2]);
+    if (fd != CONTROL_FD) {
+        if (dup2(fd, CONTROL_FD) < 0)
+            die("dup2: %s", strerror(errno));
+        close(fd);
+    }
+    pid_t m = fork();
+    if (m < 0)
+        die("fork: %s", strerror(errno));
+    if (m == 0)
+        standby_monitor(flags, &argv[4], argc - 4);
+    return 0; /* the monitor reports on fd 3; the caller only reaps this process */
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "standby"))
+        return run_standby(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "exec"))
         return run_exec(argc, argv);
     if (argc < 4 || strcmp(argv[2], "--") != 0)
