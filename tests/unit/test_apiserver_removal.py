@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import grpc
 
@@ -24,8 +25,12 @@ def test_each_reference_gets_its_own_result_in_order(env: Env) -> None:  # noqa:
     running = env.run("sleep")
     b_name = env.graph.containers[b].name
     # a WaitContainer(REMOVED) in progress gets the exit status of the removed container
+    asked = env.exec.calls.count("get_task")
     waiter = env.api.WaitContainer.future(api_pb2.WaitContainerRequest(
         container=exited, condition=api_pb2.WAIT_CONDITION_REMOVED), timeout=10)
+    deadline = time.monotonic() + 10  # in progress: it has read the record and asked for the task
+    while env.exec.calls.count("get_task") == asked and time.monotonic() < deadline:
+        time.sleep(0.01)
     results = _rm(env, a, "nosuch", b_name, running, exited[:12])
     assert waiter.result().exit_code == 3
     assert [r.container for r in results] == [a, "nosuch", b_name, running, exited[:12]]
