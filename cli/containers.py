@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import re
 import sys
@@ -482,8 +481,6 @@ def cmd_ps(client: Client, args: argparse.Namespace) -> int:
 
 _GO_DURATION = re.compile(r"^[-+]?(?:\d*\.?\d+(?:ns|us|µs|ms|s|m|h))+$")
 _GO_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?)?"
-                   r"(Z|z|[+-]\d{2}:\d{2})?$")
 
 
 def parse_timestamp(text: str, now_ns: int) -> tuple[int, int]:
@@ -496,27 +493,29 @@ def parse_timestamp(text: str, now_ns: int) -> tuple[int, int]:
     if text != "0" and _GO_DURATION.match(text):
         sign = -1 if text.startswith("-") else 1
         total = sum(int(float(n) * _GO_UNIT_NS[u]) for n, u in re.findall(r"(\d*\.?\d+)(ns|us|µs|ms|s|m|h)", text))
-        at = now_ns - sign * total
+        before = now_ns - sign * total
+        return before // 10**9, before % 10**9
+    from skiff.common.durations import parse_date_ns
+
+    at = parse_date_ns(text)
+    if at is not None:
         return at // 10**9, at % 10**9
-    m = _DATE.match(text)
-    if m:
-        year, mon, day, hh, mm, ss, frac, zone = m.groups()
-        tz = None
-        if zone in ("Z", "z"):
-            tz = datetime.UTC
-        elif zone:
-            sign = -1 if zone[0] == "-" else 1
-            tz = datetime.timezone(sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
-        try:
-            dt = datetime.datetime(int(year), int(mon), int(day), int(hh or 0), int(mm or 0), int(ss or 0),
-                                   tzinfo=tz)
-        except ValueError as err:
-            raise ValueError(f'parsing time "{text}": {err}') from None
-        return int(dt.timestamp()), int((frac or "0").ljust(9, "0"))
     if "-" in text or not re.match(r"^\d+(\.\d{1,9})?$", text):
         raise ValueError(f'failed to parse value as time or duration: "{text}"')
     sec, _, frac = text.partition(".")
     return int(sec), int(frac.ljust(9, "0")) if frac else 0
+
+
+def set_time_range(request: Any, args: argparse.Namespace, now_ns: int) -> None:
+    """``args.since``/``args.until`` (when given) into the request's Timestamp fields of those names."""
+    for name in ("since", "until"):
+        text = getattr(args, name)
+        if text:
+            try:
+                seconds, nanos = parse_timestamp(text, now_ns)
+            except ValueError as err:
+                raise exits.Usage(f'invalid value for "{name}": {err}') from None
+            getattr(request, name).seconds, getattr(request, name).nanos = seconds, nanos
 
 
 def _tail(text: str) -> int:
@@ -533,15 +532,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
 
     request = api_pb2.ContainerLogsRequest(container=args.container, follow=args.follow, stdout=True,
                                            stderr=True, tail=_tail(args.tail))
-    now = time.time_ns()
-    for name in ("since", "until"):
-        text = getattr(args, name)
-        if text:
-            try:
-                seconds, nanos = parse_timestamp(text, now)
-            except ValueError as err:
-                raise exits.Usage(f'invalid value for "{name}": {err}') from None
-            getattr(request, name).seconds, getattr(request, name).nanos = seconds, nanos
+    set_time_range(request, args, time.time_ns())
     with client.translated():
         for resp in client.containers.ContainerLogs(request):
             attach.write_entry(resp.entry, args.timestamps)

@@ -96,19 +96,11 @@ def render(template: str, doc: Mapping[str, Any]) -> str:
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
     from skiff.api.v1 import api_pb2
-    from skiff.cli.containers import parse_timestamp
+    from skiff.cli.containers import set_time_range
     from skiff.types.v1 import types_pb2
 
     request = api_pb2.EventsRequest(filters=[types_pb2.Filter(key=k, value=v) for k, v in parse_filters(args.filter)])
-    now = time.time_ns()
-    for name in ("since", "until"):
-        text = getattr(args, name)
-        if text:
-            try:
-                seconds, nanos = parse_timestamp(text, now)
-            except ValueError as err:
-                raise exits.Usage(f'invalid value for "{name}": {err}') from None
-            getattr(request, name).seconds, getattr(request, name).nanos = seconds, nanos
+    set_time_range(request, args, time.time_ns())
     stream = None
     try:
         with client.translated():

@@ -13,19 +13,16 @@ A key the caller does not take is INVALID_ARGUMENT ``invalid filter '<key>'``, a
 
 from __future__ import annotations
 
-import datetime
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from skiff.common.durations import parse_duration
+from skiff.common.durations import parse_date_ns, parse_duration
 from skiff.common.errors import UNSUPPORTED_FILTER, InvalidArgument
 
 KEYS = ("until", "label", "label!")
 
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
-                   r"(Z|z|[+-]\d{2}:\d{2})?$")
 _UNIX = re.compile(r"^\d+(?:\.\d{1,9})?$")
 
 
@@ -35,21 +32,9 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     if _UNIX.match(text):
         sec, _, frac = text.partition(".")
         return int(sec) * 10**9 + (int(frac.ljust(9, "0")) if frac else 0)
-    m = _DATE.match(text)
-    if m:
-        year, mon, day, hh, mm, ss, frac, zone = m.groups()
-        tz: datetime.tzinfo | None = None
-        if zone in ("Z", "z"):
-            tz = datetime.UTC
-        elif zone:
-            sign = -1 if zone[0] == "-" else 1
-            tz = datetime.timezone(sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
-        try:
-            dt = datetime.datetime(int(year), int(mon), int(day), int(hh or 0), int(mm or 0), int(ss or 0),
-                                   tzinfo=tz)
-        except ValueError as err:
-            raise ValueError(f'parsing time "{text}": {err}') from None
-        return int(dt.timestamp()) * 10**9 + int((frac or "0").ljust(9, "0"))
+    at = parse_date_ns(text)
+    if at is not None:
+        return at
     try:
         return now - parse_duration(text)
     except ValueError:

@@ -43,8 +43,10 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from skiff.common.errors import Internal
 
@@ -167,7 +169,13 @@ def socket_in(path: Path) -> socket.socket:
         except BaseException as err:
             result.append(err)
 
-    thread = threading.Thread(target=body, name="netns-socket")
+    return _run_in_thread(body, result, "netns-socket")
+
+
+def _run_in_thread(body: Callable[[], None], result: list[Any], name: str) -> Any:
+    """Runs ``body`` in a throwaway thread (its namespace changes die with it); what it put in
+    ``result``, raised if an exception."""
+    thread = threading.Thread(target=body, name=name)
     thread.start()
     thread.join()
     got = result[0] if result else RuntimeError("netns thread died")
@@ -276,13 +284,8 @@ def _make_pooled(result: list[BaseException | Pooled]) -> None:
 def make_pooled() -> Pooled:
     """A new namespace with ``lo`` up, held by descriptors only (from a throwaway thread)."""
     result: list[BaseException | Pooled] = []
-    thread = threading.Thread(target=_make_pooled, args=(result,), name="netns-pool-make")
-    thread.start()
-    thread.join()
-    got = result[0] if result else RuntimeError("netns thread died")
-    if isinstance(got, BaseException):
-        raise got
-    return got
+    pooled: Pooled = _run_in_thread(lambda: _make_pooled(result), result, "netns-pool-make")
+    return pooled
 
 
 #: The pool thread's nice value: refilling yields to the container starts it is there to speed up.
