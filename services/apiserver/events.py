@@ -303,9 +303,10 @@ class Hub:
         attrs = dict(attrs)
         attrs.update(extra)
         if action == "start":
+            # The start time is set once the start is published (below): an exit seen before
+            # then (a container that exits at once) is parked until it, so that `die` and the
+            # network's `disconnect` follow `start` and `connect`.
             with self._lock:
-                self._starts[cid] = time.time_ns()
-                self._running.add(cid)
                 volumes = list(self._volumes.get(cid, ()))
                 mode = self._modes.get(cid)
             net = self._network(mode) if mode is not None else None
@@ -318,6 +319,9 @@ class Hub:
                     "propagation": m.propagation, "read/write": str(not m.read_only).lower()})
         self.publish(Type.EVENT_TYPE_CONTAINER, action, cid, attrs)
         if action == "start":
+            with self._lock:
+                self._starts[cid] = time.time_ns()
+                self._running.add(cid)
             self._unpark(cid)
         if action == "destroy":
             with self._lock:
