@@ -257,13 +257,8 @@ def sockets_in_netns(path: str, address: str = DNS_ADDRESS,
                 s.close()
             result.append(err)
 
-    thread = threading.Thread(target=body, name="dns-sockets")
-    thread.start()
-    thread.join()
-    got = result[0] if result else RuntimeError("dns socket thread died")
-    if isinstance(got, BaseException):
-        raise got
-    return got
+    pair: tuple[socket.socket, socket.socket] = netns.run_in_thread(body, result, "dns-sockets")
+    return pair
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:

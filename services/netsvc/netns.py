@@ -169,10 +169,10 @@ def socket_in(path: Path) -> socket.socket:
         except BaseException as err:
             result.append(err)
 
-    return _run_in_thread(body, result, "netns-socket")
+    return run_in_thread(body, result, "netns-socket")
 
 
-def _run_in_thread(body: Callable[[], None], result: list[Any], name: str) -> Any:
+def run_in_thread(body: Callable[[], None], result: list[Any], name: str) -> Any:
     """Runs ``body`` in a throwaway thread (its namespace changes die with it); what it put in
     ``result``, raised if an exception."""
     thread = threading.Thread(target=body, name=name)
@@ -284,7 +284,7 @@ def _make_pooled(result: list[BaseException | Pooled]) -> None:
 def make_pooled() -> Pooled:
     """A new namespace with ``lo`` up, held by descriptors only (from a throwaway thread)."""
     result: list[BaseException | Pooled] = []
-    pooled: Pooled = _run_in_thread(lambda: _make_pooled(result), result, "netns-pool-make")
+    pooled: Pooled = run_in_thread(lambda: _make_pooled(result), result, "netns-pool-make")
     return pooled
 
 
